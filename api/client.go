@@ -1,0 +1,173 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/gantry-ml/gantry"
+	"github.com/gantry-ml/gantry/store"
+)
+
+// Client speaks the API over a unix socket.
+type Client struct {
+	socket string
+	http   *http.Client
+}
+
+// DefaultSocket is where gantryd listens unless told otherwise: under
+// /run/gantry for root, under $XDG_RUNTIME_DIR for other users.
+func DefaultSocket() string {
+	if os.Geteuid() != 0 {
+		if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" {
+			return d + "/gantry/gantry.sock"
+		}
+	}
+	return "/run/gantry/gantry.sock"
+}
+
+// NewClient returns a client for host, "unix:///path/to.sock" or a plain
+// socket path; "" means GANTRY_HOST, else DefaultSocket. It returns
+// ErrInvalid for another scheme.
+func NewClient(host string) (*Client, error) {
+	if host == "" {
+		host = os.Getenv("GANTRY_HOST")
+	}
+	if host == "" {
+		host = "unix://" + DefaultSocket()
+	}
+	sock, ok := strings.CutPrefix(host, "unix://")
+	if !ok {
+		if strings.Contains(host, "://") {
+			return nil, gantry.Errorf(gantry.ErrInvalid, "host %q: only unix:///path/to/gantry.sock is supported", host)
+		}
+		sock = host
+	}
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", sock)
+		},
+	}
+	return &Client{socket: sock, http: &http.Client{Transport: tr}}, nil
+}
+
+func (c *Client) url(path string, q url.Values) string {
+	u := "http://gantry" + path
+	if len(q) > 0 {
+		u += "?" + q.Encode()
+	}
+	return u
+}
+
+func (c *Client) do(ctx context.Context, method, path string, q url.Values, body io.Reader, ctype string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, c.url(path, q), body)
+	if err != nil {
+		return nil, err
+	}
+	if ctype != "" {
+		req.Header.Set("Content-Type", ctype)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, gantry.Errorf(gantry.ErrUnavailable, "cannot reach gantryd at %s (is gantryd running? set GANTRY_HOST or --host): %v", c.socket, err)
+	}
+	if resp.StatusCode >= 400 {
+		defer resp.Body.Close()
+		var e Error
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		if json.Unmarshal(data, &e) != nil || e.Message == "" {
+			e.Message = fmt.Sprintf("gantryd answered %s: %s", resp.Status, strings.TrimSpace(string(data)))
+		}
+		if k := kindOf(e.Kind); k != nil {
+			return nil, gantry.Errorf(k, "%s", e.Message)
+		}
+		return nil, fmt.Errorf("%s", e.Message)
+	}
+	return resp, nil
+}
+
+func (c *Client) getJSON(ctx context.Context, path string, q url.Values, v any) error {
+	resp, err := c.do(ctx, http.MethodGet, path, q, nil, "")
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	return json.NewDecoder(resp.Body).Decode(v)
+}
+
+// Version returns the daemon's version information.
+func (c *Client) Version(ctx context.Context) (VersionInfo, error) {
+	var v VersionInfo
+	err := c.getJSON(ctx, "/v1/version", nil, &v)
+	return v, err
+}
+
+// Submit sends spec and the build context (a tar stream) and returns the
+// recorded job.
+func (c *Client) Submit(ctx context.Context, spec gantry.Spec, tar io.Reader) (*gantry.Job, error) {
+	data, err := json.Marshal(spec)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.do(ctx, http.MethodPost, "/v1/jobs", url.Values{"spec": {string(data)}}, tar, "application/x-tar")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var j gantry.Job
+	return &j, json.NewDecoder(resp.Body).Decode(&j)
+}
+
+// Get returns job id's record.
+func (c *Client) Get(ctx context.Context, id string) (*gantry.Job, error) {
+	var j gantry.Job
+	if err := c.getJSON(ctx, "/v1/jobs/"+url.PathEscape(id), nil, &j); err != nil {
+		return nil, err
+	}
+	return &j, nil
+}
+
+// List returns a page of jobs, newest first, and the cursor of the next.
+func (c *Client) List(ctx context.Context, o store.ListOptions) ([]*gantry.Job, string, error) {
+	q := url.Values{}
+	if o.Limit > 0 {
+		q.Set("limit", strconv.Itoa(o.Limit))
+	}
+	if o.Before != "" {
+		q.Set("before", o.Before)
+	}
+	for _, s := range o.States {
+		q.Add("state", string(s))
+	}
+	var l JobList
+	if err := c.getJSON(ctx, "/v1/jobs", q, &l); err != nil {
+		return nil, "", err
+	}
+	return l.Jobs, l.Next, nil
+}
+
+// Logs copies job id's log to w; with follow, until the job ends.
+func (c *Client) Logs(ctx context.Context, id string, follow bool, w io.Writer) error {
+	q := url.Values{}
+	if follow {
+		q.Set("follow", "1")
+	}
+	resp, err := c.do(ctx, http.MethodGet, "/v1/jobs/"+url.PathEscape(id)+"/logs", q, nil, "")
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	_, err = io.Copy(w, resp.Body)
+	return err
+}

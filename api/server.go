@@ -1,0 +1,256 @@
+// Package api is gantry's REST API (JSON under /v1/) and the client the CLI
+// uses to speak it. It is the one place where error kinds become HTTP status
+// codes, and back.
+//
+// Endpoints:
+//
+//	GET  /_ping                      "OK" when the daemon serves
+//	GET  /v1/version                 the daemon's and the engine's versions
+//	POST /v1/jobs?spec=JSON          submit: the body is the build context as a
+//	                                 tar stream (Content-Type application/x-tar),
+//	                                 the way docker build sends it; spec is a
+//	                                 gantry.Spec. Answers 201 with the job.
+//	GET  /v1/jobs?limit=N&before=ID&state=S
+//	                                 a page of jobs, newest first:
+//	                                 {"jobs": [...], "next": "ID"}; pass next as
+//	                                 before for the following page
+//	GET  /v1/jobs/{id}               one job's record
+//	GET  /v1/jobs/{id}/logs?follow=1 the job's log as text; with follow, the
+//	                                 response streams until the job ends
+//
+// Errors answer {"message": "...", "kind": "invalid"} with the status the kind
+// maps to in statusOf.
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+
+	"github.com/gantry-ml/gantry"
+	"github.com/gantry-ml/gantry/store"
+)
+
+// Version is the API's version, the first part of every path.
+const Version = "v1"
+
+// MaxSpecBytes bounds the spec query parameter.
+const MaxSpecBytes = 64 << 10
+
+// Service is what the API serves; daemon.Daemon implements it.
+type Service interface {
+	Submit(ctx context.Context, spec gantry.Spec, tar io.Reader) (*gantry.Job, error)
+	Get(ctx context.Context, id string) (*gantry.Job, error)
+	List(ctx context.Context, o store.ListOptions) ([]*gantry.Job, string, error)
+	Logs(ctx context.Context, id string, follow bool, w io.Writer) error
+}
+
+// VersionInfo is what /v1/version answers.
+type VersionInfo struct {
+	Version    string `json:"version"`
+	APIVersion string `json:"api_version"`
+	Engine     string `json:"engine,omitempty"`
+	EngineAPI  string `json:"engine_api,omitempty"`
+}
+
+// JobList is a page of jobs.
+type JobList struct {
+	Jobs []*gantry.Job `json:"jobs"`
+	Next string        `json:"next,omitempty"`
+}
+
+// Error is the body of every error response.
+type Error struct {
+	Message string `json:"message"`
+	Kind    string `json:"kind,omitempty"`
+}
+
+// kinds is the one table between error kinds and HTTP status codes.
+var kinds = []struct {
+	kind   error
+	name   string
+	status int
+}{
+	{gantry.ErrNotFound, "not_found", http.StatusNotFound},
+	{gantry.ErrInvalid, "invalid", http.StatusBadRequest},
+	{gantry.ErrConflict, "conflict", http.StatusConflict},
+	{gantry.ErrTooLarge, "too_large", http.StatusRequestEntityTooLarge},
+	{gantry.ErrUnavailable, "unavailable", http.StatusServiceUnavailable},
+}
+
+func statusOf(err error) (int, string) {
+	for _, k := range kinds {
+		if errors.Is(err, k.kind) {
+			return k.status, k.name
+		}
+	}
+	return http.StatusInternalServerError, ""
+}
+
+// kindOf maps an error response back to its kind.
+func kindOf(name string) error {
+	for _, k := range kinds {
+		if k.name == name {
+			return k.kind
+		}
+	}
+	return nil
+}
+
+// Handler returns the API's HTTP handler.
+func Handler(svc Service, version func(context.Context) VersionInfo, log *slog.Logger) http.Handler {
+	if log == nil {
+		log = slog.Default()
+	}
+	s := &server{svc: svc, version: version, log: log}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /_ping", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "OK") })
+	mux.HandleFunc("GET /v1/version", s.getVersion)
+	mux.HandleFunc("POST /v1/jobs", s.submit)
+	mux.HandleFunc("GET /v1/jobs", s.list)
+	mux.HandleFunc("GET /v1/jobs/{id}", s.get)
+	mux.HandleFunc("GET /v1/jobs/{id}/logs", s.logs)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		s.error(w, r, gantry.Errorf(gantry.ErrNotFound, "no such endpoint: %s %s (this is gantry API %s)", r.Method, r.URL.Path, Version))
+	})
+	return mux
+}
+
+type server struct {
+	svc     Service
+	version func(context.Context) VersionInfo
+	log     *slog.Logger
+}
+
+func (s *server) getVersion(w http.ResponseWriter, r *http.Request) {
+	s.json(w, http.StatusOK, s.version(r.Context()))
+}
+
+// DecodeSpec decodes a job spec strictly: unknown fields and wrong types are
+// refused with ErrInvalid, naming the field.
+func DecodeSpec(data []byte) (gantry.Spec, error) {
+	var spec gantry.Spec
+	if len(data) > MaxSpecBytes {
+		return spec, gantry.Errorf(gantry.ErrTooLarge, "spec: over %d bytes", MaxSpecBytes)
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&spec); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) {
+			return spec, gantry.Errorf(gantry.ErrInvalid, "spec: field %q: want a %s, got a JSON %s", te.Field, te.Type, te.Value)
+		}
+		return spec, gantry.Errorf(gantry.ErrInvalid, "spec: %v", err)
+	}
+	if dec.More() {
+		return spec, gantry.Errorf(gantry.ErrInvalid, "spec: trailing data after the JSON object")
+	}
+	return spec, nil
+}
+
+func (s *server) submit(w http.ResponseWriter, r *http.Request) {
+	raw := r.URL.Query().Get("spec")
+	if raw == "" {
+		raw = "{}"
+	}
+	spec, err := DecodeSpec([]byte(raw))
+	if err != nil {
+		s.error(w, r, err)
+		return
+	}
+	j, err := s.svc.Submit(r.Context(), spec, r.Body)
+	if err != nil {
+		s.error(w, r, err)
+		return
+	}
+	s.json(w, http.StatusCreated, j)
+}
+
+func (s *server) list(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	o := store.ListOptions{Before: q.Get("before")}
+	if l := q.Get("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil || n < 0 {
+			s.error(w, r, gantry.Errorf(gantry.ErrInvalid, "limit %q: want a number >= 0", l))
+			return
+		}
+		o.Limit = n
+	}
+	for _, st := range q["state"] {
+		if !gantry.State(st).Valid() {
+			s.error(w, r, gantry.Errorf(gantry.ErrInvalid, "state %q: want one of %v", st, gantry.States))
+			return
+		}
+		o.States = append(o.States, gantry.State(st))
+	}
+	jobs, next, err := s.svc.List(r.Context(), o)
+	if err != nil {
+		s.error(w, r, err)
+		return
+	}
+	if jobs == nil {
+		jobs = []*gantry.Job{}
+	}
+	s.json(w, http.StatusOK, JobList{Jobs: jobs, Next: next})
+}
+
+func (s *server) get(w http.ResponseWriter, r *http.Request) {
+	j, err := s.svc.Get(r.Context(), r.PathValue("id"))
+	if err != nil {
+		s.error(w, r, err)
+		return
+	}
+	s.json(w, http.StatusOK, j)
+}
+
+func (s *server) logs(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	follow, _ := strconv.ParseBool(r.URL.Query().Get("follow"))
+	// Fail before the first byte for an unknown job, so it gets a status.
+	if _, err := s.svc.Get(r.Context(), id); err != nil {
+		s.error(w, r, err)
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(http.StatusOK)
+	fw := flushWriter{w: w, rc: http.NewResponseController(w)}
+	if err := s.svc.Logs(r.Context(), id, follow, fw); err != nil && r.Context().Err() == nil {
+		s.log.Warn("logs", "job", id, "err", err)
+	}
+}
+
+type flushWriter struct {
+	w  io.Writer
+	rc *http.ResponseController
+}
+
+func (f flushWriter) Write(p []byte) (int, error) { return f.w.Write(p) }
+func (f flushWriter) Flush()                      { f.rc.Flush() }
+
+func (s *server) json(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(v); err != nil {
+		s.log.Warn("write response", "err", err)
+	}
+}
+
+func (s *server) error(w http.ResponseWriter, r *http.Request, err error) {
+	status, kind := statusOf(err)
+	msg := err.Error()
+	if status == http.StatusInternalServerError {
+		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+		msg = fmt.Sprintf("internal error: %v", err)
+	}
+	s.json(w, status, Error{Message: msg, Kind: kind})
+}

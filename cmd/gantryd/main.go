@@ -1,0 +1,179 @@
+// Command gantryd is gantry's daemon: it serves the API on a unix socket,
+// keeps job records in bbolt, builds with BuildKit, trains on the Docker
+// engine and pushes with go-containerregistry.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/gantry-ml/gantry"
+	"github.com/gantry-ml/gantry/api"
+	"github.com/gantry-ml/gantry/builder"
+	"github.com/gantry-ml/gantry/daemon"
+	"github.com/gantry-ml/gantry/push"
+	"github.com/gantry-ml/gantry/runner"
+	"github.com/gantry-ml/gantry/store"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "gantryd:", err)
+		os.Exit(1)
+	}
+}
+
+func defaultDataDir() string {
+	if os.Geteuid() == 0 {
+		return "/var/lib/gantry"
+	}
+	if d := os.Getenv("XDG_DATA_HOME"); d != "" {
+		return filepath.Join(d, "gantry")
+	}
+	home, _ := os.UserHomeDir()
+	return filepath.Join(home, ".local", "share", "gantry")
+}
+
+func run() error {
+	var (
+		socket      = flag.String("socket", api.DefaultSocket(), "unix socket to serve the API on")
+		dataDir     = flag.String("data-dir", defaultDataDir(), "directory for the job records and logs")
+		dockerHost  = flag.String("docker-host", "", "Docker engine address (default: DOCKER_HOST, else the local socket)")
+		bkAddr      = flag.String("buildkit-addr", "", "standalone buildkitd address (default: the Docker engine's embedded BuildKit)")
+		maxJobs     = flag.Int("max-jobs", 2, "jobs running at once")
+		maxContext  = flag.Int64("max-context-size", 512<<20, "largest build context accepted, in bytes")
+		stopTimeout = flag.Duration("stop-timeout", 10*time.Second, "grace period between SIGTERM and SIGKILL when a training container is stopped")
+		debug       = flag.Bool("debug", false, "log at debug level")
+	)
+	flag.Parse()
+	if flag.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q (see gantryd -h)", flag.Args())
+	}
+	level := slog.LevelInfo
+	if *debug {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	if err := os.MkdirAll(*dataDir, 0o700); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	st, err := store.Open(filepath.Join(*dataDir, "gantry.db"))
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+
+	eng, err := runner.Dial(ctx, *dockerHost)
+	if err != nil {
+		return err
+	}
+	defer eng.Close()
+	engineVersion, engineAPI, err := eng.Version(ctx)
+	if err != nil {
+		return err
+	}
+	bk, err := builder.Dial(ctx, *bkAddr, eng.Hijack, eng.Load)
+	if err != nil {
+		return err
+	}
+	defer bk.Close()
+
+	source := func(ctx context.Context, ref string) (v1.Image, error) {
+		return push.FromEngine(ctx, eng.Client(), ref)
+	}
+	d, err := daemon.New(daemon.Config{
+		DataDir:     *dataDir,
+		MaxJobs:     *maxJobs,
+		Context:     daemon.Limits{MaxBytes: *maxContext, MaxEntries: 100000},
+		StopTimeout: *stopTimeout,
+		Logger:      log,
+	}, st, bk, eng, push.New(), source)
+	if err != nil {
+		return err
+	}
+
+	ln, err := listen(*socket)
+	if err != nil {
+		return err
+	}
+	versions := func(context.Context) api.VersionInfo {
+		return api.VersionInfo{Version: gantry.Version, APIVersion: api.Version, Engine: engineVersion, EngineAPI: engineAPI}
+	}
+	srv := &http.Server{
+		Handler:           api.Handler(d, versions, log),
+		ReadHeaderTimeout: 10 * time.Second,
+		BaseContext:       func(net.Listener) context.Context { return ctx },
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	log.Info("gantryd serving", "socket", *socket, "data_dir", *dataDir,
+		"engine", engineVersion, "engine_api", engineAPI, "max_jobs", *maxJobs)
+
+	ran := make(chan error, 1)
+	go func() { ran <- d.Run(ctx) }()
+
+	select {
+	case err = <-served:
+		stop()
+	case err = <-ran:
+		stop()
+	case <-ctx.Done():
+	}
+	log.Info("gantryd shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	srv.Shutdown(sctx)
+	if e := <-ran; err == nil {
+		err = e
+	}
+	os.Remove(*socket)
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	return err
+}
+
+// listen opens the API socket. A socket file left by a gantryd that is gone
+// is replaced; one a live gantryd answers on is not.
+func listen(path string) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("socket directory: %w", err)
+	}
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode()&os.ModeSocket == 0 {
+			return nil, fmt.Errorf("socket %s: exists and is not a socket; remove it or choose another --socket", path)
+		}
+		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("socket %s: another gantryd is serving on it", path)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("remove stale socket %s: %w", path, err)
+		}
+	}
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o660); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("socket %s: %w", path, err)
+	}
+	return ln, nil
+}

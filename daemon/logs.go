@@ -1,0 +1,129 @@
+package daemon
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"os"
+	"time"
+
+	"github.com/gantry-ml/gantry/push"
+	"github.com/gantry-ml/gantry/trainer"
+)
+
+func validRef(s string) error {
+	_, err := push.ParseRef(s)
+	return err
+}
+
+func validRegex(s string) error {
+	_, err := trainer.Compile(s)
+	return err
+}
+
+// maxLine is the longest line handed to the metric reader; the rest of a
+// longer line still goes to the log, but is not examined.
+const maxLine = 64 << 10
+
+// lineSplitter is an io.Writer that hands each complete line to fn.
+type lineSplitter struct {
+	fn      func(string)
+	buf     []byte
+	discard bool // the current line ran over maxLine
+}
+
+func newLineSplitter(fn func(string)) *lineSplitter { return &lineSplitter{fn: fn} }
+
+func (l *lineSplitter) Write(p []byte) (int, error) {
+	n := len(p)
+	for len(p) > 0 {
+		i := bytes.IndexByte(p, '\n')
+		if i < 0 {
+			l.add(p)
+			break
+		}
+		l.add(p[:i])
+		l.emit()
+		p = p[i+1:]
+	}
+	return n, nil
+}
+
+func (l *lineSplitter) add(p []byte) {
+	if l.discard {
+		return
+	}
+	if len(l.buf)+len(p) > maxLine {
+		l.discard = true
+		l.buf = l.buf[:0]
+		return
+	}
+	l.buf = append(l.buf, p...)
+}
+
+func (l *lineSplitter) emit() {
+	if !l.discard {
+		l.fn(string(l.buf))
+	}
+	l.buf, l.discard = l.buf[:0], false
+}
+
+// Flush hands on a last line that had no newline.
+func (l *lineSplitter) Flush() {
+	if len(l.buf) > 0 || l.discard {
+		l.emit()
+	}
+}
+
+// pollInterval is how often a followed log is checked for more output.
+const pollInterval = 100 * time.Millisecond
+
+// Logs copies job id's log to w. With follow, it waits for a queued job to
+// start, keeps copying as the log grows, and returns once the job has ended
+// and its whole log is written. It returns ErrNotFound for an unknown job.
+func (d *Daemon) Logs(ctx context.Context, id string, follow bool, w io.Writer) error {
+	if _, err := d.store.Get(ctx, id); err != nil {
+		return err
+	}
+	var f *os.File
+	defer func() {
+		if f != nil {
+			f.Close()
+		}
+	}()
+	flush := func() {
+		if fl, ok := w.(interface{ Flush() }); ok {
+			fl.Flush()
+		}
+	}
+	for {
+		// Read the state before copying: a job seen terminal here has
+		// written its whole log, so the copy that follows gets all of it.
+		j, err := d.store.Get(ctx, id)
+		if err != nil {
+			return err
+		}
+		done := j.State.Terminal() || !follow
+		if f == nil {
+			f, err = os.Open(d.LogPath(id))
+			if err != nil && !errors.Is(err, os.ErrNotExist) {
+				return err
+			}
+		}
+		if f != nil {
+			if _, err := io.Copy(w, f); err != nil {
+				return err
+			}
+			flush()
+		}
+		if done {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(pollInterval):
+		}
+	}
+}

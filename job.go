@@ -1,0 +1,282 @@
+// Package gantry is the domain of gantry: a job that builds a training image,
+// runs it, reads the accuracy it reports, and pushes the image only when the
+// job passes its gate. It holds the types, the state machine and the error
+// kinds, and does no I/O; every other package depends on it.
+package gantry
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/base32"
+	"encoding/binary"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+)
+
+// State is where a job is in its life.
+type State string
+
+// The states of a job. A job moves forward only, through the transitions
+// listed in transitions, and ends in exactly one terminal state.
+const (
+	StateQueued    State = "queued"
+	StateBuilding  State = "building"
+	StateRunning   State = "running"
+	StatePushing   State = "pushing"
+	StateSucceeded State = "succeeded" // trained; pushed where asked
+	StateRejected  State = "rejected"  // trained with exit 0, but the gate failed: nothing pushed
+	StateFailed    State = "failed"    // build error, non-zero exit, push error
+	StateCanceled  State = "canceled"
+)
+
+// States lists every state in the order of a job's life.
+var States = []State{
+	StateQueued, StateBuilding, StateRunning, StatePushing,
+	StateSucceeded, StateRejected, StateFailed, StateCanceled,
+}
+
+// transitions is the state machine: for each state, the states it may move to.
+var transitions = map[State][]State{
+	StateQueued:   {StateBuilding, StateFailed, StateCanceled},
+	StateBuilding: {StateRunning, StateFailed, StateCanceled},
+	StateRunning:  {StatePushing, StateSucceeded, StateRejected, StateFailed, StateCanceled},
+	StatePushing:  {StateSucceeded, StateFailed, StateCanceled},
+}
+
+// Terminal reports whether s ends a job's life.
+func (s State) Terminal() bool {
+	switch s {
+	case StateSucceeded, StateRejected, StateFailed, StateCanceled:
+		return true
+	}
+	return false
+}
+
+// Valid reports whether s is one of States.
+func (s State) Valid() bool {
+	for _, v := range States {
+		if s == v {
+			return true
+		}
+	}
+	return false
+}
+
+// CanMove reports whether a job in state from may move to state to.
+func CanMove(from, to State) bool {
+	for _, s := range transitions[from] {
+		if s == to {
+			return true
+		}
+	}
+	return false
+}
+
+// BuildSpec says how to build a job's image, the way docker build takes it.
+type BuildSpec struct {
+	// Dockerfile is the Dockerfile's path inside the build context.
+	Dockerfile string            `json:"dockerfile,omitempty"`
+	BuildArgs  map[string]string `json:"build_args,omitempty"`
+	Target     string            `json:"target,omitempty"`
+}
+
+// Spec is what a user submits: how to build, and what to do with the result.
+type Spec struct {
+	Build BuildSpec `json:"build"`
+	// Push lists the references the image is pushed to when the job passes.
+	Push []string `json:"push,omitempty"`
+	// MinAccuracy, when set, is the gate: the accuracy must be at least this.
+	MinAccuracy *float64 `json:"min_accuracy,omitempty"`
+	// MetricRegex, when set, replaces the default accuracy pattern. Its first
+	// capture group (or the whole match) is the accuracy.
+	MetricRegex string `json:"metric_regex,omitempty"`
+}
+
+// Validate checks a spec before any of it is recorded. validRef and
+// validRegex are the checks that need outside packages; either may be nil.
+// It returns an error of kind ErrInvalid naming the field at fault.
+func (s *Spec) Validate(validRef, validRegex func(string) error) error {
+	if s.Build.Dockerfile == "" {
+		s.Build.Dockerfile = "Dockerfile"
+	}
+	if strings.HasPrefix(s.Build.Dockerfile, "/") || hasDotDot(s.Build.Dockerfile) {
+		return Errorf(ErrInvalid, "dockerfile %q: must be a relative path inside the build context", s.Build.Dockerfile)
+	}
+	for k := range s.Build.BuildArgs {
+		if k == "" || strings.ContainsAny(k, "= \t\n") {
+			return Errorf(ErrInvalid, "build arg %q: a name may not be empty or hold '=' or spaces", k)
+		}
+	}
+	if s.MinAccuracy != nil {
+		a := *s.MinAccuracy
+		if a != a || a < 0 || a > 1 {
+			return Errorf(ErrInvalid, "min_accuracy %v: must be between 0 and 1", a)
+		}
+	}
+	for _, r := range s.Push {
+		if validRef == nil {
+			break
+		}
+		if err := validRef(r); err != nil {
+			return Errorf(ErrInvalid, "push reference %q: %v", r, err)
+		}
+	}
+	if s.MetricRegex != "" && validRegex != nil {
+		if err := validRegex(s.MetricRegex); err != nil {
+			return Errorf(ErrInvalid, "metric_regex %q: %v", s.MetricRegex, err)
+		}
+	}
+	return nil
+}
+
+func hasDotDot(p string) bool {
+	for _, part := range strings.Split(p, "/") {
+		if part == ".." {
+			return true
+		}
+	}
+	return false
+}
+
+// Push is one reference a job's image was pushed to, with the manifest
+// digest the registry serves for it.
+type Push struct {
+	Ref    string `json:"ref"`
+	Digest string `json:"digest"`
+}
+
+// Metrics are what the training program reported.
+type Metrics struct {
+	Accuracy *float64 `json:"accuracy,omitempty"`
+}
+
+// Phase records when one phase of a job started and ended.
+type Phase struct {
+	Started  *time.Time `json:"started,omitempty"`
+	Finished *time.Time `json:"finished,omitempty"`
+}
+
+// Times holds the timestamps of each phase.
+type Times struct {
+	Created  time.Time  `json:"created"`
+	Build    Phase      `json:"build"`
+	Run      Phase      `json:"run"`
+	Push     Phase      `json:"push"`
+	Finished *time.Time `json:"finished,omitempty"`
+}
+
+// Job is the record gantry keeps of one submission.
+type Job struct {
+	ID    string `json:"id"`
+	Spec  Spec   `json:"spec"`
+	State State  `json:"state"`
+	// Error says, for a failed, rejected or canceled job, what happened.
+	Error string `json:"error,omitempty"`
+	// ImageName is the local name the build tags the image with.
+	ImageName string `json:"image_name,omitempty"`
+	// Image is the local image ID the build produced.
+	Image       string  `json:"image,omitempty"`
+	ContainerID string  `json:"container_id,omitempty"`
+	ExitCode    *int    `json:"exit_code,omitempty"`
+	Metrics     Metrics `json:"metrics"`
+	Pushes      []Push  `json:"pushes,omitempty"`
+	Times       Times   `json:"times"`
+	// ContextSize is the size in bytes of the build context as received.
+	ContextSize int64 `json:"context_size"`
+}
+
+// NewJob returns a queued job for spec, with a fresh ID.
+func NewJob(spec Spec, now time.Time) *Job {
+	id := NewID(now)
+	return &Job{
+		ID:        id,
+		Spec:      spec,
+		State:     StateQueued,
+		ImageName: "gantry/job:" + id,
+		Times:     Times{Created: now.UTC()},
+	}
+}
+
+// Move moves j to state to at time now, stamping the phase times. It returns
+// ErrConflict when the state machine does not allow the move.
+func (j *Job) Move(to State, now time.Time) error {
+	if !CanMove(j.State, to) {
+		return Errorf(ErrConflict, "job %s: cannot move from %s to %s", j.ID, j.State, to)
+	}
+	now = now.UTC()
+	end := func(p *Phase) {
+		if p.Started != nil && p.Finished == nil {
+			p.Finished = &now
+		}
+	}
+	end(&j.Times.Build)
+	end(&j.Times.Run)
+	end(&j.Times.Push)
+	switch to {
+	case StateBuilding:
+		j.Times.Build.Started = &now
+	case StateRunning:
+		j.Times.Run.Started = &now
+	case StatePushing:
+		j.Times.Push.Started = &now
+	}
+	if to.Terminal() {
+		j.Times.Finished = &now
+	}
+	j.State = to
+	return nil
+}
+
+// idAlphabet is Crockford's base32, lowercase: no look-alike letters, and
+// encoding keeps byte order, so IDs sort as their bytes do.
+const idAlphabet = "0123456789abcdefghjkmnpqrstvwxyz"
+
+var idEncoding = base32.NewEncoding(idAlphabet).WithPadding(base32.NoPadding)
+
+var (
+	idMu   sync.Mutex
+	lastID [10]byte
+)
+
+// NewID returns a 16-character job ID: 48 bits of milliseconds, then 32
+// random bits. IDs from one process sort in the order they were made, even
+// within a millisecond (the later one is the earlier plus one), so the order
+// of keys is the order of submission.
+func NewID(now time.Time) string {
+	var b [10]byte
+	ms := uint64(now.UnixMilli())
+	binary.BigEndian.PutUint16(b[0:2], uint16(ms>>32))
+	binary.BigEndian.PutUint32(b[2:6], uint32(ms))
+	if _, err := rand.Read(b[6:]); err != nil {
+		panic(fmt.Sprintf("gantry: reading random bytes: %v", err))
+	}
+	idMu.Lock()
+	defer idMu.Unlock()
+	if bytes.Compare(b[:], lastID[:]) <= 0 {
+		b = lastID
+		for i := len(b) - 1; i >= 0; i-- {
+			b[i]++
+			if b[i] != 0 {
+				break
+			}
+		}
+	}
+	lastID = b
+	return idEncoding.EncodeToString(b[:])
+}
+
+// ValidID reports whether id has the form NewID produces, so that it is safe
+// to use in file names and labels.
+func ValidID(id string) bool {
+	if len(id) != 16 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		if strings.IndexByte(idAlphabet, id[i]) < 0 {
+			return false
+		}
+	}
+	return true
+}
