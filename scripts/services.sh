@@ -118,6 +118,14 @@ stop() {
 	for name in registry dockerd; do
 		if [ -f "$STATE/$name.pid" ]; then
 			pid=$(cat "$STATE/$name.pid")
+			# Only the process this script started: a stale pid file may
+			# name a pid that now belongs to something else.
+			comm=$(cat "/proc/$pid/comm" 2>/dev/null || true)
+			case "$comm" in dockerd | docker-registry) ;; *)
+				rm -f "$STATE/$name.pid"
+				continue
+				;;
+			esac
 			kill "$pid" 2>/dev/null || true
 			for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
 			rm -f "$STATE/$name.pid"
