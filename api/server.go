@@ -31,6 +31,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"reflect"
 	"strconv"
 
 	"github.com/gantry-ml/gantry"
@@ -144,14 +145,33 @@ func DecodeSpec(data []byte) (gantry.Spec, error) {
 	if err := dec.Decode(&spec); err != nil {
 		var te *json.UnmarshalTypeError
 		if errors.As(err, &te) {
-			return spec, gantry.Errorf(gantry.ErrInvalid, "spec: field %q: want a %s, got a JSON %s", te.Field, te.Type, te.Value)
+			return spec, gantry.Errorf(gantry.ErrInvalid, "spec: field %q: want %s, got a JSON %s", te.Field, jsonKind(te.Type), te.Value)
 		}
 		return spec, gantry.Errorf(gantry.ErrInvalid, "spec: %v", err)
 	}
-	if dec.More() {
+	if _, err := dec.Token(); err != io.EOF {
 		return spec, gantry.Errorf(gantry.ErrInvalid, "spec: trailing data after the JSON object")
 	}
 	return spec, nil
+}
+
+// jsonKind names what a Go type looks like in JSON.
+func jsonKind(t reflect.Type) string {
+	switch t.Kind() {
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Slice, reflect.Array:
+		return "a list"
+	case reflect.Map, reflect.Struct:
+		return "an object"
+	case reflect.Pointer:
+		return jsonKind(t.Elem())
+	case reflect.Float32, reflect.Float64, reflect.Int, reflect.Int64, reflect.Int32, reflect.Uint, reflect.Uint64:
+		return "a number"
+	}
+	return t.String()
 }
 
 func (s *server) submit(w http.ResponseWriter, r *http.Request) {

@@ -33,12 +33,21 @@ func unpack(r io.Reader, dir string, lim Limits) (int64, error) {
 	}
 	defer root.Close()
 	var total int64
+	var links []string
 	tr := tar.NewReader(r)
 	for n := 0; ; n++ {
 		h, err := tr.Next()
 		if err == io.EOF {
 			if n == 0 {
 				return 0, gantry.Errorf(gantry.ErrInvalid, "build context: the tar stream is empty (send the context directory as a tar archive)")
+			}
+			// A later entry can change where an earlier symlink leads
+			// (a link through a link): check them all on the final tree.
+			for _, l := range links {
+				target, err := root.Readlink(l)
+				if err != nil || !inside(root, l, target) {
+					return 0, outsideErr("symlink", l, target)
+				}
 			}
 			return total, nil
 		}
@@ -65,8 +74,8 @@ func unpack(r io.Reader, dir string, lim Limits) (int64, error) {
 				return 0, entryErr(h.Name, err)
 			}
 		case tar.TypeReg:
-			if total+h.Size > lim.MaxBytes || h.Size < 0 {
-				return 0, gantry.Errorf(gantry.ErrTooLarge, "build context: larger than the limit of %d bytes (add what the build does not need to .dockerignore)", lim.MaxBytes)
+			if h.Size < 0 || h.Size > lim.MaxBytes-total {
+				return 0, gantry.Errorf(gantry.ErrTooLarge, "build context: entry %q takes it over the limit of %d bytes (add what the build does not need to .dockerignore)", h.Name, lim.MaxBytes)
 			}
 			f, err := root.OpenFile(name, os.O_CREATE|os.O_EXCL|os.O_WRONLY, mode|0o600)
 			if err != nil {
@@ -81,17 +90,17 @@ func unpack(r io.Reader, dir string, lim Limits) (int64, error) {
 			}
 			total += n
 		case tar.TypeSymlink:
-			target := h.Linkname
-			if path.IsAbs(target) || escapes(path.Dir(name), target) {
-				return 0, gantry.Errorf(gantry.ErrInvalid, "build context: symlink %q points outside the context (%q)", h.Name, target)
+			if !inside(root, name, h.Linkname) {
+				return 0, outsideErr("symlink", h.Name, h.Linkname)
 			}
-			if err := root.Symlink(target, name); err != nil {
+			if err := root.Symlink(h.Linkname, name); err != nil {
 				return 0, entryErr(h.Name, err)
 			}
+			links = append(links, name)
 		case tar.TypeLink:
 			old, err := cleanName(h.Linkname)
 			if err != nil {
-				return 0, err
+				return 0, outsideErr("hardlink", h.Name, h.Linkname)
 			}
 			if err := root.Link(old, name); err != nil {
 				return 0, entryErr(h.Name, err)
@@ -121,12 +130,51 @@ func cleanName(name string) (string, error) {
 	return path.Clean(name), nil
 }
 
-// escapes reports whether the relative symlink target, resolved lexically
-// from dir, leaves the context root. (Writes are confined by os.Root anyway;
-// this refuses links that could only ever point outside.)
-func escapes(dir, target string) bool {
-	j := path.Join(dir, target)
-	return j == ".." || strings.HasPrefix(j, "../")
+// maxLinks bounds how many symlinks inside follows, as the kernel's
+// ELOOP limit does.
+const maxLinks = 255
+
+// inside reports whether the symlink name -> target, resolved in root the way
+// the kernel would (following the symlinks root already holds), stays inside
+// root. A component that does not exist yet counts as a directory.
+func inside(root *os.Root, name, target string) bool {
+	if path.IsAbs(target) {
+		return false
+	}
+	parts := strings.Split(path.Dir(name)+"/"+target, "/")
+	var cur []string
+	for followed := 0; len(parts) > 0; {
+		p := parts[0]
+		parts = parts[1:]
+		switch p {
+		case "", ".":
+			continue
+		case "..":
+			if len(cur) == 0 {
+				return false
+			}
+			cur = cur[:len(cur)-1]
+			continue
+		}
+		next := strings.Join(append(cur, p), "/")
+		if fi, err := root.Lstat(next); err == nil && fi.Mode()&os.ModeSymlink != 0 {
+			if followed++; followed > maxLinks {
+				return false
+			}
+			t, err := root.Readlink(next)
+			if err != nil || path.IsAbs(t) {
+				return false
+			}
+			parts = append(strings.Split(t, "/"), parts...)
+			continue
+		}
+		cur = append(cur, p)
+	}
+	return true
+}
+
+func outsideErr(kind, name, target string) error {
+	return gantry.Errorf(gantry.ErrInvalid, "build context: %s %q points outside the context (%q)", kind, name, target)
 }
 
 // makeParents creates the directories above name that the archive did not

@@ -33,6 +33,9 @@ func dockerfileInContext(dir, f string) (string, error) {
 	if err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
 		return "", fmt.Errorf("the Dockerfile %s must be inside the build context %s", f, dir)
 	}
+	if rel == "." {
+		return "", fmt.Errorf("-f %s names the build context itself, not a Dockerfile in it", f)
+	}
 	return filepath.ToSlash(rel), nil
 }
 
@@ -40,6 +43,9 @@ func dockerfileInContext(dir, f string) (string, error) {
 // excludes (but never the Dockerfile or the .dockerignore itself, as docker
 // build does). Errors while walking end the stream with that error.
 func tarContext(dir, dockerfile string) (io.ReadCloser, error) {
+	if dockerfile == "" {
+		dockerfile = "Dockerfile"
+	}
 	fi, err := os.Stat(dir)
 	if err != nil {
 		return nil, fmt.Errorf("build context: %w", err)
@@ -54,6 +60,8 @@ func tarContext(dir, dockerfile string) (io.ReadCloser, error) {
 		if err != nil {
 			return nil, fmt.Errorf(".dockerignore: %w", err)
 		}
+		// As docker build does: the build always needs these two.
+		patterns = append(patterns, "!"+dockerfile, "!.dockerignore")
 		if pm, err = patternmatcher.New(patterns); err != nil {
 			return nil, fmt.Errorf(".dockerignore: %w", err)
 		}
@@ -61,13 +69,12 @@ func tarContext(dir, dockerfile string) (io.ReadCloser, error) {
 		return nil, fmt.Errorf(".dockerignore: %w", err)
 	}
 	pr, pw := io.Pipe()
-	go func() { pw.CloseWithError(writeTar(pw, dir, dockerfile, pm)) }()
+	go func() { pw.CloseWithError(writeTar(pw, dir, pm)) }()
 	return pr, nil
 }
 
-func writeTar(w io.Writer, dir, dockerfile string, pm *patternmatcher.PatternMatcher) error {
+func writeTar(w io.Writer, dir string, pm *patternmatcher.PatternMatcher) error {
 	tw := tar.NewWriter(w)
-	keep := map[string]bool{dockerfile: true, ".dockerignore": true}
 	parents := map[string]patternmatcher.MatchInfo{}
 	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
@@ -78,7 +85,7 @@ func writeTar(w io.Writer, dir, dockerfile string, pm *patternmatcher.PatternMat
 			return err
 		}
 		rel = filepath.ToSlash(rel)
-		if pm != nil && !keep[rel] {
+		if pm != nil {
 			parent := parents[filepath.ToSlash(filepath.Dir(rel))]
 			excluded, info, err := pm.MatchesUsingParentResults(rel, parent)
 			if err != nil {
