@@ -10,6 +10,7 @@ import (
 	"encoding/base32"
 	"encoding/binary"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -92,6 +93,53 @@ type Spec struct {
 	// MetricRegex, when set, replaces the default accuracy pattern. Its first
 	// capture group (or the whole match) is the accuracy.
 	MetricRegex string `json:"metric_regex,omitempty"`
+	// Timeouts bound each phase; zero takes the daemon's default.
+	Timeouts Timeouts `json:"timeouts,omitzero"`
+	// Resources limit the training container; zero takes the daemon's default.
+	Resources Resources `json:"resources,omitzero"`
+}
+
+// Timeouts bound the phases of a job. A phase that runs longer ends the job
+// as failed, naming the phase and the limit.
+type Timeouts struct {
+	Build Duration `json:"build,omitzero"`
+	Train Duration `json:"train,omitzero"`
+	Push  Duration `json:"push,omitzero"`
+}
+
+// Resources limit the training container.
+type Resources struct {
+	// Memory is the memory limit in bytes.
+	Memory int64 `json:"memory,omitempty"`
+	// CPUs is the number of CPUs, as docker run --cpus takes it.
+	CPUs float64 `json:"cpus,omitempty"`
+	// PidsLimit caps the number of processes.
+	PidsLimit int64 `json:"pids_limit,omitempty"`
+}
+
+// Duration is a time.Duration that reads and writes JSON as "1m30s".
+type Duration time.Duration
+
+// MarshalJSON writes d as a Go duration string.
+func (d Duration) MarshalJSON() ([]byte, error) {
+	return []byte(strconv.Quote(time.Duration(d).String())), nil
+}
+
+// UnmarshalJSON reads a Go duration string ("90s", "1h").
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	if string(b) == "null" {
+		return nil
+	}
+	s, err := strconv.Unquote(string(b))
+	if err != nil {
+		return fmt.Errorf("want a duration like \"10m\", got %s", b)
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	*d = Duration(v)
+	return nil
 }
 
 // Validate checks a spec before any of it is recorded. validRef and
@@ -108,6 +156,17 @@ func (s *Spec) Validate(validRef, validRegex func(string) error) error {
 		if k == "" || strings.ContainsAny(k, "= \t\n") {
 			return Errorf(ErrInvalid, "build arg %q: a name may not be empty or hold '=' or spaces", k)
 		}
+	}
+	for name, t := range map[string]Duration{"build": s.Timeouts.Build, "train": s.Timeouts.Train, "push": s.Timeouts.Push} {
+		if t < 0 {
+			return Errorf(ErrInvalid, "%s timeout %v: must not be negative", name, time.Duration(t))
+		}
+	}
+	if r := s.Resources; r.Memory < 0 || r.CPUs < 0 || r.CPUs != r.CPUs || r.CPUs > 1e6 || r.PidsLimit < 0 {
+		return Errorf(ErrInvalid, "resources %+v: limits must not be negative", r)
+	}
+	if r := s.Resources; r.Memory != 0 && r.Memory < 6<<20 {
+		return Errorf(ErrInvalid, "memory limit %d bytes: the engine needs at least 6 MiB", r.Memory)
 	}
 	if s.MinAccuracy != nil {
 		a := *s.MinAccuracy
@@ -150,6 +209,9 @@ type Push struct {
 // Metrics are what the training program reported.
 type Metrics struct {
 	Accuracy *float64 `json:"accuracy,omitempty"`
+	// AccuracyError says why there is no accuracy, when training ended
+	// without reporting a valid one.
+	AccuracyError string `json:"accuracy_error,omitempty"`
 }
 
 // Phase records when one phase of a job started and ended.
@@ -185,6 +247,12 @@ type Job struct {
 	Times       Times   `json:"times"`
 	// ContextSize is the size in bytes of the build context as received.
 	ContextSize int64 `json:"context_size"`
+	// CancelRequested is set when a user asked to cancel the job; a
+	// gantryd that restarts finishes the cancel.
+	CancelRequested bool `json:"cancel_requested,omitempty"`
+	// GatePassed is set once training exited 0 and passed the gate: the
+	// image may be pushed (again, with gantry push).
+	GatePassed bool `json:"gate_passed,omitempty"`
 }
 
 // NewJob returns a queued job for spec, with a fresh ID.
@@ -279,4 +347,31 @@ func ValidID(id string) bool {
 		}
 	}
 	return true
+}
+
+// ParseBytes reads a size the way docker run --memory takes it: a number
+// with an optional unit b, k, m or g (powers of 1024). "" is 0. It returns
+// ErrInvalid.
+func ParseBytes(s string) (int64, error) {
+	if s == "" {
+		return 0, nil
+	}
+	t := strings.ToLower(strings.TrimSpace(s))
+	t = strings.TrimSuffix(t, "b")
+	mult := int64(1)
+	if n := len(t); n > 0 {
+		switch t[n-1] {
+		case 'k':
+			mult, t = 1<<10, t[:n-1]
+		case 'm':
+			mult, t = 1<<20, t[:n-1]
+		case 'g':
+			mult, t = 1<<30, t[:n-1]
+		}
+	}
+	v, err := strconv.ParseFloat(t, 64)
+	if err != nil || v < 0 || v != v || v*float64(mult) > 1<<62 {
+		return 0, Errorf(ErrInvalid, "size %q: want a number with an optional unit b, k, m or g, like 512m", s)
+	}
+	return int64(v * float64(mult)), nil
 }

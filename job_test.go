@@ -1,6 +1,7 @@
 package gantry
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -393,6 +394,18 @@ func TestSpecValidate(t *testing.T) {
 		{name: "regex refused", spec: Spec{MetricRegex: `(`}, validRegex: refusing(errRegex), wantErr: true, wantMsg: "bad regex"},
 		{name: "regex unchecked without validRegex", spec: Spec{MetricRegex: `(`}, wantDockerfile: "Dockerfile"},
 		{name: "empty regex not checked", validRegex: refusing(errRegex), wantDockerfile: "Dockerfile"},
+		{name: "timeouts set", spec: Spec{Timeouts: Timeouts{Build: Duration(time.Minute), Train: Duration(time.Hour), Push: 1}}, wantDockerfile: "Dockerfile"},
+		{name: "negative build timeout", spec: Spec{Timeouts: Timeouts{Build: Duration(-time.Second)}}, wantErr: true, wantMsg: "build timeout -1s"},
+		{name: "negative train timeout", spec: Spec{Timeouts: Timeouts{Train: -1}}, wantErr: true, wantMsg: "train timeout"},
+		{name: "negative push timeout", spec: Spec{Timeouts: Timeouts{Push: Duration(-time.Minute)}}, wantErr: true, wantMsg: "push timeout"},
+		{name: "resources set", spec: Spec{Resources: Resources{Memory: 2 << 30, CPUs: 0.5, PidsLimit: 100}}, wantDockerfile: "Dockerfile"},
+		{name: "memory at the engine's minimum", spec: Spec{Resources: Resources{Memory: 6 << 20}}, wantDockerfile: "Dockerfile"},
+		{name: "memory below the engine's minimum", spec: Spec{Resources: Resources{Memory: 6<<20 - 1}}, wantErr: true, wantMsg: "6 MiB"},
+		{name: "memory of one byte", spec: Spec{Resources: Resources{Memory: 1}}, wantErr: true, wantMsg: "memory limit 1 bytes"},
+		{name: "negative memory", spec: Spec{Resources: Resources{Memory: -1}}, wantErr: true, wantMsg: "must not be negative"},
+		{name: "negative cpus", spec: Spec{Resources: Resources{CPUs: -0.5}}, wantErr: true, wantMsg: "must not be negative"},
+		{name: "NaN cpus", spec: Spec{Resources: Resources{CPUs: math.NaN()}}, wantErr: true},
+		{name: "negative pids limit", spec: Spec{Resources: Resources{PidsLimit: -1}}, wantErr: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -415,3 +428,133 @@ func TestSpecValidate(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// TestSpecValidateRefusesInfiniteCPUs: an infinite CPU count, like a NaN
+// one, is no limit the engine can take.
+func TestSpecValidateRefusesInfiniteCPUs(t *testing.T) {
+	s := Spec{Resources: Resources{CPUs: math.Inf(1)}}
+	if err := s.Validate(nil, nil); !errors.Is(err, ErrInvalid) {
+		t.Errorf("Validate with cpus +Inf: got %v, want kind %v", err, ErrInvalid)
+	}
+}
+
+func TestParseBytes(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    int64
+		wantErr bool
+	}{
+		{in: "", want: 0},
+		{in: "0", want: 0},
+		{in: "100", want: 100},
+		{in: "10b", want: 10},
+		{in: "1.5k", want: 1536},
+		{in: "8K", want: 8 << 10},
+		{in: "512m", want: 512 << 20},
+		{in: "512M", want: 512 << 20},
+		{in: "6m", want: 6 << 20},
+		{in: "2g", want: 2 << 30},
+		{in: "0.5g", want: 512 << 20},
+		{in: " 1g ", want: 1 << 30},
+		{in: "1kb", want: 1 << 10},
+		{in: "abc", wantErr: true},
+		{in: "m", wantErr: true},
+		{in: "b", wantErr: true},
+		{in: " ", wantErr: true},
+		{in: "-1m", wantErr: true},
+		{in: "-5", wantErr: true},
+		{in: "12x", wantErr: true},
+		{in: "1.2.3m", wantErr: true},
+		{in: "1t", wantErr: true},
+		{in: "1bb", wantErr: true},
+		{in: "NaN", wantErr: true},
+		{in: "inf", wantErr: true},
+		{in: "1e30g", wantErr: true},
+		{in: "9999999999g", wantErr: true},
+	}
+	for _, tt := range tests {
+		got, err := ParseBytes(tt.in)
+		switch {
+		case tt.wantErr && !errors.Is(err, ErrInvalid):
+			t.Errorf("ParseBytes(%q) = %d, %v; want an error of kind %v", tt.in, got, err, ErrInvalid)
+		case tt.wantErr && !strings.Contains(err.Error(), fmt.Sprintf("%q", tt.in)):
+			t.Errorf("ParseBytes(%q) error %q does not quote the input", tt.in, err)
+		case !tt.wantErr && (err != nil || got != tt.want):
+			t.Errorf("ParseBytes(%q) = %d, %v; want %d, nil", tt.in, got, err, tt.want)
+		}
+	}
+}
+
+func TestDurationJSON(t *testing.T) {
+	for _, tt := range []struct {
+		d    time.Duration
+		json string
+	}{
+		{0, `"0s"`},
+		{time.Nanosecond, `"1ns"`},
+		{50 * time.Millisecond, `"50ms"`},
+		{90 * time.Second, `"1m30s"`},
+		{2*time.Hour + 30*time.Minute, `"2h30m0s"`},
+		{-time.Second, `"-1s"`},
+		{math.MaxInt64, `"2562047h47m16.854775807s"`},
+	} {
+		b, err := json.Marshal(Duration(tt.d))
+		if err != nil || string(b) != tt.json {
+			t.Errorf("Marshal(%v) = %s, %v; want %s", tt.d, b, err, tt.json)
+		}
+		var back Duration
+		if err := json.Unmarshal(b, &back); err != nil || time.Duration(back) != tt.d {
+			t.Errorf("Unmarshal(%s) = %v, %v; want %v", b, time.Duration(back), err, tt.d)
+		}
+	}
+
+	// Written by hand: any Go duration string.
+	for in, want := range map[string]time.Duration{`"10m"`: 10 * time.Minute, `"1h"`: time.Hour, `"1.5s"`: 1500 * time.Millisecond, `"300ms"`: 300 * time.Millisecond} {
+		var d Duration
+		if err := json.Unmarshal([]byte(in), &d); err != nil || time.Duration(d) != want {
+			t.Errorf("Unmarshal(%s) = %v, %v; want %v", in, time.Duration(d), err, want)
+		}
+	}
+
+	for _, in := range []string{`90`, `"10"`, `"ten minutes"`, `"1x"`, `""`, `true`, `{}`, `"1h"x`} {
+		d := Duration(time.Minute)
+		if err := json.Unmarshal([]byte(in), &d); err == nil {
+			t.Errorf("Unmarshal(%s) = %v, want an error", in, time.Duration(d))
+		}
+	}
+
+	// In a spec: limits left at zero are left out.
+	b, err := json.Marshal(Spec{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := string(b); strings.Contains(s, "timeouts") || strings.Contains(s, "resources") {
+		t.Errorf("Marshal(Spec{}) = %s, want no timeouts or resources", s)
+	}
+	spec := Spec{
+		Timeouts:  Timeouts{Build: Duration(30 * time.Minute), Push: Duration(90 * time.Second)},
+		Resources: Resources{Memory: 512 << 20, CPUs: 1.5},
+	}
+	if b, err = json.Marshal(spec); err != nil {
+		t.Fatal(err)
+	}
+	if want := `"timeouts":{"build":"30m0s","push":"1m30s"},"resources":{"memory":536870912,"cpus":1.5}`; !strings.Contains(string(b), want) {
+		t.Errorf("Marshal(spec) = %s, want it to hold %s", b, want)
+	}
+	var back Spec
+	if err := json.Unmarshal(b, &back); err != nil || !reflect.DeepEqual(back, spec) {
+		t.Errorf("Unmarshal(%s) = %+v, %v; want %+v", b, back, err, spec)
+	}
+}
+
+// TestDurationJSONNull: encoding/json's convention is that an Unmarshaler
+// takes null as "no value" and does nothing.
+func TestDurationJSONNull(t *testing.T) {
+	var s Spec
+	if err := json.Unmarshal([]byte(`{"timeouts":{"build":null,"train":"1h"}}`), &s); err != nil {
+		t.Fatalf("Unmarshal with a null timeout: %v", err)
+	}
+	if want := (Timeouts{Train: Duration(time.Hour)}); s.Timeouts != want {
+		t.Errorf("timeouts = %+v, want %+v", s.Timeouts, want)
+	}
+}

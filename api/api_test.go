@@ -32,6 +32,22 @@ type fakeService struct {
 	get    func(ctx context.Context, id string) (*gantry.Job, error)
 	list   func(ctx context.Context, o store.ListOptions) ([]*gantry.Job, string, error)
 	logs   func(ctx context.Context, id string, follow bool, w io.Writer) error
+	cancel func(ctx context.Context, id string) (*gantry.Job, error)
+	push   func(ctx context.Context, id string, refs []string, progress io.Writer) (*gantry.Job, error)
+}
+
+func (f *fakeService) Cancel(ctx context.Context, id string) (*gantry.Job, error) {
+	if f.cancel == nil {
+		return nil, errUnexpected
+	}
+	return f.cancel(ctx, id)
+}
+
+func (f *fakeService) Push(ctx context.Context, id string, refs []string, progress io.Writer) (*gantry.Job, error) {
+	if f.push == nil {
+		return nil, errUnexpected
+	}
+	return f.push(ctx, id, refs, progress)
 }
 
 var errUnexpected = errors.New("fake: unexpected call")

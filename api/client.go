@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -170,4 +171,34 @@ func (c *Client) Logs(ctx context.Context, id string, follow bool, w io.Writer) 
 	defer resp.Body.Close()
 	_, err = io.Copy(w, resp.Body)
 	return err
+}
+
+// Cancel asks gantryd to cancel job id and returns the record as it stands.
+func (c *Client) Cancel(ctx context.Context, id string) (*gantry.Job, error) {
+	return c.postJob(ctx, "/v1/jobs/"+url.PathEscape(id)+"/cancel", nil)
+}
+
+// Push pushes a finished job's image again, to refs or to its own
+// references, and returns the updated record.
+func (c *Client) Push(ctx context.Context, id string, refs []string) (*gantry.Job, error) {
+	data, err := json.Marshal(PushRequest{To: refs})
+	if err != nil {
+		return nil, err
+	}
+	return c.postJob(ctx, "/v1/jobs/"+url.PathEscape(id)+"/push", data)
+}
+
+func (c *Client) postJob(ctx context.Context, path string, body []byte) (*gantry.Job, error) {
+	var r io.Reader
+	ctype := ""
+	if body != nil {
+		r, ctype = bytes.NewReader(body), "application/json"
+	}
+	resp, err := c.do(ctx, http.MethodPost, path, nil, r, ctype)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var j gantry.Job
+	return &j, json.NewDecoder(resp.Body).Decode(&j)
 }

@@ -17,6 +17,13 @@
 //	GET  /v1/jobs/{id}               one job's record
 //	GET  /v1/jobs/{id}/logs?follow=1 the job's log as text; with follow, the
 //	                                 response streams until the job ends
+//	POST /v1/jobs/{id}/cancel        cancel the job in whatever state it is;
+//	                                 answers 202 with the record (the job ends
+//	                                 canceled once its build, container or push
+//	                                 is stopped); harmless on a canceled job
+//	POST /v1/jobs/{id}/push          push a finished job's image again, body
+//	                                 {"to": ["REF", ...]} (empty: the job's own
+//	                                 references); answers with the record
 //
 // Errors answer {"message": "...", "kind": "invalid"} with the status the kind
 // maps to in statusOf.
@@ -50,6 +57,13 @@ type Service interface {
 	Get(ctx context.Context, id string) (*gantry.Job, error)
 	List(ctx context.Context, o store.ListOptions) ([]*gantry.Job, string, error)
 	Logs(ctx context.Context, id string, follow bool, w io.Writer) error
+	Cancel(ctx context.Context, id string) (*gantry.Job, error)
+	Push(ctx context.Context, id string, refs []string, progress io.Writer) (*gantry.Job, error)
+}
+
+// PushRequest is the body of POST /v1/jobs/{id}/push.
+type PushRequest struct {
+	To []string `json:"to,omitempty"`
 }
 
 // VersionInfo is what /v1/version answers.
@@ -117,6 +131,8 @@ func Handler(svc Service, version func(context.Context) VersionInfo, log *slog.L
 	mux.HandleFunc("GET /v1/jobs", s.list)
 	mux.HandleFunc("GET /v1/jobs/{id}", s.get)
 	mux.HandleFunc("GET /v1/jobs/{id}/logs", s.logs)
+	mux.HandleFunc("POST /v1/jobs/{id}/cancel", s.cancel)
+	mux.HandleFunc("POST /v1/jobs/{id}/push", s.push)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.error(w, r, gantry.Errorf(gantry.ErrNotFound, "no such endpoint: %s %s (this is gantry API %s)", r.Method, r.URL.Path, Version))
 	})
@@ -245,6 +261,35 @@ func (s *server) logs(w http.ResponseWriter, r *http.Request) {
 	if err := s.svc.Logs(r.Context(), id, follow, fw); err != nil && r.Context().Err() == nil {
 		s.log.Warn("logs", "job", id, "err", err)
 	}
+}
+
+func (s *server) cancel(w http.ResponseWriter, r *http.Request) {
+	j, err := s.svc.Cancel(r.Context(), r.PathValue("id"))
+	if err != nil {
+		s.error(w, r, err)
+		return
+	}
+	status := http.StatusAccepted
+	if j.State.Terminal() {
+		status = http.StatusOK
+	}
+	s.json(w, status, j)
+}
+
+func (s *server) push(w http.ResponseWriter, r *http.Request) {
+	var req PushRequest
+	dec := json.NewDecoder(io.LimitReader(r.Body, MaxSpecBytes))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil && err != io.EOF {
+		s.error(w, r, gantry.Errorf(gantry.ErrInvalid, "push request: %v", err))
+		return
+	}
+	j, err := s.svc.Push(r.Context(), r.PathValue("id"), req.To, io.Discard)
+	if err != nil {
+		s.error(w, r, err)
+		return
+	}
+	s.json(w, http.StatusOK, j)
 }
 
 type flushWriter struct {

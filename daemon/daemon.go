@@ -1,5 +1,11 @@
 // Package daemon is where gantry's parts meet: it keeps the queue, and runs
 // each job's life top to bottom in this file: queue, build, run, gate, push.
+//
+// Every step commits its outcome to the store before the next side effect
+// starts, so a gantryd killed at any moment finds, when it starts again,
+// enough in the record to go on from where the job was: a build is run again,
+// a training container is re-attached (its log replayed from the start, the
+// job log cut back to where training began), a push is redone.
 package daemon
 
 import (
@@ -35,29 +41,52 @@ type (
 	imageBuilder interface {
 		Build(ctx context.Context, r builder.Request, progress io.Writer) (string, error)
 	}
+	// containerRunner is the subset of the engine that runs training.
 	containerRunner interface {
 		Create(ctx context.Context, s runner.Spec) (string, error)
-		Run(ctx context.Context, id string, out io.Writer, stopTimeout time.Duration) (runner.Exit, error)
+		Run(ctx context.Context, id string, out io.Writer) (runner.Exit, error)
+		State(ctx context.Context, id string) (runner.State, error)
+		Stop(ctx context.Context, id string, grace time.Duration) error
 		Remove(ctx context.Context, id string) error
+	}
+	// janitor is the subset of the engine that cleans up after jobs.
+	janitor interface {
+		RemoveImage(ctx context.Context, ref string) error
+		Containers(ctx context.Context, labels map[string]string) ([]runner.Container, error)
+		Ping(ctx context.Context) error
 	}
 	imagePusher interface {
 		Push(ctx context.Context, img v1.Image, refs []string, progress io.Writer) ([]gantry.Push, error)
 	}
 	// imageSource reads a local image (by name) for pushing.
-	imageSource func(ctx context.Context, id string) (v1.Image, error)
+	imageSource func(ctx context.Context, ref string) (v1.Image, error)
 )
+
+// Engine is what the daemon needs of the Docker engine; runner.Engine is one.
+type Engine interface {
+	containerRunner
+	janitor
+}
 
 // Config is the daemon's configuration.
 type Config struct {
 	// DataDir holds the logs and the unpacked build contexts.
 	DataDir string
+	// Instance is the data file's instance ID; containers carry it.
+	Instance string
 	// MaxJobs is how many jobs run at once.
 	MaxJobs int
 	// Context bounds submitted build contexts.
 	Context Limits
+	// Timeouts and Resources are the defaults for jobs that set none.
+	Timeouts  gantry.Timeouts
+	Resources gantry.Resources
 	// StopTimeout is the grace period between SIGTERM and SIGKILL when a
 	// training container is stopped.
 	StopTimeout time.Duration
+	// OrphanGrace is how long a container that carries this daemon's label
+	// but belongs to no job is left before it is removed.
+	OrphanGrace time.Duration
 	Logger      *slog.Logger
 }
 
@@ -66,25 +95,35 @@ type Daemon struct {
 	cfg     Config
 	store   jobStore
 	builder imageBuilder
-	runner  containerRunner
+	engine  Engine
 	pusher  imagePusher
 	source  imageSource
 	log     *slog.Logger
 	now     func() time.Time
 
-	wake chan struct{}
-	mu   sync.Mutex
-	busy map[string]bool // jobs this process is running
-	wg   sync.WaitGroup
+	wake   chan struct{}
+	mu     sync.Mutex
+	active map[string]context.CancelCauseFunc // jobs this process runs
+	wg     sync.WaitGroup
 }
 
-// New returns a daemon; Run starts its work.
-func New(cfg Config, st jobStore, b imageBuilder, r containerRunner, p imagePusher, src imageSource) (*Daemon, error) {
+// New returns a daemon; Prepare and Run start its work.
+func New(cfg Config, st jobStore, b imageBuilder, e Engine, p imagePusher, src imageSource) (*Daemon, error) {
 	if cfg.MaxJobs < 1 {
 		return nil, gantry.Errorf(gantry.ErrInvalid, "max jobs %d: must be at least 1", cfg.MaxJobs)
 	}
+	defaults := gantry.Spec{Timeouts: cfg.Timeouts, Resources: cfg.Resources}
+	if err := defaults.Validate(nil, nil); err != nil {
+		return nil, fmt.Errorf("default limits: %w", err)
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.StopTimeout <= 0 {
+		cfg.StopTimeout = 10 * time.Second
+	}
+	if cfg.OrphanGrace <= 0 {
+		cfg.OrphanGrace = time.Minute
 	}
 	for _, d := range []string{"logs", "contexts"} {
 		if err := os.MkdirAll(filepath.Join(cfg.DataDir, d), 0o700); err != nil {
@@ -92,29 +131,84 @@ func New(cfg Config, st jobStore, b imageBuilder, r containerRunner, p imagePush
 		}
 	}
 	return &Daemon{
-		cfg: cfg, store: st, builder: b, runner: r, pusher: p, source: src,
+		cfg: cfg, store: st, builder: b, engine: e, pusher: p, source: src,
 		log: cfg.Logger, now: time.Now,
-		wake: make(chan struct{}, 1),
-		busy: map[string]bool{},
+		wake:   make(chan struct{}, 1),
+		active: map[string]context.CancelCauseFunc{},
 	}, nil
 }
 
-// Run schedules jobs until ctx ends, then waits for the jobs it started to
-// stop. Jobs that a previous gantryd left unfinished are settled first.
-func (d *Daemon) Run(ctx context.Context) error {
-	if err := d.recoverJobs(ctx); err != nil {
-		return err
+// The causes a job's context ends with, besides gantryd shutting down.
+var errCanceled = errors.New("canceled by the user")
+
+// timeoutError ends a phase that ran past its limit.
+type timeoutError struct {
+	phase string
+	limit time.Duration
+}
+
+func (e *timeoutError) Error() string { return fmt.Sprintf("%s timed out after %v", e.phase, e.limit) }
+
+// Prepare readies what a previous gantryd left before the API serves: the
+// log of every job caught training is cut back to where training began (its
+// container's log is replayed from the start when the job resumes), and
+// build contexts of jobs that no longer need them are removed.
+func (d *Daemon) Prepare(ctx context.Context) error {
+	jobs, err := d.store.Unfinished(ctx)
+	if err != nil {
+		return fmt.Errorf("recover: %w", err)
 	}
+	for _, j := range jobs {
+		if j.State == gantry.StateRunning && j.ExitCode == nil {
+			if err := cutLog(d.LogPath(j.ID), trainingMarker(j.ContainerID)); err != nil {
+				return fmt.Errorf("recover job %s: %w", j.ID, err)
+			}
+		}
+	}
+	entries, err := os.ReadDir(filepath.Join(d.cfg.DataDir, "contexts"))
+	if err != nil {
+		return fmt.Errorf("recover: %w", err)
+	}
+	for _, e := range entries {
+		j, err := d.store.Get(ctx, e.Name())
+		if err != nil || j.State != gantry.StateQueued && (j.State != gantry.StateBuilding || j.Image != "") {
+			os.RemoveAll(d.contextDir(e.Name()))
+		}
+	}
+	return nil
+}
+
+// Run resumes the jobs a previous gantryd left under way, then schedules
+// queued jobs until ctx ends, and waits for the jobs it started to stop.
+// Jobs stopped by ctx's end stay as they are, to be resumed by the next
+// gantryd; their training containers go on running meanwhile.
+func (d *Daemon) Run(ctx context.Context) error {
+	jobs, err := d.store.Unfinished(ctx)
+	if err != nil && ctx.Err() == nil {
+		return fmt.Errorf("recover: %w", err)
+	}
+	d.mu.Lock()
+	for _, j := range jobs {
+		if j.State != gantry.StateQueued {
+			d.log.Info("resuming job", "job", j.ID, "state", j.State)
+			d.start(ctx, j.ID)
+		}
+	}
+	d.mu.Unlock()
 	d.poke()
+	sweep := time.NewTicker(max(d.cfg.OrphanGrace/2, time.Second))
+	defer sweep.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			d.wg.Wait()
 			return nil
 		case <-d.wake:
-			if err := d.schedule(ctx); err != nil {
+			if err := d.schedule(ctx); err != nil && ctx.Err() == nil {
 				d.log.Error("schedule", "err", err)
 			}
+		case <-sweep.C:
+			d.sweepOrphans(ctx)
 		}
 	}
 }
@@ -128,62 +222,58 @@ func (d *Daemon) poke() {
 
 // schedule starts queued jobs, oldest first, while slots are free.
 func (d *Daemon) schedule(ctx context.Context) error {
+	// Read under the lock: a queued job changes state only once started
+	// here, or by Cancel, which takes the lock too.
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	jobs, err := d.store.Unfinished(ctx)
 	if err != nil {
 		return err
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
 	for _, j := range jobs {
-		if len(d.busy) >= d.cfg.MaxJobs {
+		if len(d.active) >= d.cfg.MaxJobs {
 			return nil
 		}
-		if j.State != gantry.StateQueued || d.busy[j.ID] {
-			continue
+		if j.State == gantry.StateQueued && d.active[j.ID] == nil {
+			d.start(ctx, j.ID)
 		}
-		d.busy[j.ID] = true
-		d.wg.Add(1)
-		go func(id string) {
-			defer d.wg.Done()
-			d.runJob(ctx, id)
-			d.mu.Lock()
-			delete(d.busy, id)
-			d.mu.Unlock()
-			d.poke()
-		}(j.ID)
 	}
 	return nil
 }
 
-// recoverJobs settles jobs that were under way when a previous gantryd
-// stopped: queued jobs stay queued; a job caught mid-way ends failed with
-// the reason, and what it left in the engine is removed.
-func (d *Daemon) recoverJobs(ctx context.Context) error {
-	jobs, err := d.store.Unfinished(ctx)
-	if err != nil {
-		return fmt.Errorf("recover: %w", err)
-	}
-	for _, j := range jobs {
-		if j.State == gantry.StateQueued {
-			continue
-		}
-		was := j.State
-		j, err := d.finish(ctx, j.ID, gantry.StateFailed, fmt.Sprintf("gantryd stopped while the job was %s", was))
-		if err != nil {
-			return fmt.Errorf("recover job: %w", err)
-		}
-		d.cleanup(ctx, j)
-	}
-	return nil
+// start runs job id in its own goroutine; d.mu must be held. The job's
+// context is registered before the goroutine starts, so a cancel that comes
+// at any time after reaches it.
+func (d *Daemon) start(ctx context.Context, id string) {
+	jctx, cancel := context.WithCancelCause(ctx)
+	d.active[id] = cancel
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		d.runJob(ctx, jctx, id)
+		cancel(nil)
+		d.mu.Lock()
+		delete(d.active, id)
+		d.mu.Unlock()
+		d.poke()
+	}()
 }
 
 // Submit records a new job for spec, with the build context read from tar.
-// It returns ErrInvalid for a bad spec or context and ErrTooLarge for a
-// context over the limits; nothing of a refused submission is kept.
+// Limits the spec leaves at zero take the daemon's defaults, so the record
+// shows what applies. It returns ErrInvalid for a bad spec or context and
+// ErrTooLarge for a context over the limits; nothing of a refused submission
+// is kept.
 func (d *Daemon) Submit(ctx context.Context, spec gantry.Spec, tar io.Reader) (*gantry.Job, error) {
 	if err := spec.Validate(validRef, validRegex); err != nil {
 		return nil, err
 	}
+	fill(&spec.Timeouts.Build, d.cfg.Timeouts.Build)
+	fill(&spec.Timeouts.Train, d.cfg.Timeouts.Train)
+	fill(&spec.Timeouts.Push, d.cfg.Timeouts.Push)
+	fill(&spec.Resources.Memory, d.cfg.Resources.Memory)
+	fill(&spec.Resources.CPUs, d.cfg.Resources.CPUs)
+	fill(&spec.Resources.PidsLimit, d.cfg.Resources.PidsLimit)
 	j := gantry.NewJob(spec, d.now())
 	dir := d.contextDir(j.ID)
 	if err := os.Mkdir(dir, 0o700); err != nil {
@@ -204,6 +294,13 @@ func (d *Daemon) Submit(ctx context.Context, spec gantry.Spec, tar io.Reader) (*
 	d.log.Info("job submitted", "job", j.ID, "context_bytes", size)
 	d.poke()
 	return j, nil
+}
+
+func fill[T comparable](v *T, def T) {
+	var zero T
+	if *v == zero {
+		*v = def
+	}
 }
 
 func checkDockerfile(dir, name string) error {
@@ -229,6 +326,108 @@ func (d *Daemon) List(ctx context.Context, o store.ListOptions) ([]*gantry.Job, 
 	return d.store.List(ctx, o)
 }
 
+// Cancel cancels job id in whatever state it is: a queued job ends at once;
+// a job under way has its build cancelled, its container stopped (SIGTERM,
+// then SIGKILL after the stop timeout) or its push aborted, and ends
+// canceled once that is done. Cancelling a canceled job is harmless. It
+// returns the record as it stands, ErrNotFound, or ErrConflict for a job that
+// ended otherwise.
+func (d *Daemon) Cancel(ctx context.Context, id string) (*gantry.Job, error) {
+	d.mu.Lock()
+	cancel := d.active[id]
+	j, err := d.store.Update(ctx, id, func(j *gantry.Job) error {
+		if j.State == gantry.StateCanceled {
+			return nil
+		}
+		if j.State.Terminal() {
+			return gantry.Errorf(gantry.ErrConflict, "job %s already %s: there is nothing to cancel", id, j.State)
+		}
+		j.CancelRequested = true
+		if j.State == gantry.StateQueued && cancel == nil {
+			j.Error = errCanceled.Error()
+			return j.Move(gantry.StateCanceled, d.now())
+		}
+		return nil
+	})
+	d.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	if cancel != nil {
+		cancel(errCanceled)
+	} else if j.State == gantry.StateCanceled {
+		os.RemoveAll(d.contextDir(id))
+	}
+	d.log.Info("cancel requested", "job", id, "state", j.State)
+	return j, nil
+}
+
+// Push pushes a finished job's image again: to refs, or when refs is empty to
+// the job's own --push references, within the daemon's default push timeout.
+// Only a job whose training passed the gate may be pushed. It is idempotent,
+// and records each push in the job. It returns ErrNotFound (no such job, or
+// its image is gone), ErrConflict (the job has not passed, or has not
+// ended), ErrInvalid (a bad reference) and ErrUnavailable (the registry
+// failed).
+func (d *Daemon) Push(ctx context.Context, id string, refs []string, progress io.Writer) (*gantry.Job, error) {
+	j, err := d.store.Get(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if !j.State.Terminal() {
+		return nil, gantry.Errorf(gantry.ErrConflict, "job %s is %s: wait for it to end (gantry push is for finished jobs)", id, j.State)
+	}
+	if !j.GatePassed {
+		return nil, gantry.Errorf(gantry.ErrConflict, "job %s is %s: only a job whose training passed its gate may be pushed", id, j.State)
+	}
+	if len(refs) == 0 {
+		refs = j.Spec.Push
+	}
+	if len(refs) == 0 {
+		return nil, gantry.Errorf(gantry.ErrInvalid, "job %s has no --push references: say where with --to", id)
+	}
+	for _, r := range refs {
+		if err := validRef(r); err != nil {
+			return nil, err
+		}
+	}
+	img, err := d.source(ctx, j.ImageName)
+	if err != nil {
+		return nil, gantry.Errorf(gantry.ErrNotFound, "job %s: its image %s is no longer in the engine: %v", id, j.ImageName, err)
+	}
+	pctx, cancel := withLimit(ctx, "push", d.cfg.Timeouts.Push)
+	defer cancel()
+	pushes, perr := d.pusher.Push(pctx, img, refs, progress)
+	if perr != nil {
+		perr = gantry.Errorf(gantry.ErrUnavailable, "%v", phaseErr(ctx, pctx, perr))
+	}
+	j, err = d.store.Update(context.WithoutCancel(ctx), id, func(j *gantry.Job) error {
+		j.Pushes = mergePushes(j.Pushes, pushes)
+		return nil
+	})
+	if perr != nil {
+		return j, perr
+	}
+	return j, err
+}
+
+// mergePushes adds pushes to have, replacing earlier pushes to the same ref.
+func mergePushes(have, pushes []gantry.Push) []gantry.Push {
+	out := append([]gantry.Push(nil), have...)
+	for _, p := range pushes {
+		replaced := false
+		for i := range out {
+			if out[i].Ref == p.Ref {
+				out[i], replaced = p, true
+			}
+		}
+		if !replaced {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
 func (d *Daemon) contextDir(id string) string { return filepath.Join(d.cfg.DataDir, "contexts", id) }
 
 // LogPath is where job id's log lives: the build output, the training
@@ -237,158 +436,305 @@ func (d *Daemon) LogPath(id string) string {
 	return filepath.Join(d.cfg.DataDir, "logs", id+".log")
 }
 
-// runJob is one job's life: build, run, gate, push. Each step's outcome is
-// committed to the store before the next side effect starts.
-func (d *Daemon) runJob(ctx context.Context, id string) {
+// runJob runs job id's life under jctx and settles how it ended. daemonCtx
+// is gantryd's lifetime: when it ends, the job is left to be resumed.
+func (d *Daemon) runJob(daemonCtx, jctx context.Context, id string) {
 	logf, err := os.OpenFile(d.LogPath(id), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
-		d.finish(ctx, id, gantry.StateFailed, fmt.Sprintf("open job log: %v", err))
+		d.finish(jctx, id, nil, gantry.StateFailed, fmt.Sprintf("open job log: %v", err))
 		return
 	}
 	defer logf.Close()
+	err = d.life(jctx, id, logf)
+	switch {
+	case err == nil:
+	case daemonCtx.Err() != nil:
+		fmt.Fprintf(logf, "==> gantryd stopped; the job goes on when it starts again\n")
+		d.log.Info("job left to resume", "job", id)
+	case errors.Is(err, errCanceled) || errors.Is(context.Cause(jctx), errCanceled):
+		d.cleanup(jctx, id, true)
+		d.finish(jctx, id, logf, gantry.StateCanceled, errCanceled.Error())
+	default:
+		d.cleanup(jctx, id, false)
+		d.finish(jctx, id, logf, gantry.StateFailed, err.Error())
+	}
+}
+
+// life is one job's life: build, run, gate, push. It goes on from whatever
+// state the record holds, so it serves a new job and one a restart resumes.
+// It returns nil once the job has ended, or why it stopped.
+func (d *Daemon) life(ctx context.Context, id string, logf io.Writer) error {
 	say := func(format string, args ...any) { fmt.Fprintf(logf, "==> "+format+"\n", args...) }
+	j, err := d.store.Get(ctx, id)
+	if err != nil {
+		return err
+	}
+	if j.CancelRequested {
+		return errCanceled
+	}
 
-	j, err := d.move(ctx, id, gantry.StateBuilding, nil)
-	if err != nil {
-		d.log.Error("start job", "job", id, "err", err)
-		return
-	}
-	d.log.Info("job building", "job", id)
-
-	// Build.
-	say("building %s (Dockerfile %s)", j.ImageName, j.Spec.Build.Dockerfile)
-	imageID, err := d.builder.Build(ctx, builder.Request{
-		ContextDir: d.contextDir(id),
-		Spec:       j.Spec.Build,
-		Name:       j.ImageName,
-		Labels:     map[string]string{runner.LabelJob: id},
-	}, logf)
-	os.RemoveAll(d.contextDir(id))
-	if err != nil {
-		d.fail(ctx, id, logf, err)
-		return
-	}
-	say("built image %s", imageID)
-
-	// Run: the container's ID is recorded before it starts.
-	cid, err := d.runner.Create(ctx, runner.Spec{
-		Image:  imageID,
-		Name:   "gantry-" + id,
-		Labels: map[string]string{runner.LabelJob: id},
-	})
-	if err != nil {
-		d.fail(ctx, id, logf, err)
-		return
-	}
-	j, err = d.move(ctx, id, gantry.StateRunning, func(j *gantry.Job) {
-		j.Image = imageID
-		j.ContainerID = cid
-	})
-	if err != nil {
-		d.runner.Remove(context.WithoutCancel(ctx), cid)
-		return
-	}
-	say("training in container %.12s", cid)
-	pattern, err := trainer.Compile(j.Spec.MetricRegex)
-	if err != nil { // validated at submission; a record from elsewhere may differ
-		d.fail(ctx, id, logf, err)
-		return
-	}
-	metrics := pattern.NewReader()
-	lines := newLineSplitter(metrics.Line)
-	exit, err := d.runner.Run(ctx, cid, io.MultiWriter(logf, lines), d.cfg.StopTimeout)
-	lines.Flush()
-	if err != nil {
-		d.fail(ctx, id, logf, err)
-		d.runner.Remove(context.WithoutCancel(ctx), cid)
-		return
-	}
-	acc, accErr := metrics.Accuracy()
-	j, err = d.store.Update(ctx, id, func(j *gantry.Job) error {
-		code := exit.Code
-		j.ExitCode = &code
-		if accErr == nil {
-			j.Metrics.Accuracy = &acc
+	// Queued: the slot is ours.
+	if j.State == gantry.StateQueued {
+		if j, err = d.move(ctx, id, gantry.StateBuilding, nil); err != nil {
+			return err
 		}
-		return nil
-	})
-	if err != nil {
-		d.log.Error("record exit", "job", id, "err", err)
-		return
-	}
-	// The record is complete: the container can go.
-	if err := d.runner.Remove(context.WithoutCancel(ctx), cid); err != nil {
-		d.log.Warn("remove container", "job", id, "err", err)
+		d.log.Info("job building", "job", id)
 	}
 
-	// Gate.
-	if exit.OOMKilled {
-		d.fail(ctx, id, logf, fmt.Errorf("training was killed: out of memory (OOMKilled)"))
-		return
-	}
-	if exit.Code != 0 {
-		d.fail(ctx, id, logf, fmt.Errorf("training exited with code %d", exit.Code))
-		return
-	}
-	if accErr == nil {
-		say("accuracy %.4f", acc)
-	} else {
-		say("accuracy: %v", accErr)
-	}
-	if reason := gate(j.Spec.MinAccuracy, acc, accErr); reason != "" {
-		say("rejected: %s", reason)
-		d.finish(ctx, id, gantry.StateRejected, reason)
-		return
-	}
-	if len(j.Spec.Push) == 0 {
-		say("succeeded")
-		d.finish(ctx, id, gantry.StateSucceeded, "")
-		return
+	if j.State == gantry.StateBuilding {
+		// Build, unless the image was recorded before a restart.
+		if j.Image == "" {
+			if _, err := os.Stat(d.contextDir(id)); err != nil {
+				return fmt.Errorf("the build context is gone (%v): submit the job again", err)
+			}
+			bctx, cancel := withLimit(ctx, "build", j.Spec.Timeouts.Build)
+			say("building %s (Dockerfile %s)", j.ImageName, j.Spec.Build.Dockerfile)
+			imageID, err := d.builder.Build(bctx, builder.Request{
+				ContextDir: d.contextDir(id),
+				Spec:       j.Spec.Build,
+				Name:       j.ImageName,
+				Labels:     d.labels(id),
+			}, logf)
+			cancel()
+			if err != nil {
+				return phaseErr(ctx, bctx, err)
+			}
+			if j, err = d.store.Update(ctx, id, func(j *gantry.Job) error { j.Image = imageID; return nil }); err != nil {
+				return err
+			}
+			os.RemoveAll(d.contextDir(id))
+			say("built image %s", imageID)
+		}
+
+		// Create the container and record it before it starts. A container
+		// a crash left between the two has the job's name: remove it first.
+		if err := d.engine.Remove(ctx, containerName(id)); err != nil {
+			return err
+		}
+		r := j.Spec.Resources
+		cid, err := d.engine.Create(ctx, runner.Spec{
+			Image:     j.Image,
+			Name:      containerName(id),
+			Labels:    d.labels(id),
+			Memory:    r.Memory,
+			NanoCPUs:  int64(r.CPUs * 1e9),
+			PidsLimit: r.PidsLimit,
+		})
+		if err != nil {
+			return err
+		}
+		if j, err = d.move(ctx, id, gantry.StateRunning, func(j *gantry.Job) { j.ContainerID = cid }); err != nil {
+			d.engine.Remove(context.WithoutCancel(ctx), cid)
+			return err
+		}
+		fmt.Fprint(logf, trainingMarker(cid))
 	}
 
-	// Push.
-	if _, err := d.move(ctx, id, gantry.StatePushing, nil); err != nil {
-		return
+	if j.State == gantry.StateRunning {
+		// Train, unless the exit was recorded before a restart.
+		if j.ExitCode == nil {
+			exit, metrics, err := d.train(ctx, j, logf)
+			if err != nil {
+				return err
+			}
+			if j, err = d.store.Update(ctx, id, func(j *gantry.Job) error {
+				code := exit.Code
+				j.ExitCode = &code
+				j.Metrics = metrics
+				j.Error = ""
+				if exit.OOMKilled {
+					j.Error = "training was killed: out of memory (OOMKilled)"
+				} else if exit.Code != 0 {
+					j.Error = fmt.Sprintf("training exited with code %d", exit.Code)
+				} else if reason := gate(j.Spec.MinAccuracy, metrics); reason != "" {
+					j.Error = reason
+				} else {
+					j.GatePassed = true
+				}
+				return nil
+			}); err != nil {
+				return err
+			}
+		}
+		// The record is complete: the container can go.
+		if err := d.engine.Remove(ctx, j.ContainerID); err != nil {
+			d.log.Warn("remove container", "job", id, "err", err)
+		}
+		if a := j.Metrics.Accuracy; a != nil {
+			say("accuracy %.4f", *a)
+		} else {
+			say("accuracy: %s", j.Metrics.AccuracyError)
+		}
+
+		// Gate.
+		switch {
+		case j.ExitCode != nil && *j.ExitCode != 0:
+			return errors.New(j.Error)
+		case !j.GatePassed:
+			say("rejected: %s", j.Error)
+			return d.finish(ctx, id, nil, gantry.StateRejected, j.Error)
+		case len(j.Spec.Push) == 0:
+			return d.finish(ctx, id, logf, gantry.StateSucceeded, "")
+		}
+		if j, err = d.move(ctx, id, gantry.StatePushing, nil); err != nil {
+			return err
+		}
 	}
-	say("pushing to %v", j.Spec.Push)
-	img, err := d.source(ctx, j.ImageName)
+
+	if j.State == gantry.StatePushing {
+		say("pushing to %v", j.Spec.Push)
+		img, err := d.source(ctx, j.ImageName)
+		if err != nil {
+			return err
+		}
+		pctx, cancel := withLimit(ctx, "push", j.Spec.Timeouts.Push)
+		pushes, err := d.pusher.Push(pctx, img, j.Spec.Push, logf)
+		cancel()
+		// Record what moved, even when the rest failed.
+		if _, uerr := d.store.Update(context.WithoutCancel(ctx), id, func(j *gantry.Job) error {
+			j.Pushes = mergePushes(j.Pushes, pushes)
+			return nil
+		}); uerr != nil {
+			return uerr
+		}
+		if err != nil {
+			return phaseErr(ctx, pctx, err)
+		}
+		return d.finish(ctx, id, logf, gantry.StateSucceeded, "")
+	}
+	return fmt.Errorf("job %s: nothing to do in state %s", id, j.State)
+}
+
+// withLimit bounds a phase by limit (none when it is zero); the context ends
+// with a timeoutError naming the phase.
+func withLimit(ctx context.Context, phase string, limit gantry.Duration) (context.Context, context.CancelFunc) {
+	if limit <= 0 {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeoutCause(ctx, time.Duration(limit), &timeoutError{phase, time.Duration(limit)})
+}
+
+// phaseErr names a phase's timeout when the phase's own deadline ended it
+// (keeping err when it already says so, with more).
+func phaseErr(jobCtx, phaseCtx context.Context, err error) error {
+	var te *timeoutError
+	if jobCtx.Err() == nil && errors.As(context.Cause(phaseCtx), &te) && !errors.As(err, &te) {
+		return te
+	}
+	return err
+}
+
+// trainingMarker is the log line after which a container's output starts.
+func trainingMarker(cid string) string {
+	return fmt.Sprintf("==> training in container %.12s\n", cid)
+}
+
+func containerName(id string) string { return "gantry-" + id }
+
+func (d *Daemon) labels(id string) map[string]string {
+	return map[string]string{runner.LabelJob: id, runner.LabelDaemon: d.cfg.Instance}
+}
+
+// train runs (or re-attaches to) the job's container until it exits, and
+// reads its metrics from the output. The training timeout counts from when
+// the job first started running, across restarts. When the engine goes away
+// mid-way, train waits for it and re-attaches if the container survived.
+func (d *Daemon) train(ctx context.Context, j *gantry.Job, logf io.Writer) (runner.Exit, gantry.Metrics, error) {
+	pattern, err := trainer.Compile(j.Spec.MetricRegex)
 	if err != nil {
-		d.fail(ctx, id, logf, err)
-		return
+		return runner.Exit{}, gantry.Metrics{}, err
 	}
-	pushes, err := d.pusher.Push(ctx, img, j.Spec.Push, logf)
-	if err != nil {
-		d.fail(ctx, id, logf, err)
-		return
+	reader := pattern.NewReader()
+	lines := newLineSplitter(reader.Line)
+	out := &countWriter{w: io.MultiWriter(logf, lines)}
+
+	// The limit counts from when training first started, across restarts.
+	tctx, cancel := context.WithCancel(ctx)
+	if limit := time.Duration(j.Spec.Timeouts.Train); limit > 0 {
+		started := d.now()
+		if j.Times.Run.Started != nil {
+			started = *j.Times.Run.Started
+		}
+		tctx, cancel = context.WithDeadlineCause(ctx, started.Add(limit), &timeoutError{"training", limit})
 	}
-	if _, err := d.store.Update(ctx, id, func(j *gantry.Job) error {
-		j.Pushes = pushes
-		return nil
-	}); err != nil {
-		d.log.Error("record pushes", "job", id, "err", err)
-		return
+	defer cancel()
+	for {
+		// The engine replays the log from the start: skip what we hold.
+		exit, err := d.engine.Run(tctx, j.ContainerID, &skipWriter{w: out, skip: out.n})
+		if err == nil {
+			lines.Flush()
+			m := gantry.Metrics{}
+			if acc, err := reader.Accuracy(); err == nil {
+				m.Accuracy = &acc
+			} else {
+				m.AccuracyError = err.Error()
+			}
+			return exit, m, nil
+		}
+		if tctx.Err() != nil {
+			if ctx.Err() == nil || errors.Is(context.Cause(ctx), errCanceled) {
+				// Timed out or canceled: stop it now. (On shutdown it runs on.)
+				d.engine.Stop(context.WithoutCancel(ctx), j.ContainerID, d.cfg.StopTimeout)
+			}
+			return runner.Exit{}, gantry.Metrics{}, phaseErr(ctx, tctx, err)
+		}
+		if !errors.Is(err, gantry.ErrUnavailable) {
+			return runner.Exit{}, gantry.Metrics{}, err
+		}
+		fmt.Fprintf(logf, "\n==> lost the Docker engine (%v); waiting for it\n", err)
+		if err := d.waitEngine(tctx); err != nil {
+			return runner.Exit{}, gantry.Metrics{}, phaseErr(ctx, tctx, err)
+		}
+		st, err := d.engine.State(tctx, j.ContainerID)
+		if errors.Is(err, gantry.ErrNotFound) {
+			return runner.Exit{}, gantry.Metrics{}, errors.New("the training container disappeared while the Docker engine was away")
+		}
+		if err != nil {
+			return runner.Exit{}, gantry.Metrics{}, err
+		}
+		switch {
+		case st.Running:
+			fmt.Fprintf(logf, "==> the container survived; re-attached\n")
+		case st.ExitCode == 0:
+			// It finished by itself meanwhile: collect its log and result.
+			fmt.Fprintf(logf, "==> the container finished meanwhile; collecting its output\n")
+		default:
+			return runner.Exit{}, gantry.Metrics{}, fmt.Errorf("the Docker engine restarted while training ran: the container ended with exit code %d", st.ExitCode)
+		}
 	}
-	say("succeeded")
-	d.finish(ctx, id, gantry.StateSucceeded, "")
+}
+
+// waitEngine waits until the engine answers again.
+func (d *Daemon) waitEngine(ctx context.Context) error {
+	for {
+		if err := d.engine.Ping(ctx); err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 // gate says why a job that trained with exit 0 must not be pushed, or ""
 // when it passes.
-func gate(min *float64, acc float64, accErr error) string {
+func gate(min *float64, m gantry.Metrics) string {
 	if min == nil {
 		return ""
 	}
-	if accErr != nil {
-		return fmt.Sprintf("the gate needs accuracy >= %g, but %v", *min, accErr)
+	if m.Accuracy == nil {
+		return fmt.Sprintf("the gate needs accuracy >= %g, but %s", *min, m.AccuracyError)
 	}
-	if acc < *min {
-		return fmt.Sprintf("accuracy %.4f is below the gate %g", acc, *min)
+	if *m.Accuracy < *min {
+		return fmt.Sprintf("accuracy %.4f is below the gate %g", *m.Accuracy, *min)
 	}
 	return ""
 }
 
 // move commits job id's move to state to, with edit applied in the same
-// transaction.
+// transaction. It is committed even when ctx has ended.
 func (d *Daemon) move(ctx context.Context, id string, to gantry.State, edit func(*gantry.Job)) (*gantry.Job, error) {
 	j, err := d.store.Update(context.WithoutCancel(ctx), id, func(j *gantry.Job) error {
 		if edit != nil {
@@ -402,33 +748,78 @@ func (d *Daemon) move(ctx context.Context, id string, to gantry.State, edit func
 	return j, err
 }
 
-// finish ends job id in a terminal state with the reason. It is committed
-// even when ctx is cancelled: a job that stops must say how.
-func (d *Daemon) finish(ctx context.Context, id string, to gantry.State, reason string) (*gantry.Job, error) {
-	j, err := d.move(ctx, id, to, func(j *gantry.Job) { j.Error = reason })
+// finish ends job id in a terminal state with the reason, which also goes to
+// the log (when logf is given) as its last line.
+func (d *Daemon) finish(ctx context.Context, id string, logf io.Writer, to gantry.State, reason string) error {
+	if logf != nil {
+		if reason != "" {
+			fmt.Fprintf(logf, "==> %s: %s\n", to, reason)
+		} else {
+			fmt.Fprintf(logf, "==> %s\n", to)
+		}
+	}
+	_, err := d.move(ctx, id, to, func(j *gantry.Job) { j.Error = reason })
 	if err == nil {
 		d.log.Info("job "+string(to), "job", id, "reason", reason)
 	}
-	return j, err
+	return err
 }
 
-// fail ends job id as failed (or canceled, when ctx was) with err's message,
-// which is also the log's last line.
-func (d *Daemon) fail(ctx context.Context, id string, logf io.Writer, err error) {
-	state, msg := gantry.StateFailed, err.Error()
-	if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
-		msg = "interrupted: gantryd shut down while the job ran"
+// cleanup removes what a job that ends early left: its container (stopped
+// first, with the grace period) and its build context; for a canceled job,
+// its image too. (A failed job keeps its image, to be looked into.)
+func (d *Daemon) cleanup(ctx context.Context, id string, canceled bool) {
+	ctx = context.WithoutCancel(ctx)
+	j, err := d.store.Get(ctx, id)
+	if err != nil {
+		return
 	}
-	fmt.Fprintf(logf, "==> %s: %s\n", state, msg)
-	d.finish(ctx, id, state, msg)
-}
-
-// cleanup removes what a job left in the engine.
-func (d *Daemon) cleanup(ctx context.Context, j *gantry.Job) {
 	if j.ContainerID != "" {
-		if err := d.runner.Remove(context.WithoutCancel(ctx), j.ContainerID); err != nil {
-			d.log.Warn("remove container", "job", j.ID, "err", err)
+		d.engine.Stop(ctx, j.ContainerID, d.cfg.StopTimeout)
+		if err := d.engine.Remove(ctx, j.ContainerID); err != nil {
+			d.log.Warn("remove container", "job", id, "err", err)
 		}
 	}
-	os.RemoveAll(d.contextDir(j.ID))
+	os.RemoveAll(d.contextDir(id))
+	// By name: a cancel can land after the build made the image but
+	// before the record held it.
+	if canceled {
+		if err := d.engine.RemoveImage(ctx, j.ImageName); err != nil {
+			d.log.Warn("remove image", "job", id, "err", err)
+		}
+	}
+}
+
+// sweepOrphans removes containers that carry this daemon's label but that no
+// job holds (a job that ended, or one the store never knew), once they are
+// older than the grace period.
+func (d *Daemon) sweepOrphans(ctx context.Context) {
+	cs, err := d.engine.Containers(ctx, map[string]string{runner.LabelDaemon: d.cfg.Instance})
+	if err != nil {
+		d.log.Warn("sweep orphans", "err", err)
+		return
+	}
+	for _, c := range cs {
+		if d.now().Sub(c.Created) < d.cfg.OrphanGrace {
+			continue
+		}
+		id := c.Labels[runner.LabelJob]
+		d.mu.Lock()
+		busy := d.active[id] != nil
+		d.mu.Unlock()
+		if busy {
+			continue
+		}
+		j, err := d.store.Get(ctx, id)
+		if err == nil && !j.State.Terminal() && j.ContainerID == c.ID {
+			continue
+		}
+		if err != nil && !errors.Is(err, gantry.ErrNotFound) {
+			continue
+		}
+		d.log.Info("removing orphan container", "container", fmt.Sprintf("%.12s", c.ID), "job", id)
+		if err := d.engine.Remove(ctx, c.ID); err != nil {
+			d.log.Warn("remove orphan", "container", fmt.Sprintf("%.12s", c.ID), "err", err)
+		}
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -38,6 +39,9 @@ const pipeDockerfile = "FROM python:3.12-slim\nCOPY train.py /\nCMD [\"python\",
 
 // pipeProgress is what the fake builder writes as BuildKit progress.
 const pipeProgress = "#1 [internal] load build definition from Dockerfile\n#1 DONE 0.0s\n#5 [2/2] COPY train.py /\n#5 DONE 0.1s\n"
+
+// pipeInstance is the instance ID test daemons label their containers with.
+const pipeInstance = "0123456789abcdef"
 
 // pipeBuilder is a fake imageBuilder. It records each request and the
 // Dockerfile it found in the request's context directory, then calls build.
@@ -75,54 +79,143 @@ func pipeImageID(jobID string) string { return "sha256:image-of-" + jobID }
 
 func pipeContainerID(jobID string) string { return "ctr-" + jobID }
 
-// pipeRunner is a fake containerRunner. A nil function field succeeds:
-// create names the container after the job, run prints nothing and exits 0,
-// remove returns nil. Every call is recorded.
-type pipeRunner struct {
-	create func(ctx context.Context, s runner.Spec) (string, error)
-	run    func(ctx context.Context, id string, out io.Writer, stopTimeout time.Duration) (runner.Exit, error)
-	remove func(ctx context.Context, id string) error
+// pipeCall is one call made to the fake engine: the method and its
+// container ID, name or image reference.
+type pipeCall struct{ op, arg string }
+
+func (c pipeCall) String() string { return c.op + " " + c.arg }
+
+// pipeEngine is a fake Engine. A nil function field succeeds: create names
+// the container after the job, run prints nothing and exits 0, state says
+// the container runs, the others return nil and containers lists none.
+// Every call is recorded, in order.
+type pipeEngine struct {
+	create      func(ctx context.Context, s runner.Spec) (string, error)
+	run         func(ctx context.Context, id string, out io.Writer) (runner.Exit, error)
+	state       func(ctx context.Context, id string) (runner.State, error)
+	stop        func(ctx context.Context, id string, grace time.Duration) error
+	remove      func(ctx context.Context, id string) error
+	removeImage func(ctx context.Context, ref string) error
+	containers  func(ctx context.Context, labels map[string]string) ([]runner.Container, error)
+	ping        func(ctx context.Context) error
 
 	mu      sync.Mutex
 	created []runner.Spec
-	ran     []string
-	removed []string
+	listed  []map[string]string
+	log     []pipeCall
 }
 
-func (r *pipeRunner) Create(ctx context.Context, s runner.Spec) (string, error) {
-	r.mu.Lock()
-	r.created = append(r.created, s)
-	r.mu.Unlock()
-	if r.create == nil {
+func (e *pipeEngine) record(op, arg string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.log = append(e.log, pipeCall{op, arg})
+}
+
+func (e *pipeEngine) Create(ctx context.Context, s runner.Spec) (string, error) {
+	e.mu.Lock()
+	e.created = append(e.created, s)
+	e.mu.Unlock()
+	e.record("create", s.Name)
+	if e.create == nil {
 		return pipeContainerID(s.Labels[runner.LabelJob]), nil
 	}
-	return r.create(ctx, s)
+	return e.create(ctx, s)
 }
 
-func (r *pipeRunner) Run(ctx context.Context, id string, out io.Writer, stopTimeout time.Duration) (runner.Exit, error) {
-	r.mu.Lock()
-	r.ran = append(r.ran, id)
-	r.mu.Unlock()
-	if r.run == nil {
+func (e *pipeEngine) Run(ctx context.Context, id string, out io.Writer) (runner.Exit, error) {
+	e.record("run", id)
+	if e.run == nil {
 		return runner.Exit{}, nil
 	}
-	return r.run(ctx, id, out, stopTimeout)
+	return e.run(ctx, id, out)
 }
 
-func (r *pipeRunner) Remove(ctx context.Context, id string) error {
-	r.mu.Lock()
-	r.removed = append(r.removed, id)
-	r.mu.Unlock()
-	if r.remove == nil {
+func (e *pipeEngine) State(ctx context.Context, id string) (runner.State, error) {
+	e.record("state", id)
+	if e.state == nil {
+		return runner.State{Running: true}, nil
+	}
+	return e.state(ctx, id)
+}
+
+func (e *pipeEngine) Stop(ctx context.Context, id string, grace time.Duration) error {
+	e.record("stop", id)
+	if e.stop == nil {
 		return nil
 	}
-	return r.remove(ctx, id)
+	return e.stop(ctx, id, grace)
 }
 
-func (r *pipeRunner) calls() (created []runner.Spec, ran, removed []string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return slices.Clone(r.created), slices.Clone(r.ran), slices.Clone(r.removed)
+func (e *pipeEngine) Remove(ctx context.Context, id string) error {
+	e.record("remove", id)
+	if e.remove == nil {
+		return nil
+	}
+	return e.remove(ctx, id)
+}
+
+func (e *pipeEngine) RemoveImage(ctx context.Context, ref string) error {
+	e.record("rmi", ref)
+	if e.removeImage == nil {
+		return nil
+	}
+	return e.removeImage(ctx, ref)
+}
+
+func (e *pipeEngine) Containers(ctx context.Context, labels map[string]string) ([]runner.Container, error) {
+	e.mu.Lock()
+	e.listed = append(e.listed, maps.Clone(labels))
+	e.mu.Unlock()
+	e.record("containers", "")
+	if e.containers == nil {
+		return nil, nil
+	}
+	return e.containers(ctx, labels)
+}
+
+func (e *pipeEngine) Ping(ctx context.Context) error {
+	e.record("ping", "")
+	if e.ping == nil {
+		return nil
+	}
+	return e.ping(ctx)
+}
+
+// args returns the arguments of the calls to op, in order.
+func (e *pipeEngine) args(op string) []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var out []string
+	for _, c := range e.log {
+		if c.op == op {
+			out = append(out, c.arg)
+		}
+	}
+	return out
+}
+
+// calls returns every call, in order.
+func (e *pipeEngine) calls() []pipeCall {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return slices.Clone(e.log)
+}
+
+func (e *pipeEngine) specs() []runner.Spec {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return slices.Clone(e.created)
+}
+
+// pipeIndex returns the index of the first call c in calls at or after
+// from, or -1.
+func pipeIndex(calls []pipeCall, from int, c pipeCall) int {
+	for i := max(from, 0); i < len(calls); i++ {
+		if calls[i] == c {
+			return i
+		}
+	}
+	return -1
 }
 
 // pipePusher is a fake imagePusher; a nil push returns one Push per ref.
@@ -169,9 +262,11 @@ func pipePushes(refs []string) []gantry.Push {
 	return out
 }
 
-// pipeSource is a fake imageSource: it hands out img for any name.
+// pipeSource is a fake imageSource: it hands out img for any name, or
+// fails with err when it is set.
 type pipeSource struct {
 	img v1.Image
+	err error
 
 	mu    sync.Mutex
 	names []string
@@ -181,6 +276,9 @@ func (s *pipeSource) read(ctx context.Context, name string) (v1.Image, error) {
 	s.mu.Lock()
 	s.names = append(s.names, name)
 	s.mu.Unlock()
+	if s.err != nil {
+		return nil, s.err
+	}
 	return s.img, nil
 }
 
@@ -193,7 +291,7 @@ func (s *pipeSource) asked() []string {
 // pipeFakes are the outside systems a test daemon talks to.
 type pipeFakes struct {
 	builder *pipeBuilder
-	runner  *pipeRunner
+	engine  *pipeEngine
 	pusher  *pipePusher
 	source  *pipeSource
 }
@@ -206,7 +304,7 @@ func pipeNewFakes(t *testing.T) pipeFakes {
 	}
 	return pipeFakes{
 		builder: &pipeBuilder{},
-		runner:  &pipeRunner{},
+		engine:  &pipeEngine{},
 		pusher:  &pipePusher{},
 		source:  &pipeSource{img: img},
 	}
@@ -234,16 +332,22 @@ func pipeOpenStore(t *testing.T, path string) *store.Store {
 	return st
 }
 
-// pipeNewDaemon returns a daemon over st and f with its data in dataDir.
-func pipeNewDaemon(t *testing.T, dataDir string, maxJobs int, st jobStore, f pipeFakes) *Daemon {
+// pipeNewDaemon returns a daemon over st and f with its data in dataDir;
+// opts change its configuration before New sees it.
+func pipeNewDaemon(t *testing.T, dataDir string, maxJobs int, st jobStore, f pipeFakes, opts ...func(*Config)) *Daemon {
 	t.Helper()
-	d, err := New(Config{
+	cfg := Config{
 		DataDir:     dataDir,
+		Instance:    pipeInstance,
 		MaxJobs:     maxJobs,
 		Context:     Limits{MaxBytes: 1 << 20, MaxEntries: 100},
 		StopTimeout: time.Second,
 		Logger:      slog.New(slog.DiscardHandler),
-	}, st, f.builder, f.runner, f.pusher, f.source.read)
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	d, err := New(cfg, st, f.builder, f.engine, f.pusher, f.source.read)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -253,16 +357,17 @@ func pipeNewDaemon(t *testing.T, dataDir string, maxJobs int, st jobStore, f pip
 // pipeRig is a daemon on a fresh data dir and store, not yet running.
 type pipeRig struct {
 	dir string
+	st  *store.Store
 	d   *Daemon
 	f   pipeFakes
 }
 
-func pipeNewRig(t *testing.T, maxJobs int, f pipeFakes) *pipeRig {
+func pipeNewRig(t *testing.T, maxJobs int, f pipeFakes, opts ...func(*Config)) *pipeRig {
 	t.Helper()
 	dir := t.TempDir()
 	st := pipeOpenStore(t, filepath.Join(dir, "gantry.db"))
 	t.Cleanup(func() { st.Close() })
-	return &pipeRig{dir: dir, d: pipeNewDaemon(t, dir, maxJobs, st, f), f: f}
+	return &pipeRig{dir: dir, st: st, d: pipeNewDaemon(t, dir, maxJobs, st, f, opts...), f: f}
 }
 
 // pipeRun runs d until the returned stop is called (or the test ends):
@@ -285,6 +390,15 @@ func pipeRun(t *testing.T, d *Daemon) (stop func()) {
 	})
 	t.Cleanup(stop)
 	return stop
+}
+
+// pipeResume readies d as gantryd does on start (Prepare) and runs it.
+func pipeResume(t *testing.T, d *Daemon) (stop func()) {
+	t.Helper()
+	if err := d.Prepare(context.Background()); err != nil {
+		t.Fatalf("Prepare: %v", err)
+	}
+	return pipeRun(t, d)
 }
 
 // pipeTar returns a tar stream holding files (name to content).
@@ -353,6 +467,19 @@ func pipeWait(t *testing.T, d *Daemon, id string) *gantry.Job {
 	return j
 }
 
+// pipeReceive waits for a value on ch, failing the test after pipeDeadline.
+func pipeReceive[T any](t *testing.T, what string, ch <-chan T) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(pipeDeadline):
+		t.Fatalf("gave up after %v waiting for %s", pipeDeadline, what)
+		var zero T
+		return zero
+	}
+}
+
 // pipeWriteChunks writes s to w a few bytes at a time, so that lines reach
 // the daemon split across writes, as a container's output does.
 func pipeWriteChunks(w io.Writer, s string) error {
@@ -367,6 +494,34 @@ func pipeWriteChunks(w io.Writer, s string) error {
 	return nil
 }
 
+// pipeReplay is a fake Run of a container that prints output and exits:
+// like the engine, it replays the whole output from the start at each call.
+func pipeReplay(output string, exit runner.Exit) func(context.Context, string, io.Writer) (runner.Exit, error) {
+	return func(ctx context.Context, id string, out io.Writer) (runner.Exit, error) {
+		if err := pipeWriteChunks(out, output); err != nil {
+			return runner.Exit{}, err
+		}
+		return exit, nil
+	}
+}
+
+// pipeBlock returns a fake phase that signals entered, then blocks until
+// its context ends and hands the context's error and cause on to seen.
+func pipeBlock(entered chan<- struct{}, seen chan<- [2]error) func(ctx context.Context) error {
+	return func(ctx context.Context) error {
+		select {
+		case entered <- struct{}{}:
+		default:
+		}
+		<-ctx.Done()
+		select {
+		case seen <- [2]error{ctx.Err(), context.Cause(ctx)}:
+		default:
+		}
+		return ctx.Err()
+	}
+}
+
 func pipeReadLog(t *testing.T, d *Daemon, id string) string {
 	t.Helper()
 	b, err := os.ReadFile(d.LogPath(id))
@@ -374,6 +529,54 @@ func pipeReadLog(t *testing.T, d *Daemon, id string) string {
 		t.Fatalf("read log of %s: %v", id, err)
 	}
 	return string(b)
+}
+
+// pipeLinesOnce checks that each line of output is in the log exactly once.
+func pipeLinesOnce(t *testing.T, logText, output string) {
+	t.Helper()
+	for _, line := range strings.SplitAfter(output, "\n") {
+		if line == "" {
+			continue
+		}
+		if n := strings.Count(logText, line); n != 1 {
+			t.Errorf("log holds %q %d times, want once; log:\n%s", line, n, logText)
+		}
+	}
+}
+
+// pipeRecord creates job j in st, moves it through states and then
+// applies edit, all as a gantryd that stopped would have left it.
+func pipeRecord(t *testing.T, st jobStore, j *gantry.Job, edit func(*gantry.Job), states ...gantry.State) *gantry.Job {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := st.Get(ctx, j.ID); errors.Is(err, gantry.ErrNotFound) {
+		if err := st.Create(ctx, j); err != nil {
+			t.Fatalf("Create: %v", err)
+		}
+	}
+	got, err := st.Update(ctx, j.ID, func(j *gantry.Job) error {
+		for _, to := range states {
+			if err := j.Move(to, time.Now()); err != nil {
+				return err
+			}
+		}
+		if edit != nil {
+			edit(j)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("record job %s in %v: %v", j.ID, states, err)
+	}
+	return got
+}
+
+// pipeWriteFile writes content to path, failing the test on error.
+func pipeWriteFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatalf("write %s: %v", path, err)
+	}
 }
 
 func pipeFloat(v float64) *float64 { return &v }
@@ -394,6 +597,24 @@ func pipeFmtInt(p *int) string {
 	return fmt.Sprint(*p)
 }
 
+func pipeJSON(v any) string {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err.Error()
+	}
+	return string(b)
+}
+
+// pipeExists reports whether path exists.
+func pipeExists(t *testing.T, path string) bool {
+	t.Helper()
+	_, err := os.Stat(path)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("stat %s: %v", path, err)
+	}
+	return err == nil
+}
+
 func TestJobPipeline(t *testing.T) {
 	refs := []string{"registry.example/iris:1", "registry.example/iris:latest"}
 	const trained = "Epoch 1/3 loss=0.61\nEpoch 2/3 loss=0.33\nEpoch 3/3 loss=0.21\nModel accuracy: 0.9667\n"
@@ -405,11 +626,14 @@ func TestJobPipeline(t *testing.T) {
 		buildErr error
 		pushErr  error
 
-		wantState  gantry.State
-		wantErr    []string // substrings of the job's Error; none means Error is empty
-		wantAcc    *float64
-		wantExit   *int // nil when the container never ran to an exit
-		wantPushed bool
+		wantState   gantry.State
+		wantErr     []string // substrings of the job's Error; none means Error is empty
+		wantAcc     *float64
+		wantAccErr  string // a part of Metrics.AccuracyError; "" means it is empty
+		wantExit    *int   // nil when the container never ran to an exit
+		wantGate    bool
+		wantPushed  bool
+		wantCleanup bool // the job failed after its container was created: it is stopped and removed again
 	}{
 		{
 			name:      "success without push",
@@ -417,6 +641,7 @@ func TestJobPipeline(t *testing.T) {
 			wantState: gantry.StateSucceeded,
 			wantAcc:   pipeFloat(0.9667),
 			wantExit:  pipeInt(0),
+			wantGate:  true,
 		},
 		{
 			name:       "success with push to two refs",
@@ -425,6 +650,7 @@ func TestJobPipeline(t *testing.T) {
 			wantState:  gantry.StateSucceeded,
 			wantAcc:    pipeFloat(0.9667),
 			wantExit:   pipeInt(0),
+			wantGate:   true,
 			wantPushed: true,
 		},
 		{
@@ -434,25 +660,30 @@ func TestJobPipeline(t *testing.T) {
 			wantState:  gantry.StateSucceeded,
 			wantAcc:    pipeFloat(0.9667),
 			wantExit:   pipeInt(0),
+			wantGate:   true,
 			wantPushed: true,
 		},
 		{
-			name:      "non-zero exit",
-			spec:      gantry.Spec{Push: refs},
-			output:    "Epoch 1/3 loss=0.61\nTraceback (most recent call last):\nValueError: bad input\n",
-			exit:      runner.Exit{Code: 3},
-			wantState: gantry.StateFailed,
-			wantErr:   []string{"exited with code 3"},
-			wantExit:  pipeInt(3),
+			name:        "non-zero exit",
+			spec:        gantry.Spec{Push: refs},
+			output:      "Epoch 1/3 loss=0.61\nTraceback (most recent call last):\nValueError: bad input\n",
+			exit:        runner.Exit{Code: 3},
+			wantState:   gantry.StateFailed,
+			wantErr:     []string{"exited with code 3"},
+			wantAccErr:  "no line of the training output reported accuracy",
+			wantExit:    pipeInt(3),
+			wantCleanup: true,
 		},
 		{
-			name:      "out of memory",
-			spec:      gantry.Spec{Push: refs},
-			output:    "Epoch 1/3 loss=0.61\n",
-			exit:      runner.Exit{Code: 137, OOMKilled: true},
-			wantState: gantry.StateFailed,
-			wantErr:   []string{"out of memory"},
-			wantExit:  pipeInt(137),
+			name:        "out of memory",
+			spec:        gantry.Spec{Push: refs},
+			output:      "Epoch 1/3 loss=0.61\n",
+			exit:        runner.Exit{Code: 137, OOMKilled: true},
+			wantState:   gantry.StateFailed,
+			wantErr:     []string{"out of memory"},
+			wantAccErr:  "no line of the training output reported accuracy",
+			wantExit:    pipeInt(137),
+			wantCleanup: true,
 		},
 		{
 			name:      "accuracy below the gate",
@@ -464,25 +695,30 @@ func TestJobPipeline(t *testing.T) {
 			wantExit:  pipeInt(0),
 		},
 		{
-			name:      "gate set and no accuracy printed",
-			spec:      gantry.Spec{Push: refs, MinAccuracy: pipeFloat(0.5)},
-			output:    "Epoch 1/3 loss=0.61\ndone\n",
-			wantState: gantry.StateRejected,
-			wantErr:   []string{"0.5", "no line of the training output reported accuracy"},
-			wantExit:  pipeInt(0),
+			name:       "gate set and no accuracy printed",
+			spec:       gantry.Spec{Push: refs, MinAccuracy: pipeFloat(0.5)},
+			output:     "Epoch 1/3 loss=0.61\ndone\n",
+			wantState:  gantry.StateRejected,
+			wantErr:    []string{"0.5", "no line of the training output reported accuracy"},
+			wantAccErr: "no line of the training output reported accuracy",
+			wantExit:   pipeInt(0),
 		},
 		{
-			name:      "no gate and no accuracy",
-			output:    "done\n",
-			wantState: gantry.StateSucceeded,
-			wantExit:  pipeInt(0),
+			name:       "no gate and no accuracy",
+			output:     "done\n",
+			wantState:  gantry.StateSucceeded,
+			wantAccErr: "no line of the training output reported accuracy",
+			wantExit:   pipeInt(0),
+			wantGate:   true,
 		},
 		{
 			name:       "no gate and no accuracy, pushed",
 			spec:       gantry.Spec{Push: refs},
 			output:     "done\n",
 			wantState:  gantry.StateSucceeded,
+			wantAccErr: "no line of the training output reported accuracy",
 			wantExit:   pipeInt(0),
+			wantGate:   true,
 			wantPushed: true,
 		},
 		{
@@ -492,6 +728,7 @@ func TestJobPipeline(t *testing.T) {
 			wantState: gantry.StateSucceeded,
 			wantAcc:   pipeFloat(0.8125),
 			wantExit:  pipeInt(0),
+			wantGate:  true,
 		},
 		{
 			name:      "last line without newline",
@@ -499,6 +736,7 @@ func TestJobPipeline(t *testing.T) {
 			wantState: gantry.StateSucceeded,
 			wantAcc:   pipeFloat(0.9667),
 			wantExit:  pipeInt(0),
+			wantGate:  true,
 		},
 		{
 			// The later line is over maxLine: it is logged, not read.
@@ -507,6 +745,7 @@ func TestJobPipeline(t *testing.T) {
 			wantState: gantry.StateSucceeded,
 			wantAcc:   pipeFloat(0.9667),
 			wantExit:  pipeInt(0),
+			wantGate:  true,
 		},
 		{
 			name:      "build failure",
@@ -516,14 +755,16 @@ func TestJobPipeline(t *testing.T) {
 			wantErr:   []string{"build failed at step 2/2: COPY train.py /: file not found"},
 		},
 		{
-			name:      "push failure",
-			spec:      gantry.Spec{Push: refs},
-			output:    trained,
-			pushErr:   errors.New("push registry.example/iris:1: unauthorized: authentication required"),
-			wantState: gantry.StateFailed,
-			wantErr:   []string{"push registry.example/iris:1: unauthorized: authentication required"},
-			wantAcc:   pipeFloat(0.9667),
-			wantExit:  pipeInt(0),
+			name:        "push failure",
+			spec:        gantry.Spec{Push: refs},
+			output:      trained,
+			pushErr:     errors.New("push registry.example/iris:1: unauthorized: authentication required"),
+			wantState:   gantry.StateFailed,
+			wantErr:     []string{"push registry.example/iris:1: unauthorized: authentication required"},
+			wantAcc:     pipeFloat(0.9667),
+			wantExit:    pipeInt(0),
+			wantGate:    true,
+			wantCleanup: true,
 		},
 	}
 	for _, tc := range tests {
@@ -537,12 +778,7 @@ func TestJobPipeline(t *testing.T) {
 				}
 				return pipeImageID(r.Labels[runner.LabelJob]), nil
 			}
-			f.runner.run = func(ctx context.Context, id string, out io.Writer, _ time.Duration) (runner.Exit, error) {
-				if err := pipeWriteChunks(out, tc.output); err != nil {
-					return runner.Exit{}, err
-				}
-				return tc.exit, nil
-			}
+			f.engine.run = pipeReplay(tc.output, tc.exit)
 			f.pusher.push = func(ctx context.Context, img v1.Image, refs []string, progress io.Writer) ([]gantry.Push, error) {
 				fmt.Fprintf(progress, "pushing %d refs\n", len(refs))
 				if tc.pushErr != nil {
@@ -571,8 +807,17 @@ func TestJobPipeline(t *testing.T) {
 			if !reflect.DeepEqual(j.Metrics.Accuracy, tc.wantAcc) {
 				t.Errorf("accuracy = %s, want %s", pipeFmtFloat(j.Metrics.Accuracy), pipeFmtFloat(tc.wantAcc))
 			}
+			if got := j.Metrics.AccuracyError; (tc.wantAccErr == "") != (got == "") || !strings.Contains(got, tc.wantAccErr) {
+				t.Errorf("accuracy error = %q, want %q", got, tc.wantAccErr)
+			}
 			if !reflect.DeepEqual(j.ExitCode, tc.wantExit) {
 				t.Errorf("exit code = %s, want %s", pipeFmtInt(j.ExitCode), pipeFmtInt(tc.wantExit))
+			}
+			if j.GatePassed != tc.wantGate {
+				t.Errorf("gate passed = %v, want %v", j.GatePassed, tc.wantGate)
+			}
+			if j.CancelRequested {
+				t.Errorf("cancel requested = true, want false")
 			}
 
 			// The build: asked for the job's image, from the context sent.
@@ -580,21 +825,24 @@ func TestJobPipeline(t *testing.T) {
 			if len(reqs) != 1 {
 				t.Fatalf("builder called %d times, want 1", len(reqs))
 			}
-			if reqs[0].Name != j.ImageName || reqs[0].Labels[runner.LabelJob] != id {
-				t.Errorf("build request name %q labels %v, want name %q and label %s=%s",
-					reqs[0].Name, reqs[0].Labels, j.ImageName, runner.LabelJob, id)
+			wantLabels := map[string]string{runner.LabelJob: id, runner.LabelDaemon: pipeInstance}
+			if reqs[0].Name != j.ImageName || !maps.Equal(reqs[0].Labels, wantLabels) {
+				t.Errorf("build request name %q labels %v, want name %q and labels %v",
+					reqs[0].Name, reqs[0].Labels, j.ImageName, wantLabels)
 			}
 			if dockerfiles[0] != pipeDockerfile {
 				t.Errorf("builder found Dockerfile %q in the context, want %q", dockerfiles[0], pipeDockerfile)
 			}
-			if _, err := os.Stat(rig.d.contextDir(id)); !errors.Is(err, os.ErrNotExist) {
-				t.Errorf("context dir after the build: stat error %v, want it gone", err)
+			if pipeExists(t, rig.d.contextDir(id)) {
+				t.Errorf("context dir still there after the job ended, want it gone")
 			}
 
-			created, ran, removed := f.runner.calls()
+			// The container: created from the image, recorded, run,
+			// removed once the record was complete.
+			created, ran, removed, stopped := f.engine.specs(), f.engine.args("run"), f.engine.args("remove"), f.engine.args("stop")
 			if tc.buildErr != nil {
-				if len(created) != 0 || len(ran) != 0 {
-					t.Errorf("after a failed build the runner created %v and ran %v, want no calls", created, ran)
+				if len(created) != 0 || len(ran) != 0 || len(removed) != 0 || len(stopped) != 0 {
+					t.Errorf("after a failed build the engine saw %v, want no container calls", f.engine.calls())
 				}
 				if j.Image != "" || j.ContainerID != "" {
 					t.Errorf("image %q container %q recorded after a failed build, want none", j.Image, j.ContainerID)
@@ -607,19 +855,32 @@ func TestJobPipeline(t *testing.T) {
 				if j.ContainerID != cid {
 					t.Errorf("container ID = %q, want %q", j.ContainerID, cid)
 				}
-				if len(created) != 1 || created[0].Image != pipeImageID(id) || created[0].Labels[runner.LabelJob] != id {
-					t.Errorf("containers created %+v, want one from image %s labelled with the job", created, pipeImageID(id))
+				if len(created) != 1 || created[0].Image != pipeImageID(id) || created[0].Name != containerName(id) || !maps.Equal(created[0].Labels, wantLabels) {
+					t.Errorf("containers created %+v, want one named %s from image %s labelled %v", created, containerName(id), pipeImageID(id), wantLabels)
 				}
 				if !slices.Equal(ran, []string{cid}) {
 					t.Errorf("containers run %v, want [%s]", ran, cid)
 				}
-				if !slices.Equal(removed, []string{cid}) {
-					t.Errorf("containers removed %v, want [%s]", removed, cid)
+				// A container left by a crash under the job's name goes first.
+				wantRemoved := []string{containerName(id), cid}
+				var wantStopped []string
+				if tc.wantCleanup {
+					wantRemoved = append(wantRemoved, cid)
+					wantStopped = []string{cid}
 				}
+				if !slices.Equal(removed, wantRemoved) {
+					t.Errorf("containers removed %v, want %v", removed, wantRemoved)
+				}
+				if !slices.Equal(stopped, wantStopped) {
+					t.Errorf("containers stopped %v, want %v", stopped, wantStopped)
+				}
+			}
+			if rmi := f.engine.args("rmi"); len(rmi) != 0 {
+				t.Errorf("images removed %v, want none: only a canceled job loses its image", rmi)
 			}
 
 			// The push: only when asked and passed, of the image the
-			// source gives for the job's name, to every ref at once.
+			// source gives for the job's name, to every ref.
 			pushTried := tc.wantPushed || tc.pushErr != nil
 			calls := f.pusher.pushCalls()
 			if !pushTried {
@@ -679,16 +940,21 @@ func TestJobPipeline(t *testing.T) {
 				t.Errorf("finished %v before the last phase started %v", tm.Finished, last)
 			}
 
-			// The log: build progress, then the training output, then
-			// the push progress.
+			// The log: build progress, the training marker, the training
+			// output, then the push progress.
 			logText := pipeReadLog(t, rig.d, id)
 			at := strings.Index(logText, pipeProgress)
 			if at < 0 {
 				t.Fatalf("log does not hold the build progress %q:\n%.2000s", pipeProgress, logText)
 			}
 			if tc.buildErr == nil {
-				if i := strings.Index(logText, tc.output); i < at {
-					t.Errorf("log does not hold the training output after the build progress:\n%.2000s", logText)
+				marker := trainingMarker(pipeContainerID(id))
+				m := strings.Index(logText, marker)
+				if m < at {
+					t.Errorf("log does not hold the training marker %q after the build progress:\n%.2000s", marker, logText)
+				}
+				if i := strings.Index(logText, tc.output); i < m+len(marker) {
+					t.Errorf("log does not hold the training output after the marker:\n%.2000s", logText)
 				}
 			}
 			if pushTried && !strings.Contains(logText, "pushing 2 refs\n") {
@@ -729,7 +995,7 @@ func TestMaxJobs(t *testing.T) {
 				changed <- struct{}{}
 				return pipeImageID(r.Labels[runner.LabelJob]), nil
 			}
-			f.runner.run = func(ctx context.Context, id string, out io.Writer, _ time.Duration) (runner.Exit, error) {
+			f.engine.run = func(ctx context.Context, id string, out io.Writer) (runner.Exit, error) {
 				// Hold the slot until both jobs have been under way at
 				// once. With one slot, where that must not happen, hold
 				// it for a moment only: a window to catch an overlap in,
@@ -856,30 +1122,106 @@ func TestSubmitRefusesBadSpec(t *testing.T) {
 	}
 }
 
-// TestRestart stops a daemon with a job done, one interrupted and one
-// queued, adds a record as a crash mid-run would leave it, and starts a new
-// daemon on the same files.
+// TestShutdownLeavesJobsToResume stops gantryd while a job is in each phase:
+// the job stays as it is, to be resumed by the next gantryd, and nothing of
+// it is stopped or removed.
+func TestShutdownLeavesJobsToResume(t *testing.T) {
+	refs := []string{"registry.example/iris:1", "registry.example/iris:2"}
+	for _, phase := range []gantry.State{gantry.StateBuilding, gantry.StateRunning, gantry.StatePushing} {
+		t.Run(string(phase), func(t *testing.T) {
+			t.Parallel()
+			f := pipeNewFakes(t)
+			entered := make(chan struct{}, 1)
+			seen := make(chan [2]error, 1)
+			block := pipeBlock(entered, seen)
+			switch phase {
+			case gantry.StateBuilding:
+				f.builder.build = func(ctx context.Context, r builder.Request, progress io.Writer) (string, error) {
+					fmt.Fprint(progress, pipeProgress)
+					return "", block(ctx)
+				}
+			case gantry.StateRunning:
+				f.engine.run = func(ctx context.Context, id string, out io.Writer) (runner.Exit, error) {
+					fmt.Fprint(out, "Epoch 1/3\n")
+					return runner.Exit{}, block(ctx)
+				}
+			case gantry.StatePushing:
+				f.engine.run = pipeReplay("Model accuracy: 0.9667\n", runner.Exit{})
+				f.pusher.push = func(ctx context.Context, img v1.Image, refs []string, progress io.Writer) ([]gantry.Push, error) {
+					return pipePushes(refs[:1]), block(ctx)
+				}
+			}
+			rig := pipeNewRig(t, 1, f)
+			stop := pipeRun(t, rig.d)
+			j := pipeSubmit(t, rig.d, gantry.Spec{Push: refs})
+			pipeReceive(t, "the job to be "+string(phase), entered)
+			stop()
+
+			if errs := pipeReceive(t, "the phase to end", seen); !errors.Is(errs[1], context.Canceled) {
+				t.Errorf("the %s phase's context ended with cause %v, want context.Canceled", phase, errs[1])
+			}
+			got, err := rig.d.Get(context.Background(), j.ID)
+			if err != nil {
+				t.Fatalf("Get: %v", err)
+			}
+			if got.State != phase || got.Error != "" || got.CancelRequested {
+				t.Errorf("after the shutdown: state %s, error %q, cancel requested %v; want %s, no error, no cancel",
+					got.State, got.Error, got.CancelRequested, phase)
+			}
+			cid := pipeContainerID(j.ID)
+			for _, c := range f.engine.calls() {
+				// (A job pushing removed its container when training ended.)
+				if c.op == "stop" || c.op == "rmi" || (c.op == "remove" && c.arg == cid && phase != gantry.StatePushing) {
+					t.Errorf("engine call %q on shutdown: the job's container and image must be left for the next gantryd", c)
+				}
+			}
+			switch phase {
+			case gantry.StateBuilding:
+				if !pipeExists(t, rig.d.contextDir(j.ID)) {
+					t.Errorf("the build context of a job left building is gone: the next gantryd cannot build it")
+				}
+			case gantry.StatePushing:
+				if want := pipePushes(refs[:1]); !reflect.DeepEqual(got.Pushes, want) {
+					t.Errorf("pushes = %v, want the one done before the shutdown %v", got.Pushes, want)
+				}
+			}
+			if logText := pipeReadLog(t, rig.d, j.ID); !strings.HasSuffix(logText, "==> gantryd stopped; the job goes on when it starts again\n") {
+				t.Errorf("log does not end saying gantryd stopped:\n%s", logText)
+			}
+		})
+	}
+}
+
+// TestRestart stops a daemon with a job done, one training and one queued,
+// and starts a new daemon on the same files: the training job is
+// re-attached and its log holds each line once, the queued one runs once,
+// the one done is as it was.
 func TestRestart(t *testing.T) {
 	dir := t.TempDir()
 	dbPath := filepath.Join(dir, "gantry.db")
 	ctx := context.Background()
+	const (
+		sofar  = "Epoch 1/3 loss=0.61\nEpoch 2/3 loss=0.33\n"
+		output = sofar + "Epoch 3/3 loss=0.21\nModel accuracy: 0.9667\n"
+	)
 
 	// The first daemon: one slot. Job "done" runs to the end; job
 	// "interrupted" trains until gantryd stops; job "queued" waits.
 	f1 := pipeNewFakes(t)
 	var runs atomic.Int64
-	f1.runner.run = func(ctx context.Context, id string, out io.Writer, _ time.Duration) (runner.Exit, error) {
-		fmt.Fprintln(out, "Epoch 1/3")
+	f1.engine.run = func(ctx context.Context, id string, out io.Writer) (runner.Exit, error) {
 		if runs.Add(1) == 2 { // the second job trains until gantryd stops
+			if err := pipeWriteChunks(out, sofar); err != nil {
+				return runner.Exit{}, err
+			}
 			<-ctx.Done()
 			return runner.Exit{}, ctx.Err()
 		}
-		fmt.Fprintln(out, "Model accuracy: 0.9667")
-		return runner.Exit{}, nil
+		return runner.Exit{}, pipeWriteChunks(out, output)
 	}
 	st1 := pipeOpenStore(t, dbPath)
 	d1 := pipeNewDaemon(t, dir, 1, st1, f1)
-	stop1 := pipeRun(t, d1)
+	stop1 := pipeResume(t, d1)
 
 	done := pipeSubmit(t, d1, gantry.Spec{})
 	if j := pipeWait(t, d1, done.ID); j.State != gantry.StateSucceeded {
@@ -887,54 +1229,40 @@ func TestRestart(t *testing.T) {
 	}
 	interrupted := pipeSubmit(t, d1, gantry.Spec{})
 	pipeEventually(t, "the second job to train", func() bool {
-		j, err := d1.Get(ctx, interrupted.ID)
-		return err == nil && j.State == gantry.StateRunning
+		b, err := os.ReadFile(d1.LogPath(interrupted.ID))
+		return err == nil && strings.Contains(string(b), sofar)
 	})
 	queued := pipeSubmit(t, d1, gantry.Spec{MinAccuracy: pipeFloat(0.9)})
 	stop1()
 
+	cid := pipeContainerID(interrupted.ID)
 	if j, err := st1.Get(ctx, interrupted.ID); err != nil {
 		t.Fatalf("Get: %v", err)
-	} else if !j.State.Terminal() || !strings.Contains(j.Error, "gantryd shut down") {
-		t.Errorf("job interrupted by the shutdown: state %s, error %q; want it ended, saying gantryd shut down", j.State, j.Error)
+	} else if j.State != gantry.StateRunning || j.ContainerID != cid || j.ExitCode != nil {
+		t.Errorf("job interrupted by the shutdown: state %s, container %q, exit %s; want running in %s, no exit",
+			j.State, j.ContainerID, pipeFmtInt(j.ExitCode), cid)
 	}
-	if _, _, removed := f1.runner.calls(); !slices.Contains(removed, pipeContainerID(interrupted.ID)) {
-		t.Errorf("containers removed %v, want the interrupted job's among them", removed)
+	if stopped := f1.engine.args("stop"); len(stopped) != 0 {
+		t.Errorf("containers stopped on shutdown %v, want none: training goes on while gantryd is away", stopped)
 	}
 	if j, err := st1.Get(ctx, queued.ID); err != nil || j.State != gantry.StateQueued {
 		t.Fatalf("job queued behind the slot: %+v, %v; want it still queued", j, err)
-	}
-
-	// A record as a gantryd that crashed mid-run leaves it.
-	orphan := gantry.NewJob(gantry.Spec{}, time.Now())
-	if err := st1.Create(ctx, orphan); err != nil {
-		t.Fatalf("Create: %v", err)
-	}
-	for _, to := range []gantry.State{gantry.StateBuilding, gantry.StateRunning} {
-		if _, err := st1.Update(ctx, orphan.ID, func(j *gantry.Job) error {
-			j.ContainerID = "ctr-orphan"
-			return j.Move(to, time.Now())
-		}); err != nil {
-			t.Fatalf("move orphan to %s: %v", to, err)
-		}
 	}
 	before, _, err := st1.List(ctx, store.ListOptions{})
 	if err != nil {
 		t.Fatalf("List: %v", err)
 	}
-	if len(before) != 4 {
-		t.Fatalf("List before the restart: %d jobs, want 4", len(before))
+	if len(before) != 3 {
+		t.Fatalf("List before the restart: %d jobs, want 3", len(before))
 	}
 	if err := st1.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
 
-	// The second daemon, on the same files.
+	// The second daemon, on the same files. The engine replays the
+	// container's whole log, as a real one does.
 	f2 := pipeNewFakes(t)
-	f2.runner.run = func(ctx context.Context, id string, out io.Writer, _ time.Duration) (runner.Exit, error) {
-		fmt.Fprintln(out, "Model accuracy: 0.9667")
-		return runner.Exit{}, nil
-	}
+	f2.engine.run = pipeReplay(output, runner.Exit{})
 	st2 := pipeOpenStore(t, dbPath)
 	t.Cleanup(func() { st2.Close() })
 	d2 := pipeNewDaemon(t, dir, 1, st2, f2)
@@ -945,47 +1273,390 @@ func TestRestart(t *testing.T) {
 	if !reflect.DeepEqual(after, before) {
 		t.Errorf("List after reopening differs:\n got %s\nwant %s", pipeJSON(after), pipeJSON(before))
 	}
-	pipeRun(t, d2)
+	pipeResume(t, d2)
 
-	j := pipeWait(t, d2, queued.ID)
+	j := pipeWait(t, d2, interrupted.ID)
+	if j.State != gantry.StateSucceeded || j.Metrics.Accuracy == nil || *j.Metrics.Accuracy != 0.9667 || j.ExitCode == nil || *j.ExitCode != 0 {
+		t.Errorf("interrupted job after the restart: state %s (%q), accuracy %s, exit %s; want succeeded with 0.9667, exit 0",
+			j.State, j.Error, pipeFmtFloat(j.Metrics.Accuracy), pipeFmtInt(j.ExitCode))
+	}
+	logText := pipeReadLog(t, d2, interrupted.ID)
+	pipeLinesOnce(t, logText, output)
+	pipeLinesOnce(t, logText, pipeProgress+trainingMarker(cid))
+	if strings.Contains(logText, "gantryd stopped") {
+		t.Errorf("log of the re-attached job still says gantryd stopped (it came after the marker):\n%s", logText)
+	}
+
+	j = pipeWait(t, d2, queued.ID)
 	if j.State != gantry.StateSucceeded || j.Metrics.Accuracy == nil || *j.Metrics.Accuracy != 0.9667 {
 		t.Errorf("queued job after the restart: state %s (%q), accuracy %s; want succeeded with 0.9667",
 			j.State, j.Error, pipeFmtFloat(j.Metrics.Accuracy))
 	}
 	if _, dockerfiles := f2.builder.built(); !slices.Equal(dockerfiles, []string{pipeDockerfile}) {
-		t.Errorf("after the restart the builder found Dockerfiles %q, want the queued job's context", dockerfiles)
+		t.Errorf("after the restart the builder found Dockerfiles %q, want the queued job's context only", dockerfiles)
+	}
+	if ran, want := f2.engine.args("run"), []string{cid, pipeContainerID(queued.ID)}; !slices.Equal(ran, want) {
+		t.Errorf("containers run after the restart %v, want %v", ran, want)
 	}
 
-	j = pipeWait(t, d2, orphan.ID)
-	if j.State != gantry.StateFailed || !strings.Contains(j.Error, "gantryd stopped") || !strings.Contains(j.Error, "running") {
-		t.Errorf("job left running: state %s, error %q; want failed, saying gantryd stopped while it was running", j.State, j.Error)
+	// The job that had ended is as it was.
+	now, err := d2.Get(ctx, done.ID)
+	if err != nil {
+		t.Fatalf("Get(%s): %v", done.ID, err)
 	}
-	pipeEventually(t, "the orphan's container to be removed", func() bool {
-		_, _, removed := f2.runner.calls()
-		return slices.Contains(removed, "ctr-orphan")
-	})
-
-	// Jobs that had ended are as they were.
 	for _, old := range before {
-		if old.ID == queued.ID || old.ID == orphan.ID {
-			continue
-		}
-		now, err := d2.Get(ctx, old.ID)
-		if err != nil {
-			t.Fatalf("Get(%s): %v", old.ID, err)
-		}
-		if !reflect.DeepEqual(now, old) {
+		if old.ID == done.ID && !reflect.DeepEqual(now, old) {
 			t.Errorf("job %s changed across the restart:\n got %s\nwant %s", old.ID, pipeJSON(now), pipeJSON(old))
 		}
 	}
 }
 
-func pipeJSON(v any) string {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return err.Error()
+// TestResume starts a daemon on records as a gantryd that stopped in each
+// state leaves them, and checks it goes on from there.
+func TestResume(t *testing.T) {
+	const (
+		sofar   = "Epoch 1/3 loss=0.61\n"
+		output  = sofar + "Epoch 2/3 loss=0.33\nEpoch 3/3 loss=0.21\nModel accuracy: 0.9667\n"
+		stopped = "==> gantryd stopped; the job goes on when it starts again\n"
+	)
+	refs := []string{"registry.example/iris:1", "registry.example/iris:latest"}
+	built := func(j *gantry.Job) { j.Image = pipeImageID(j.ID) }
+	created := func(j *gantry.Job) { built(j); j.ContainerID = pipeContainerID(j.ID) }
+	exited := func(j *gantry.Job) {
+		created(j)
+		j.ExitCode = pipeInt(0)
+		j.Metrics.Accuracy = pipeFloat(0.9667)
+		j.GatePassed = true
 	}
-	return string(b)
+	// The log a job left training has: the build, the marker, part of the
+	// training output, and the line gantryd wrote as it stopped.
+	trainingLog := func(id string) string {
+		return pipeProgress + trainingMarker(pipeContainerID(id)) + sofar + stopped
+	}
+	tests := []struct {
+		name   string
+		spec   gantry.Spec
+		states []gantry.State      // how far the job got
+		edit   func(*gantry.Job)   // what was recorded on the way
+		log    func(string) string // the log it left, by job ID; nil for none
+
+		wantLog     func(string) string // the log after Prepare; nil when it is as left
+		wantContext bool                // the build context is kept by Prepare
+		wantState   gantry.State
+		wantBuilds  int
+		wantCreate  bool // a container is created (from the job's image)
+		wantRuns    int
+		wantPushes  []gantry.Push
+		wantOutput  string // in the log exactly once per line at the end
+	}{
+		{
+			name:        "queued",
+			wantContext: true,
+			wantState:   gantry.StateSucceeded,
+			wantBuilds:  1, wantCreate: true, wantRuns: 1,
+			wantOutput: output,
+		},
+		{
+			name:        "building without an image is built again",
+			states:      []gantry.State{gantry.StateBuilding},
+			log:         func(string) string { return "#1 [internal] load build definition\n" + stopped },
+			wantContext: true,
+			wantState:   gantry.StateSucceeded,
+			wantBuilds:  1, wantCreate: true, wantRuns: 1,
+			wantOutput: output,
+		},
+		{
+			name:       "building with an image recorded is not built again",
+			states:     []gantry.State{gantry.StateBuilding},
+			edit:       built,
+			log:        func(string) string { return pipeProgress },
+			wantState:  gantry.StateSucceeded,
+			wantCreate: true, wantRuns: 1,
+			wantOutput: output,
+		},
+		{
+			name:       "running is re-attached",
+			states:     []gantry.State{gantry.StateBuilding, gantry.StateRunning},
+			edit:       created,
+			log:        trainingLog,
+			wantLog:    func(id string) string { return pipeProgress + trainingMarker(pipeContainerID(id)) },
+			wantState:  gantry.StateSucceeded,
+			wantRuns:   1,
+			wantOutput: output,
+		},
+		{
+			name:       "running without the marker in its log is re-attached",
+			states:     []gantry.State{gantry.StateBuilding, gantry.StateRunning},
+			edit:       created,
+			log:        func(string) string { return "#1 DONE" },
+			wantLog:    func(id string) string { return "#1 DONE\n" + trainingMarker(pipeContainerID(id)) },
+			wantState:  gantry.StateSucceeded,
+			wantRuns:   1,
+			wantOutput: output,
+		},
+		{
+			name:   "running with the exit recorded is not run again",
+			states: []gantry.State{gantry.StateBuilding, gantry.StateRunning},
+			edit:   exited,
+			log: func(id string) string {
+				return pipeProgress + trainingMarker(pipeContainerID(id)) + output + stopped
+			},
+			wantState:  gantry.StateSucceeded,
+			wantOutput: output,
+		},
+		{
+			name:       "pushing is pushed again",
+			spec:       gantry.Spec{Push: refs},
+			states:     []gantry.State{gantry.StateBuilding, gantry.StateRunning, gantry.StatePushing},
+			edit:       exited,
+			wantState:  gantry.StateSucceeded,
+			wantPushes: pipePushes(refs),
+		},
+		{
+			name:   "cancel requested while running ends canceled",
+			states: []gantry.State{gantry.StateBuilding, gantry.StateRunning},
+			edit: func(j *gantry.Job) {
+				created(j)
+				j.CancelRequested = true
+			},
+			log:       trainingLog,
+			wantLog:   func(id string) string { return pipeProgress + trainingMarker(pipeContainerID(id)) },
+			wantState: gantry.StateCanceled,
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			dir := t.TempDir()
+			st := pipeOpenStore(t, filepath.Join(dir, "gantry.db"))
+			t.Cleanup(func() { st.Close() })
+
+			// What the gantryd that stopped left: submitted through it
+			// (so the build context is there), then moved on.
+			j := pipeSubmit(t, pipeNewDaemon(t, dir, 1, st, pipeNewFakes(t)), tc.spec)
+			j = pipeRecord(t, st, j, tc.edit, tc.states...)
+			f := pipeNewFakes(t)
+			f.engine.run = pipeReplay(output, runner.Exit{})
+			d := pipeNewDaemon(t, dir, 1, st, f)
+			if tc.log != nil {
+				pipeWriteFile(t, d.LogPath(j.ID), tc.log(j.ID))
+			}
+
+			if err := d.Prepare(ctx); err != nil {
+				t.Fatalf("Prepare: %v", err)
+			}
+			if tc.log != nil {
+				want := tc.log(j.ID)
+				if tc.wantLog != nil {
+					want = tc.wantLog(j.ID)
+				}
+				if got := pipeReadLog(t, d, j.ID); got != want {
+					t.Errorf("log after Prepare:\n%q\nwant\n%q", got, want)
+				}
+			}
+			if got := pipeExists(t, d.contextDir(j.ID)); got != tc.wantContext {
+				t.Errorf("build context kept by Prepare: %v, want %v", got, tc.wantContext)
+			}
+			pipeRun(t, d)
+			end := pipeWait(t, d, j.ID)
+
+			if end.State != tc.wantState {
+				t.Errorf("state = %s (%q), want %s", end.State, end.Error, tc.wantState)
+			}
+			if reqs, _ := f.builder.built(); len(reqs) != tc.wantBuilds {
+				t.Errorf("builds = %d, want %d", len(reqs), tc.wantBuilds)
+			}
+			specs := f.engine.specs()
+			switch {
+			case !tc.wantCreate && len(specs) != 0:
+				t.Errorf("containers created %+v, want none", specs)
+			case tc.wantCreate && (len(specs) != 1 || specs[0].Image != pipeImageID(j.ID)):
+				t.Errorf("containers created %+v, want one from image %s", specs, pipeImageID(j.ID))
+			}
+			if ran := f.engine.args("run"); len(ran) != tc.wantRuns {
+				t.Errorf("containers run %v, want %d runs", ran, tc.wantRuns)
+			}
+			if !reflect.DeepEqual(end.Pushes, tc.wantPushes) {
+				t.Errorf("pushes = %v, want %v", end.Pushes, tc.wantPushes)
+			}
+			if tc.wantState == gantry.StateSucceeded && (end.Metrics.Accuracy == nil || *end.Metrics.Accuracy != 0.9667) {
+				t.Errorf("accuracy = %s, want 0.9667", pipeFmtFloat(end.Metrics.Accuracy))
+			}
+			if tc.wantOutput != "" {
+				pipeLinesOnce(t, pipeReadLog(t, d, j.ID), tc.wantOutput)
+			}
+			if tc.wantState == gantry.StateCanceled {
+				cid := pipeContainerID(j.ID)
+				calls := f.engine.calls()
+				stop := pipeIndex(calls, 0, pipeCall{"stop", cid})
+				if stop < 0 || pipeIndex(calls, stop, pipeCall{"remove", cid}) < 0 {
+					t.Errorf("engine calls %v, want the container %s stopped, then removed", calls, cid)
+				}
+				if rmi := f.engine.args("rmi"); !slices.Equal(rmi, []string{j.ImageName}) {
+					t.Errorf("images removed %v, want [%s]", rmi, j.ImageName)
+				}
+			}
+			if pipeExists(t, d.contextDir(j.ID)) {
+				t.Errorf("build context still there after the job ended")
+			}
+		})
+	}
+}
+
+// TestShutdownAsTheContainerExits stops gantryd just as a container exits
+// 0: the daemon's context is cancelled before Run returns its clean exit.
+// The exit cannot be recorded then; the next gantryd re-attaches to the
+// exited container and records it.
+func TestShutdownAsTheContainerExits(t *testing.T) {
+	const output = "Epoch 1/1\nModel accuracy: 0.9667\n"
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	f := pipeNewFakes(t)
+	f.engine.run = func(_ context.Context, id string, out io.Writer) (runner.Exit, error) {
+		fmt.Fprint(out, output)
+		cancel() // gantryd is told to stop as the container exits
+		return runner.Exit{Code: 0}, nil
+	}
+	rig := pipeNewRig(t, 1, f)
+	j := pipeSubmit(t, rig.d, gantry.Spec{})
+	done := make(chan error, 1)
+	go func() { done <- rig.d.Run(ctx) }()
+	if err := pipeReceive(t, "Run to return after its context was cancelled", done); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+
+	got, err := rig.d.Get(context.Background(), j.ID)
+	if err != nil {
+		t.Fatalf("Get: %v", err)
+	}
+	if got.State.Terminal() && (got.State != gantry.StateSucceeded || got.ExitCode == nil || *got.ExitCode != 0) {
+		t.Fatalf("state %s, exit code %s after gantryd stopped: want the job left to resume, or succeeded with exit 0",
+			got.State, pipeFmtInt(got.ExitCode))
+	}
+
+	f2 := pipeNewFakes(t)
+	f2.engine.run = pipeReplay(output, runner.Exit{})
+	d2 := pipeNewDaemon(t, rig.dir, 1, rig.st, f2)
+	pipeResume(t, d2)
+	got = pipeWait(t, d2, j.ID)
+	if got.State != gantry.StateSucceeded || got.ExitCode == nil || *got.ExitCode != 0 {
+		t.Errorf("after the restart: state %s (%q), exit code %s; want succeeded with exit 0", got.State, got.Error, pipeFmtInt(got.ExitCode))
+	}
+	pipeLinesOnce(t, pipeReadLog(t, d2, j.ID), output)
+	if removed := f2.engine.args("remove"); !slices.Contains(removed, pipeContainerID(j.ID)) {
+		t.Errorf("containers removed %v, want %s among them", removed, pipeContainerID(j.ID))
+	}
+}
+
+// TestPrepare checks what Prepare does to the build contexts left behind.
+func TestPrepare(t *testing.T) {
+	ctx := context.Background()
+	rig := pipeNewRig(t, 1, pipeNewFakes(t))
+	built := func(j *gantry.Job) { j.Image = pipeImageID(j.ID) }
+	tests := []struct {
+		name   string
+		states []gantry.State
+		edit   func(*gantry.Job)
+		keep   bool
+	}{
+		{name: "queued", keep: true},
+		{name: "building without an image", states: []gantry.State{gantry.StateBuilding}, keep: true},
+		{name: "building with an image", states: []gantry.State{gantry.StateBuilding}, edit: built},
+		{name: "running", states: []gantry.State{gantry.StateBuilding, gantry.StateRunning}, edit: built},
+		{name: "failed", states: []gantry.State{gantry.StateBuilding, gantry.StateFailed}},
+		{name: "canceled", states: []gantry.State{gantry.StateCanceled}},
+	}
+	ids := make([]string, len(tests))
+	for i, tc := range tests {
+		j := pipeSubmit(t, rig.d, gantry.Spec{})
+		pipeRecord(t, rig.st, j, tc.edit, tc.states...)
+		ids[i] = j.ID
+	}
+	stray := filepath.Join(rig.dir, "contexts", "not-a-job")
+	if err := os.Mkdir(stray, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	unknown := filepath.Join(rig.dir, "contexts", gantry.NewID(time.Now()))
+	if err := os.Mkdir(unknown, 0o700); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := rig.d.Prepare(ctx); err != nil {
+		t.Fatalf("Prepare: %v", err)
+	}
+	for i, tc := range tests {
+		if got := pipeExists(t, rig.d.contextDir(ids[i])); got != tc.keep {
+			t.Errorf("%s: build context kept %v, want %v", tc.name, got, tc.keep)
+		}
+	}
+	for _, p := range []string{stray, unknown} {
+		if pipeExists(t, p) {
+			t.Errorf("%s kept, want a directory no job needs removed", p)
+		}
+	}
+}
+
+func TestCutLog(t *testing.T) {
+	const marker = "==> training in container 0123456789ab\n"
+	tests := []struct {
+		name string
+		log  *string // nil: no file
+		want string
+	}{
+		{
+			name: "marker present: cut right after it",
+			log:  new(pipeProgress + marker + "Epoch 1/3\nEpoch 2\n==> gantryd stopped\n"),
+			want: pipeProgress + marker,
+		},
+		{
+			name: "marker last: nothing cut",
+			log:  new(pipeProgress + marker),
+			want: pipeProgress + marker,
+		},
+		{
+			name: "marker twice: cut after the last",
+			log:  new("a\n" + marker + "b\n" + marker + "c\n"),
+			want: "a\n" + marker + "b\n" + marker,
+		},
+		{
+			name: "no marker, ends with a newline: appended",
+			log:  new(pipeProgress),
+			want: pipeProgress + marker,
+		},
+		{
+			name: "no marker, no newline at the end: a newline, then the marker",
+			log:  new("#5 DONE"),
+			want: "#5 DONE\n" + marker,
+		},
+		{
+			name: "empty log",
+			log:  new(""),
+			want: marker,
+		},
+		{
+			name: "no log",
+			want: marker,
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "job.log")
+			if tc.log != nil {
+				pipeWriteFile(t, path, *tc.log)
+			}
+			if err := cutLog(path, marker); err != nil {
+				t.Fatalf("cutLog: %v", err)
+			}
+			got, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(got) != tc.want {
+				t.Errorf("log after cutLog:\n%q\nwant\n%q", got, tc.want)
+			}
+		})
+	}
 }
 
 // pipeSyncBuffer is a bytes.Buffer safe to write from Logs and read from
@@ -1039,14 +1710,14 @@ func TestLogs(t *testing.T) {
 			}
 			return pipeImageID(r.Labels[runner.LabelJob]), nil
 		}
-		f.runner.run = func(ctx context.Context, id string, out io.Writer, _ time.Duration) (runner.Exit, error) {
+		f.engine.run = func(ctx context.Context, id string, out io.Writer) (runner.Exit, error) {
 			return runner.Exit{}, pipeWriteChunks(out, output)
 		}
 		dir := t.TempDir()
 		st := pipeOpenStore(t, filepath.Join(dir, "gantry.db"))
 		t.Cleanup(func() { st.Close() })
 		cs := &pipeCountingStore{Store: st}
-		return &pipeRig{dir: dir, d: pipeNewDaemon(t, dir, 1, cs, f), f: f}, cs
+		return &pipeRig{dir: dir, st: st, d: pipeNewDaemon(t, dir, 1, cs, f), f: f}, cs
 	}
 
 	t.Run("follow a queued job to its end", func(t *testing.T) {
@@ -1255,77 +1926,908 @@ func pipeShort(lines []string) []string {
 	return out
 }
 
-// TestShutdownAsTheContainerExits stops gantryd just as a container exits
-// 0: the daemon's context is cancelled before Run returns its clean exit.
-func TestShutdownAsTheContainerExits(t *testing.T) {
-	t.Skip("bug: runJob records the exit with d.store.Update(ctx, ...) using the daemon's context; " +
-		"once it is cancelled the update fails and runJob returns, leaving the job 'running' with its " +
-		"exit code and accuracy unrecorded and its container not removed (the Remove after it is skipped). " +
-		"Use context.WithoutCancel(ctx) for that update, as move does.")
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+func TestCancelQueued(t *testing.T) {
+	ctx := context.Background()
 	f := pipeNewFakes(t)
-	f.runner.run = func(_ context.Context, id string, out io.Writer, _ time.Duration) (runner.Exit, error) {
-		fmt.Fprintln(out, "Model accuracy: 0.9667")
-		cancel() // gantryd is told to stop as the container exits
-		return runner.Exit{Code: 0}, nil
-	}
 	rig := pipeNewRig(t, 1, f)
-	j := pipeSubmit(t, rig.d, gantry.Spec{})
-	done := make(chan error, 1)
-	go func() { done <- rig.d.Run(ctx) }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("Run: %v", err)
-		}
-	case <-time.After(pipeDeadline):
-		t.Fatalf("Run did not return %v after its context was cancelled", pipeDeadline)
+	j := pipeSubmit(t, rig.d, gantry.Spec{}) // the daemon is not running: it stays queued
+
+	got, err := rig.d.Cancel(ctx, j.ID)
+	if err != nil {
+		t.Fatalf("Cancel: %v", err)
+	}
+	if got.State != gantry.StateCanceled || got.Error != errCanceled.Error() || !got.CancelRequested || got.Times.Finished == nil {
+		t.Errorf("Cancel returned state %s, error %q, cancel requested %v, finished %v; want canceled at once, saying %q",
+			got.State, got.Error, got.CancelRequested, got.Times.Finished, errCanceled)
+	}
+	if stored, err := rig.d.Get(ctx, j.ID); err != nil || !reflect.DeepEqual(stored, got) {
+		t.Errorf("stored record %s, %v; want what Cancel returned %s", pipeJSON(stored), err, pipeJSON(got))
+	}
+	if pipeExists(t, rig.d.contextDir(j.ID)) {
+		t.Errorf("build context of a canceled queued job is still there")
+	}
+	again, err := rig.d.Cancel(ctx, j.ID)
+	if err != nil || again.State != gantry.StateCanceled {
+		t.Errorf("second Cancel = %v, %v; want the canceled job, no error", again, err)
 	}
 
-	got, err := rig.d.Get(context.Background(), j.ID)
-	if err != nil {
-		t.Fatalf("Get: %v", err)
+	// Once the daemon runs, the canceled job is not built.
+	pipeRun(t, rig.d)
+	other := pipeSubmit(t, rig.d, gantry.Spec{})
+	pipeWait(t, rig.d, other.ID)
+	var order []string
+	reqs, _ := f.builder.built()
+	for _, r := range reqs {
+		order = append(order, r.Labels[runner.LabelJob])
 	}
-	if !got.State.Terminal() {
-		t.Errorf("state = %s after gantryd stopped, want the job ended", got.State)
+	if want := []string{other.ID}; !slices.Equal(order, want) {
+		t.Errorf("jobs built %v, want only %v", order, want)
 	}
-	if got.ExitCode == nil || *got.ExitCode != 0 {
-		t.Errorf("exit code = %s, want 0 (the container exited cleanly)", pipeFmtInt(got.ExitCode))
-	}
-	if _, _, removed := f.runner.calls(); !slices.Contains(removed, pipeContainerID(j.ID)) {
-		t.Errorf("containers removed %v, want %s among them", removed, pipeContainerID(j.ID))
+	if end, _ := rig.d.Get(ctx, j.ID); end.State != gantry.StateCanceled {
+		t.Errorf("canceled job is %s after the daemon ran, want canceled", end.State)
 	}
 }
 
-// TestShutdownMidRun stops gantryd while a job trains.
-func TestShutdownMidRun(t *testing.T) {
-	t.Skip("bug: fail's comment says a job ends \"failed (or canceled, when ctx was)\", but fail " +
-		"always uses StateFailed (state is never reassigned), so a job interrupted by a shutdown " +
-		"ends failed; either set state = gantry.StateCanceled in that branch or fix the comment")
-	f := pipeNewFakes(t)
-	f.runner.run = func(ctx context.Context, id string, out io.Writer, _ time.Duration) (runner.Exit, error) {
-		fmt.Fprintln(out, "Epoch 1/3")
-		<-ctx.Done()
-		return runner.Exit{}, ctx.Err()
-	}
-	rig := pipeNewRig(t, 1, f)
-	stop := pipeRun(t, rig.d)
-	j := pipeSubmit(t, rig.d, gantry.Spec{})
-	pipeEventually(t, "the job to train", func() bool {
-		got, err := rig.d.Get(context.Background(), j.ID)
-		return err == nil && got.State == gantry.StateRunning
-	})
-	stop()
+// TestCancelUnderWay cancels a job in each phase while the fake of that
+// phase blocks until its context ends.
+func TestCancelUnderWay(t *testing.T) {
+	refs := []string{"registry.example/iris:1", "registry.example/iris:2"}
+	for _, phase := range []gantry.State{gantry.StateBuilding, gantry.StateRunning, gantry.StatePushing} {
+		t.Run(string(phase), func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			f := pipeNewFakes(t)
+			entered := make(chan struct{}, 1)
+			seen := make(chan [2]error, 1)
+			block := pipeBlock(entered, seen)
+			switch phase {
+			case gantry.StateBuilding:
+				f.builder.build = func(ctx context.Context, r builder.Request, progress io.Writer) (string, error) {
+					return "", block(ctx)
+				}
+			case gantry.StateRunning:
+				f.engine.run = func(ctx context.Context, id string, out io.Writer) (runner.Exit, error) {
+					fmt.Fprint(out, "Epoch 1/3\n")
+					return runner.Exit{}, block(ctx)
+				}
+			case gantry.StatePushing:
+				f.engine.run = pipeReplay("Model accuracy: 0.9667\n", runner.Exit{})
+				f.pusher.push = func(ctx context.Context, img v1.Image, refs []string, progress io.Writer) ([]gantry.Push, error) {
+					return pipePushes(refs[:1]), block(ctx)
+				}
+			}
+			rig := pipeNewRig(t, 1, f)
+			pipeRun(t, rig.d)
+			j := pipeSubmit(t, rig.d, gantry.Spec{Push: refs})
+			pipeReceive(t, "the job to be "+string(phase), entered)
 
-	got, err := rig.d.Get(context.Background(), j.ID)
-	if err != nil {
-		t.Fatalf("Get: %v", err)
+			got, err := rig.d.Cancel(ctx, j.ID)
+			if err != nil {
+				t.Fatalf("Cancel: %v", err)
+			}
+			if !got.CancelRequested || got.State.Terminal() && got.State != gantry.StateCanceled {
+				t.Errorf("Cancel returned state %s, cancel requested %v; want the cancel recorded", got.State, got.CancelRequested)
+			}
+			// A second cancel, while the first is under way, is harmless.
+			if _, err := rig.d.Cancel(ctx, j.ID); err != nil {
+				t.Errorf("second Cancel: %v", err)
+			}
+			errs := pipeReceive(t, "the phase to see its context end", seen)
+			if !errors.Is(errs[0], context.Canceled) || !errors.Is(errs[1], errCanceled) {
+				t.Errorf("the %s phase's context ended with %v (cause %v), want context.Canceled caused by %v", phase, errs[0], errs[1], errCanceled)
+			}
+			end := pipeWait(t, rig.d, j.ID)
+			if end.State != gantry.StateCanceled || end.Error != errCanceled.Error() {
+				t.Errorf("state %s, error %q; want canceled, %q", end.State, end.Error, errCanceled)
+			}
+			again, err := rig.d.Cancel(ctx, j.ID)
+			if err != nil || again.State != gantry.StateCanceled {
+				t.Errorf("Cancel of the canceled job = %s, %v; want it canceled, no error", again.State, err)
+			}
+
+			cid := pipeContainerID(j.ID)
+			calls := f.engine.calls()
+			switch phase {
+			case gantry.StateBuilding:
+				// No container; the image is removed by name, in case the
+				// build made it just before the cancel landed.
+				want := []pipeCall{{"rmi", j.ImageName}}
+				if fmt.Sprint(calls) != fmt.Sprint(want) {
+					t.Errorf("engine calls %v for a job canceled while building, want only %v", calls, want)
+				}
+			case gantry.StateRunning, gantry.StatePushing:
+				if phase == gantry.StateRunning {
+					run := pipeIndex(calls, 0, pipeCall{"run", cid})
+					stop := pipeIndex(calls, run, pipeCall{"stop", cid})
+					if run < 0 || stop < 0 || pipeIndex(calls, stop, pipeCall{"remove", cid}) < 0 {
+						t.Errorf("engine calls %v, want container %s stopped, then removed", calls, cid)
+					}
+				}
+				if rmi := f.engine.args("rmi"); !slices.Equal(rmi, []string{j.ImageName}) {
+					t.Errorf("images removed %v, want the job's [%s]", rmi, j.ImageName)
+				}
+			}
+			if phase == gantry.StatePushing {
+				if want := pipePushes(refs[:1]); !reflect.DeepEqual(end.Pushes, want) {
+					t.Errorf("pushes = %v, want the one done before the cancel %v", end.Pushes, want)
+				}
+			}
+			if pipeExists(t, rig.d.contextDir(j.ID)) {
+				t.Errorf("build context of the canceled job is still there")
+			}
+			if logText := pipeReadLog(t, rig.d, j.ID); !strings.HasSuffix(logText, "==> canceled: canceled by the user\n") {
+				t.Errorf("log does not end saying the job was canceled:\n%s", logText)
+			}
+		})
 	}
-	if got.State != gantry.StateCanceled || !strings.Contains(got.Error, "gantryd shut down") {
-		t.Errorf("state %s, error %q; want canceled, saying gantryd shut down", got.State, got.Error)
+}
+
+func TestCancelRefused(t *testing.T) {
+	ctx := context.Background()
+	rig := pipeNewRig(t, 1, pipeNewFakes(t))
+	tests := []struct {
+		name   string
+		id     func() string
+		want   error
+		states []gantry.State
+	}{
+		{name: "succeeded", want: gantry.ErrConflict, states: []gantry.State{gantry.StateBuilding, gantry.StateRunning, gantry.StateSucceeded}},
+		{name: "rejected", want: gantry.ErrConflict, states: []gantry.State{gantry.StateBuilding, gantry.StateRunning, gantry.StateRejected}},
+		{name: "failed", want: gantry.ErrConflict, states: []gantry.State{gantry.StateBuilding, gantry.StateFailed}},
+		{name: "unknown job", want: gantry.ErrNotFound},
+		{name: "not a job ID", want: gantry.ErrNotFound},
 	}
-	if _, _, removed := f.runner.calls(); !slices.Contains(removed, pipeContainerID(j.ID)) {
-		t.Errorf("containers removed %v, want %s among them", removed, pipeContainerID(j.ID))
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var id string
+			var before *gantry.Job
+			switch {
+			case tc.states != nil:
+				before = pipeRecord(t, rig.st, gantry.NewJob(gantry.Spec{}, time.Now()), nil, tc.states...)
+				id = before.ID
+			case tc.name == "unknown job":
+				id = gantry.NewID(time.Now())
+			default:
+				id = "../../etc"
+			}
+			j, err := rig.d.Cancel(ctx, id)
+			if !errors.Is(err, tc.want) || j != nil {
+				t.Fatalf("Cancel = %v, %v; want nil, an error of kind %v", j, err, tc.want)
+			}
+			if before != nil {
+				if after, _ := rig.d.Get(ctx, id); !reflect.DeepEqual(after, before) {
+					t.Errorf("a refused cancel changed the record:\n got %s\nwant %s", pipeJSON(after), pipeJSON(before))
+				}
+			}
+		})
+	}
+}
+
+func TestTimeouts(t *testing.T) {
+	const limit = gantry.Duration(50 * time.Millisecond)
+	refs := []string{"registry.example/iris:1"}
+	tests := []struct {
+		name     string
+		timeouts gantry.Timeouts
+		phase    gantry.State // whose fake blocks until its context ends
+		wantErr  string
+		wantStop bool
+	}{
+		{name: "build", timeouts: gantry.Timeouts{Build: limit}, phase: gantry.StateBuilding, wantErr: "build timed out after 50ms"},
+		{name: "training", timeouts: gantry.Timeouts{Train: limit}, phase: gantry.StateRunning, wantErr: "training timed out after 50ms", wantStop: true},
+		{name: "push", timeouts: gantry.Timeouts{Push: limit}, phase: gantry.StatePushing, wantErr: "push timed out after 50ms"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			f := pipeNewFakes(t)
+			seen := make(chan [2]error, 1)
+			block := pipeBlock(nil, seen)
+			switch tc.phase {
+			case gantry.StateBuilding:
+				f.builder.build = func(ctx context.Context, r builder.Request, progress io.Writer) (string, error) {
+					return "", block(ctx)
+				}
+			case gantry.StateRunning:
+				f.engine.run = func(ctx context.Context, id string, out io.Writer) (runner.Exit, error) {
+					return runner.Exit{}, block(ctx)
+				}
+			case gantry.StatePushing:
+				f.engine.run = pipeReplay("Model accuracy: 0.9667\n", runner.Exit{})
+				f.pusher.push = func(ctx context.Context, img v1.Image, refs []string, progress io.Writer) ([]gantry.Push, error) {
+					return nil, block(ctx)
+				}
+			}
+			rig := pipeNewRig(t, 1, f)
+			pipeRun(t, rig.d)
+			j := pipeSubmit(t, rig.d, gantry.Spec{Push: refs, Timeouts: tc.timeouts})
+			end := pipeWait(t, rig.d, j.ID)
+
+			if end.State != gantry.StateFailed || end.Error != tc.wantErr {
+				t.Errorf("state %s, error %q; want failed, %q", end.State, end.Error, tc.wantErr)
+			}
+			errs := pipeReceive(t, "the phase to see its context end", seen)
+			var te *timeoutError
+			if !errors.Is(errs[0], context.DeadlineExceeded) || !errors.As(errs[1], &te) {
+				t.Errorf("the phase's context ended with %v (cause %v), want its deadline, caused by a timeoutError", errs[0], errs[1])
+			}
+			stopped := f.engine.args("stop")
+			if cid := pipeContainerID(j.ID); tc.wantStop && !slices.Contains(stopped, cid) {
+				t.Errorf("containers stopped %v, want %s among them", stopped, cid)
+			}
+			if rmi := f.engine.args("rmi"); len(rmi) != 0 {
+				t.Errorf("images removed %v: a failed job keeps its image", rmi)
+			}
+			if logText := pipeReadLog(t, rig.d, j.ID); !strings.HasSuffix(logText, "==> failed: "+tc.wantErr+"\n") {
+				t.Errorf("log does not end saying %q:\n%s", tc.wantErr, logText)
+			}
+		})
+	}
+
+	t.Run("zero means no limit", func(t *testing.T) {
+		t.Parallel()
+		f := pipeNewFakes(t)
+		var (
+			mu        sync.Mutex
+			deadlines []string
+		)
+		note := func(phase string, ctx context.Context) {
+			if d, ok := ctx.Deadline(); ok {
+				mu.Lock()
+				deadlines = append(deadlines, fmt.Sprintf("%s: %v", phase, d))
+				mu.Unlock()
+			}
+		}
+		f.builder.build = func(ctx context.Context, r builder.Request, progress io.Writer) (string, error) {
+			note("build", ctx)
+			return pipeImageID(r.Labels[runner.LabelJob]), nil
+		}
+		f.engine.run = func(ctx context.Context, id string, out io.Writer) (runner.Exit, error) {
+			note("training", ctx)
+			return runner.Exit{}, nil
+		}
+		f.pusher.push = func(ctx context.Context, img v1.Image, refs []string, progress io.Writer) ([]gantry.Push, error) {
+			note("push", ctx)
+			return pipePushes(refs), nil
+		}
+		rig := pipeNewRig(t, 1, f)
+		pipeRun(t, rig.d)
+		j := pipeSubmit(t, rig.d, gantry.Spec{Push: refs})
+		if j.Spec.Timeouts != (gantry.Timeouts{}) {
+			t.Errorf("timeouts recorded %+v, want none (neither the job nor the daemon sets any)", j.Spec.Timeouts)
+		}
+		if end := pipeWait(t, rig.d, j.ID); end.State != gantry.StateSucceeded {
+			t.Errorf("state %s (%q), want succeeded", end.State, end.Error)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if len(deadlines) != 0 {
+			t.Errorf("phases ran with deadlines %v, want none", deadlines)
+		}
+	})
+
+	t.Run("training counts from its first start, across restarts", func(t *testing.T) {
+		t.Parallel()
+		f := pipeNewFakes(t)
+		f.engine.run = func(ctx context.Context, id string, out io.Writer) (runner.Exit, error) {
+			<-ctx.Done()
+			return runner.Exit{}, ctx.Err()
+		}
+		rig := pipeNewRig(t, 1, f)
+		j := pipeRecord(t, rig.st, gantry.NewJob(gantry.Spec{Timeouts: gantry.Timeouts{Train: gantry.Duration(time.Hour)}}, time.Now()),
+			func(j *gantry.Job) {
+				j.Image, j.ContainerID = pipeImageID(j.ID), pipeContainerID(j.ID)
+				started := time.Now().Add(-2 * time.Hour).UTC()
+				j.Times.Run.Started = &started
+			}, gantry.StateBuilding, gantry.StateRunning)
+		pipeResume(t, rig.d)
+		end := pipeWait(t, rig.d, j.ID)
+		if want := "training timed out after 1h0m0s"; end.State != gantry.StateFailed || end.Error != want {
+			t.Errorf("state %s, error %q; want failed, %q", end.State, end.Error, want)
+		}
+		if stopped := f.engine.args("stop"); !slices.Contains(stopped, j.ContainerID) {
+			t.Errorf("containers stopped %v, want %s among them", stopped, j.ContainerID)
+		}
+	})
+}
+
+func TestSubmitFillsDefaults(t *testing.T) {
+	defTimeouts := gantry.Timeouts{
+		Build: gantry.Duration(30 * time.Minute), Train: gantry.Duration(2 * time.Hour), Push: gantry.Duration(10 * time.Minute),
+	}
+	defResources := gantry.Resources{Memory: 2 << 30, CPUs: 2, PidsLimit: 256}
+	own := gantry.Timeouts{Build: gantry.Duration(time.Minute), Train: gantry.Duration(5 * time.Minute), Push: gantry.Duration(time.Second)}
+	ownRes := gantry.Resources{Memory: 512 << 20, CPUs: 0.5, PidsLimit: 32}
+	tests := []struct {
+		name          string
+		timeouts      gantry.Timeouts
+		resources     gantry.Resources
+		wantTimeouts  gantry.Timeouts
+		wantResources gantry.Resources
+	}{
+		{name: "none set: the defaults", wantTimeouts: defTimeouts, wantResources: defResources},
+		{name: "all set: the job's own", timeouts: own, resources: ownRes, wantTimeouts: own, wantResources: ownRes},
+		{
+			name:          "some set",
+			timeouts:      gantry.Timeouts{Train: own.Train},
+			resources:     gantry.Resources{CPUs: 0.5},
+			wantTimeouts:  gantry.Timeouts{Build: defTimeouts.Build, Train: own.Train, Push: defTimeouts.Push},
+			wantResources: gantry.Resources{Memory: defResources.Memory, CPUs: 0.5, PidsLimit: defResources.PidsLimit},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			rig := pipeNewRig(t, 1, pipeNewFakes(t), func(c *Config) {
+				c.Timeouts, c.Resources = defTimeouts, defResources
+			})
+			j := pipeSubmit(t, rig.d, gantry.Spec{Timeouts: tc.timeouts, Resources: tc.resources})
+			stored, err := rig.d.Get(context.Background(), j.ID)
+			if err != nil {
+				t.Fatalf("Get: %v", err)
+			}
+			for _, got := range []*gantry.Job{j, stored} {
+				if got.Spec.Timeouts != tc.wantTimeouts || got.Spec.Resources != tc.wantResources {
+					t.Errorf("record shows timeouts %+v, resources %+v; want %+v, %+v",
+						got.Spec.Timeouts, got.Spec.Resources, tc.wantTimeouts, tc.wantResources)
+				}
+			}
+		})
+	}
+}
+
+func TestResourcesReachTheContainer(t *testing.T) {
+	tests := []struct {
+		name      string
+		resources gantry.Resources
+		want      runner.Spec
+	}{
+		{name: "none"},
+		{
+			name:      "all",
+			resources: gantry.Resources{Memory: 256 << 20, CPUs: 1.5, PidsLimit: 64},
+			want:      runner.Spec{Memory: 268435456, NanoCPUs: 1_500_000_000, PidsLimit: 64},
+		},
+		{name: "a quarter CPU", resources: gantry.Resources{CPUs: 0.25}, want: runner.Spec{NanoCPUs: 250_000_000}},
+		{name: "memory only", resources: gantry.Resources{Memory: 6 << 20}, want: runner.Spec{Memory: 6 << 20}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			f := pipeNewFakes(t)
+			rig := pipeNewRig(t, 1, f)
+			pipeRun(t, rig.d)
+			j := pipeSubmit(t, rig.d, gantry.Spec{Resources: tc.resources})
+			if end := pipeWait(t, rig.d, j.ID); end.State != gantry.StateSucceeded {
+				t.Fatalf("state %s (%q), want succeeded", end.State, end.Error)
+			}
+			want := tc.want
+			want.Image, want.Name = pipeImageID(j.ID), containerName(j.ID)
+			want.Labels = map[string]string{runner.LabelJob: j.ID, runner.LabelDaemon: pipeInstance}
+			if got := f.engine.specs(); len(got) != 1 || !reflect.DeepEqual(got[0], want) {
+				t.Errorf("containers created %+v, want one %+v", got, want)
+			}
+		})
+	}
+}
+
+// TestEngineLostMidTraining breaks the connection to the engine once while
+// a container trains, and checks what the daemon makes of what the engine
+// says once it answers again.
+func TestEngineLostMidTraining(t *testing.T) {
+	const (
+		sofar  = "Epoch 1/3 loss=0.61\nEpoch 2/3 lo" // the stream breaks mid-line
+		output = "Epoch 1/3 loss=0.61\nEpoch 2/3 loss=0.33\nEpoch 3/3 loss=0.21\nModel accuracy: 0.9667\n"
+	)
+	tests := []struct {
+		name      string
+		pingFails int
+		state     runner.State
+		stateErr  error
+		wantState gantry.State
+		wantErr   []string
+		wantRuns  int
+	}{
+		{
+			name:      "container survived",
+			state:     runner.State{Running: true},
+			wantState: gantry.StateSucceeded,
+			wantRuns:  2,
+		},
+		{
+			name:      "container survived, engine slow to come back",
+			pingFails: 1,
+			state:     runner.State{Running: true},
+			wantState: gantry.StateSucceeded,
+			wantRuns:  2,
+		},
+		{
+			name:      "engine restarted and killed the container",
+			state:     runner.State{Running: false, ExitCode: 137},
+			wantState: gantry.StateFailed,
+			wantErr:   []string{"engine restarted", "137"},
+			wantRuns:  1,
+		},
+		{
+			name:      "container gone",
+			stateErr:  gantry.Errorf(gantry.ErrNotFound, "container ctr-x: no longer exists"),
+			wantState: gantry.StateFailed,
+			wantErr:   []string{"container disappeared"},
+			wantRuns:  1,
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			f := pipeNewFakes(t)
+			var runs, pings atomic.Int64
+			f.engine.run = func(ctx context.Context, id string, out io.Writer) (runner.Exit, error) {
+				if runs.Add(1) == 1 {
+					if err := pipeWriteChunks(out, sofar); err != nil {
+						return runner.Exit{}, err
+					}
+					return runner.Exit{}, fmt.Errorf("%w: container logs: %w", gantry.ErrUnavailable, io.ErrUnexpectedEOF)
+				}
+				return runner.Exit{}, pipeWriteChunks(out, output) // replayed from the start
+			}
+			f.engine.ping = func(ctx context.Context) error {
+				if pings.Add(1) <= int64(tc.pingFails) {
+					return errors.New("dial unix /var/run/docker.sock: connect: connection refused")
+				}
+				return nil
+			}
+			f.engine.state = func(ctx context.Context, id string) (runner.State, error) { return tc.state, tc.stateErr }
+			rig := pipeNewRig(t, 1, f)
+			pipeRun(t, rig.d)
+			j := pipeSubmit(t, rig.d, gantry.Spec{})
+			end := pipeWait(t, rig.d, j.ID)
+
+			if end.State != tc.wantState {
+				t.Errorf("state %s (%q), want %s", end.State, end.Error, tc.wantState)
+			}
+			for _, w := range tc.wantErr {
+				if !strings.Contains(end.Error, w) {
+					t.Errorf("error %q, want it to mention %q", end.Error, w)
+				}
+			}
+			cid := pipeContainerID(j.ID)
+			if got := runs.Load(); got != int64(tc.wantRuns) {
+				t.Errorf("Run called %d times, want %d", got, tc.wantRuns)
+			}
+			if got := pings.Load(); got != int64(tc.pingFails)+1 {
+				t.Errorf("Ping called %d times, want %d (until it answers)", got, tc.pingFails+1)
+			}
+			if got := f.engine.args("state"); !slices.Equal(got, []string{cid}) {
+				t.Errorf("State asked of %v, want [%s]", got, cid)
+			}
+			logText := pipeReadLog(t, rig.d, j.ID)
+			if !strings.Contains(logText, "lost the Docker engine") {
+				t.Errorf("log does not say the engine was lost:\n%s", logText)
+			}
+			if tc.wantState == gantry.StateSucceeded {
+				if end.Metrics.Accuracy == nil || *end.Metrics.Accuracy != 0.9667 {
+					t.Errorf("accuracy %s, want 0.9667", pipeFmtFloat(end.Metrics.Accuracy))
+				}
+				// Take out the daemon's own lines: what is left after the
+				// marker is the container's output, each byte once.
+				const back = "==> the container survived; re-attached\n"
+				i := strings.Index(logText, trainingMarker(cid))
+				lost := strings.Index(logText, "\n==> lost the Docker engine")
+				k := strings.Index(logText, back)
+				if i < 0 || lost < i || k < lost {
+					t.Fatalf("log does not hold the marker, then the lost and re-attached lines:\n%s", logText)
+				}
+				rest := logText[i+len(trainingMarker(cid)):lost] + logText[k+len(back):]
+				if want := output + "==> accuracy 0.9667\n==> succeeded\n"; rest != want {
+					t.Errorf("training part of the log, the daemon's lines taken out:\n%q\nwant\n%q", rest, want)
+				}
+			} else if stopped := f.engine.args("stop"); !slices.Contains(stopped, cid) {
+				t.Errorf("containers stopped %v, want %s among them", stopped, cid)
+			}
+		})
+	}
+}
+
+func TestSweepOrphans(t *testing.T) {
+	ctx := context.Background()
+	now := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
+	const grace = time.Minute
+	f := pipeNewFakes(t)
+	rig := pipeNewRig(t, 1, f, func(c *Config) { c.OrphanGrace = grace })
+	rig.d.now = func() time.Time { return now }
+
+	cid := func(n int) string { return fmt.Sprintf("%064x", n) }
+	record := func(edit func(*gantry.Job), states ...gantry.State) string {
+		return pipeRecord(t, rig.st, gantry.NewJob(gantry.Spec{}, now), edit, states...).ID
+	}
+	running := record(func(j *gantry.Job) { j.ContainerID = cid(1) }, gantry.StateBuilding, gantry.StateRunning)
+	succeeded := record(func(j *gantry.Job) { j.ContainerID = cid(2) }, gantry.StateBuilding, gantry.StateRunning, gantry.StateSucceeded)
+	building := record(nil, gantry.StateBuilding)
+	active := record(nil, gantry.StateBuilding)
+	unknown := gantry.NewID(now)
+	rig.d.mu.Lock()
+	rig.d.active[active] = func(error) {}
+	rig.d.mu.Unlock()
+
+	old, young := now.Add(-2*grace), now.Add(-grace/2)
+	tests := []struct {
+		name        string
+		job         string // the job label; "" for none
+		id          string
+		created     time.Time
+		wantRemoved bool
+	}{
+		{name: "unknown job, old", job: unknown, id: cid(10), created: old, wantRemoved: true},
+		{name: "unknown job, young", job: unknown, id: cid(11), created: young},
+		{name: "unknown job, just past the grace", job: unknown, id: cid(12), created: now.Add(-grace), wantRemoved: true},
+		{name: "no job label, old", id: cid(13), created: old, wantRemoved: true},
+		{name: "ended job, old", job: succeeded, id: cid(2), created: old, wantRemoved: true},
+		{name: "ended job, young", job: succeeded, id: cid(14), created: young},
+		{name: "the container of a job under way", job: running, id: cid(1), created: old},
+		{name: "another container of a job under way", job: running, id: cid(15), created: old, wantRemoved: true},
+		{name: "a container of a job not yet recorded", job: building, id: cid(16), created: old, wantRemoved: true},
+		{name: "a job this daemon runs", job: active, id: cid(17), created: old},
+	}
+	var list []runner.Container
+	for _, tc := range tests {
+		labels := map[string]string{runner.LabelDaemon: pipeInstance}
+		if tc.job != "" {
+			labels[runner.LabelJob] = tc.job
+		}
+		list = append(list, runner.Container{ID: tc.id, Labels: labels, Created: tc.created})
+	}
+	f.engine.containers = func(ctx context.Context, labels map[string]string) ([]runner.Container, error) {
+		return list, nil
+	}
+
+	rig.d.sweepOrphans(ctx)
+
+	removed := f.engine.args("remove")
+	for _, tc := range tests {
+		if got := slices.Contains(removed, tc.id); got != tc.wantRemoved {
+			t.Errorf("%s: removed %v, want %v", tc.name, got, tc.wantRemoved)
+		}
+	}
+	if len(removed) != len(slices.Compact(slices.Sorted(slices.Values(removed)))) {
+		t.Errorf("containers removed %v: some more than once", removed)
+	}
+	f.engine.mu.Lock()
+	listed := slices.Clone(f.engine.listed)
+	f.engine.mu.Unlock()
+	if want := []map[string]string{{runner.LabelDaemon: pipeInstance}}; !reflect.DeepEqual(listed, want) {
+		t.Errorf("containers listed with labels %v, want %v: only this instance's", listed, want)
+	}
+
+	t.Run("listing fails", func(t *testing.T) {
+		f := pipeNewFakes(t)
+		f.engine.containers = func(ctx context.Context, labels map[string]string) ([]runner.Container, error) {
+			return nil, fmt.Errorf("%w: list containers: engine away", gantry.ErrUnavailable)
+		}
+		rig := pipeNewRig(t, 1, f)
+		rig.d.sweepOrphans(ctx)
+		if removed := f.engine.args("remove"); len(removed) != 0 {
+			t.Errorf("containers removed %v after the listing failed, want none", removed)
+		}
+	})
+}
+
+// TestPush is gantry push: a finished job's image pushed again.
+func TestPush(t *testing.T) {
+	ctx := context.Background()
+	const (
+		a   = "registry.example/iris:1"
+		b   = "registry.example/iris:latest"
+		c   = "other.example/team/iris:v2"
+		old = "sha256:0000000000000000000000000000000000000000000000000000000000000000"
+	)
+	dig := func(n int) string { return fmt.Sprintf("sha256:%064d", n) }
+	passed := []gantry.State{gantry.StateBuilding, gantry.StateRunning, gantry.StateSucceeded}
+	tests := []struct {
+		name      string
+		spec      gantry.Spec
+		states    []gantry.State
+		gate      bool
+		pushes    []gantry.Push // recorded before
+		refs      []string
+		sourceErr error
+		pushFail  bool // the pusher does the first ref, then fails
+
+		wantKind   error // nil: no error
+		wantRefs   []string
+		wantPushes []gantry.Push // recorded after
+	}{
+		{
+			name: "again to its own refs", spec: gantry.Spec{Push: []string{a, b}}, states: passed, gate: true,
+			pushes:     []gantry.Push{{Ref: a, Digest: old}, {Ref: b, Digest: old}},
+			wantRefs:   []string{a, b},
+			wantPushes: []gantry.Push{{Ref: a, Digest: dig(1)}, {Ref: b, Digest: dig(2)}},
+		},
+		{
+			name: "to given refs", spec: gantry.Spec{Push: []string{a, b}}, states: passed, gate: true,
+			pushes:     []gantry.Push{{Ref: a, Digest: old}, {Ref: b, Digest: old}},
+			refs:       []string{c, a},
+			wantRefs:   []string{c, a},
+			wantPushes: []gantry.Push{{Ref: a, Digest: dig(2)}, {Ref: b, Digest: old}, {Ref: c, Digest: dig(1)}},
+		},
+		{
+			name: "a job that had no refs, to given refs", states: passed, gate: true,
+			refs:       []string{c},
+			wantRefs:   []string{c},
+			wantPushes: []gantry.Push{{Ref: c, Digest: dig(1)}},
+		},
+		{
+			name: "a job whose push failed", spec: gantry.Spec{Push: []string{a}}, gate: true,
+			states:     []gantry.State{gantry.StateBuilding, gantry.StateRunning, gantry.StatePushing, gantry.StateFailed},
+			wantRefs:   []string{a},
+			wantPushes: []gantry.Push{{Ref: a, Digest: dig(1)}},
+		},
+		{
+			name: "the push fails part-way", spec: gantry.Spec{Push: []string{a, b}}, states: passed, gate: true,
+			pushFail:   true,
+			wantKind:   gantry.ErrUnavailable,
+			wantRefs:   []string{a, b},
+			wantPushes: []gantry.Push{{Ref: a, Digest: dig(1)}},
+		},
+		{
+			name: "rejected", spec: gantry.Spec{Push: []string{a}},
+			states:   []gantry.State{gantry.StateBuilding, gantry.StateRunning, gantry.StateRejected},
+			wantKind: gantry.ErrConflict,
+		},
+		{
+			name: "canceled before the gate", spec: gantry.Spec{Push: []string{a}},
+			states:   []gantry.State{gantry.StateBuilding, gantry.StateCanceled},
+			wantKind: gantry.ErrConflict,
+		},
+		{name: "queued", spec: gantry.Spec{Push: []string{a}}, wantKind: gantry.ErrConflict},
+		{
+			name: "running", spec: gantry.Spec{Push: []string{a}},
+			states:   []gantry.State{gantry.StateBuilding, gantry.StateRunning},
+			wantKind: gantry.ErrConflict,
+		},
+		{
+			name: "pushing", spec: gantry.Spec{Push: []string{a}}, gate: true,
+			states:   []gantry.State{gantry.StateBuilding, gantry.StateRunning, gantry.StatePushing},
+			wantKind: gantry.ErrConflict,
+		},
+		{
+			name: "image gone", spec: gantry.Spec{Push: []string{a}}, states: passed, gate: true,
+			sourceErr: errors.New("Error response from daemon: No such image: gantry/job"),
+			wantKind:  gantry.ErrNotFound,
+		},
+		{
+			name: "bad ref", spec: gantry.Spec{Push: []string{a}}, states: passed, gate: true,
+			refs:     []string{c, "Bad Ref:1"},
+			wantKind: gantry.ErrInvalid,
+		},
+		{name: "no refs at all", states: passed, gate: true, wantKind: gantry.ErrInvalid},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := pipeNewFakes(t)
+			f.source.err = tc.sourceErr
+			f.pusher.push = func(ctx context.Context, img v1.Image, refs []string, progress io.Writer) ([]gantry.Push, error) {
+				fmt.Fprintf(progress, "pushing %v\n", refs)
+				if tc.pushFail {
+					return pipePushes(refs[:1]), fmt.Errorf("%w: push to registry.example: 503 Service Unavailable", gantry.ErrUnavailable)
+				}
+				return pipePushes(refs), nil
+			}
+			rig := pipeNewRig(t, 1, f)
+			j := pipeRecord(t, rig.st, gantry.NewJob(tc.spec, time.Now()), func(j *gantry.Job) {
+				j.GatePassed, j.Pushes = tc.gate, tc.pushes
+			}, tc.states...)
+
+			var progress bytes.Buffer
+			got, err := rig.d.Push(ctx, j.ID, tc.refs, &progress)
+			if tc.wantKind == nil && err != nil || tc.wantKind != nil && !errors.Is(err, tc.wantKind) {
+				t.Fatalf("Push error = %v, want kind %v", err, tc.wantKind)
+			}
+			calls := f.pusher.pushCalls()
+			if tc.wantRefs == nil {
+				if len(calls) != 0 {
+					t.Errorf("pusher called with %v, want never", calls[0].refs)
+				}
+				if after, _ := rig.d.Get(ctx, j.ID); !reflect.DeepEqual(after, j) {
+					t.Errorf("a refused push changed the record:\n got %s\nwant %s", pipeJSON(after), pipeJSON(j))
+				}
+				return
+			}
+			if len(calls) != 1 || !slices.Equal(calls[0].refs, tc.wantRefs) || calls[0].img != f.source.img {
+				t.Errorf("pusher calls %+v, want one of the source's image to %v", calls, tc.wantRefs)
+			}
+			if names := f.source.asked(); !slices.Equal(names, []string{j.ImageName}) {
+				t.Errorf("image source asked for %v, want [%s]", names, j.ImageName)
+			}
+			if !strings.Contains(progress.String(), "pushing") {
+				t.Errorf("progress %q, want the pusher's", progress.String())
+			}
+			if got == nil {
+				t.Fatalf("Push returned no job")
+			}
+			stored, err := rig.d.Get(ctx, j.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, r := range []*gantry.Job{got, stored} {
+				if !reflect.DeepEqual(r.Pushes, tc.wantPushes) {
+					t.Errorf("pushes recorded %v, want %v", r.Pushes, tc.wantPushes)
+				}
+				if r.State != j.State {
+					t.Errorf("state %s after gantry push, want it as it was (%s)", r.State, j.State)
+				}
+			}
+		})
+	}
+
+	t.Run("unknown job", func(t *testing.T) {
+		rig := pipeNewRig(t, 1, pipeNewFakes(t))
+		if _, err := rig.d.Push(ctx, gantry.NewID(time.Now()), nil, io.Discard); !errors.Is(err, gantry.ErrNotFound) {
+			t.Errorf("Push of an unknown job: %v, want ErrNotFound", err)
+		}
+	})
+}
+
+func TestSkipWriter(t *testing.T) {
+	tests := []struct {
+		name   string
+		skip   int64
+		writes []string
+		want   string
+	}{
+		{name: "nothing to skip", skip: 0, writes: []string{"abc", "def"}, want: "abcdef"},
+		{name: "inside the first write", skip: 2, writes: []string{"abc", "def"}, want: "cdef"},
+		{name: "exactly the first write", skip: 3, writes: []string{"abc", "def"}, want: "def"},
+		{name: "across several writes", skip: 7, writes: []string{"ab", "cd", "ef", "ghij", "k"}, want: "hijk"},
+		{name: "an empty write on the way", skip: 3, writes: []string{"ab", "", "cd", ""}, want: "d"},
+		{name: "more than all", skip: 100, writes: []string{"abc", "def"}, want: ""},
+		{name: "exactly all", skip: 6, writes: []string{"abc", "def"}, want: ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var got bytes.Buffer
+			w := &skipWriter{w: &got, skip: tc.skip}
+			for _, s := range tc.writes {
+				n, err := w.Write([]byte(s))
+				if n != len(s) || err != nil {
+					t.Fatalf("Write(%q) = %d, %v; want %d, nil", s, n, err, len(s))
+				}
+			}
+			if got.String() != tc.want {
+				t.Errorf("passed on %q, want %q", got.String(), tc.want)
+			}
+		})
+	}
+
+	t.Run("an error from below", func(t *testing.T) {
+		errFull := errors.New("no space left on device")
+		w := &skipWriter{w: pipeFailWriter{err: errFull}, skip: 2}
+		if n, err := w.Write([]byte("ab")); n != 2 || err != nil {
+			t.Errorf("Write of skipped bytes = %d, %v; want 2, nil", n, err)
+		}
+		if n, err := w.Write([]byte("cd")); n != 0 || !errors.Is(err, errFull) {
+			t.Errorf("Write = %d, %v; want 0, %v", n, err, errFull)
+		}
+	})
+}
+
+// pipeFailWriter accepts the first n bytes of each write, then fails with
+// err.
+type pipeFailWriter struct {
+	n   int
+	err error
+}
+
+func (w pipeFailWriter) Write(p []byte) (int, error) {
+	if len(p) <= w.n {
+		return len(p), nil
+	}
+	return w.n, w.err
+}
+
+func TestCountWriter(t *testing.T) {
+	var got bytes.Buffer
+	c := &countWriter{w: &got}
+	for _, s := range []string{"Epoch 1\n", "", "Epoch 2\nacc", "uracy: 0.9\n"} {
+		if n, err := c.Write([]byte(s)); n != len(s) || err != nil {
+			t.Fatalf("Write(%q) = %d, %v", s, n, err)
+		}
+	}
+	if want := "Epoch 1\nEpoch 2\naccuracy: 0.9\n"; got.String() != want || c.n != int64(len(want)) {
+		t.Errorf("passed on %q and counted %d, want %q and %d", got.String(), c.n, want, len(want))
+	}
+
+	// A short write counts what went through, no more.
+	errFull := errors.New("no space left on device")
+	c = &countWriter{w: pipeFailWriter{n: 3, err: errFull}}
+	c.Write([]byte("abcdef"))
+	if c.n != 3 {
+		t.Errorf("after a short write counted %d, want 3", c.n)
+	}
+
+	// Together, as train uses them: a replay skips what was counted.
+	var log bytes.Buffer
+	c = &countWriter{w: &log}
+	io.WriteString(&skipWriter{w: c, skip: c.n}, "Epoch 1\nEpo")
+	io.WriteString(&skipWriter{w: c, skip: c.n}, "Epoch 1\nEpoch 2\nacc")
+	io.WriteString(&skipWriter{w: c, skip: c.n}, "Epoch 1\nEpoch 2\naccuracy: 0.9\n")
+	if want := "Epoch 1\nEpoch 2\naccuracy: 0.9\n"; log.String() != want {
+		t.Errorf("after three replays the log is %q, want %q", log.String(), want)
+	}
+}
+
+// pipeHookStore is the real store with hooks a test uses to hold the
+// daemon at a chosen point.
+type pipeHookStore struct {
+	*store.Store
+
+	mu           sync.Mutex
+	beforeUpdate func(id string)     // runs before Update
+	afterList    func([]*gantry.Job) // runs after Unfinished, with what it read
+}
+
+func (s *pipeHookStore) Update(ctx context.Context, id string, fn func(*gantry.Job) error) (*gantry.Job, error) {
+	s.mu.Lock()
+	hook := s.beforeUpdate
+	s.mu.Unlock()
+	if hook != nil {
+		hook(id)
+	}
+	return s.Store.Update(ctx, id, fn)
+}
+
+func (s *pipeHookStore) Unfinished(ctx context.Context) ([]*gantry.Job, error) {
+	jobs, err := s.Store.Unfinished(ctx)
+	s.mu.Lock()
+	hook := s.afterList
+	s.mu.Unlock()
+	if hook != nil && err == nil {
+		hook(jobs)
+	}
+	return jobs, err
+}
+
+// TestCancelAsTheBuildEnds cancels a job just as its build succeeds: the
+// image exists in the engine, but the job's record never holds it.
+func TestCancelAsTheBuildEnds(t *testing.T) {
+	f := pipeNewFakes(t)
+	var rig *pipeRig
+	f.builder.build = func(ctx context.Context, r builder.Request, progress io.Writer) (string, error) {
+		if _, err := rig.d.Cancel(context.Background(), r.Labels[runner.LabelJob]); err != nil {
+			return "", err
+		}
+		return pipeImageID(r.Labels[runner.LabelJob]), nil // the image is made
+	}
+	rig = pipeNewRig(t, 1, f)
+	pipeRun(t, rig.d)
+	j := pipeSubmit(t, rig.d, gantry.Spec{})
+	if end := pipeWait(t, rig.d, j.ID); end.State != gantry.StateCanceled {
+		t.Fatalf("state %s (%q), want canceled", end.State, end.Error)
+	}
+	if rmi := f.engine.args("rmi"); !slices.Equal(rmi, []string{j.ImageName}) {
+		t.Errorf("images removed %v, want the canceled job's [%s]", rmi, j.ImageName)
+	}
+}
+
+// TestRunWithATinyOrphanGrace runs a daemon whose orphan grace is 1ns.
+func TestRunWithATinyOrphanGrace(t *testing.T) {
+	rig := pipeNewRig(t, 1, pipeNewFakes(t), func(c *Config) { c.OrphanGrace = time.Nanosecond })
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	defer func() {
+		if p := recover(); p != nil {
+			t.Errorf("Run panicked: %v", p)
+		}
+	}()
+	if err := rig.d.Run(ctx); err != nil {
+		t.Errorf("Run: %v", err)
+	}
+}
+
+func TestNewRefusesNoSlots(t *testing.T) {
+	for _, n := range []int{0, -1} {
+		f := pipeNewFakes(t)
+		_, err := New(Config{DataDir: t.TempDir(), MaxJobs: n}, nil, f.builder, f.engine, f.pusher, f.source.read)
+		if !errors.Is(err, gantry.ErrInvalid) {
+			t.Errorf("New with MaxJobs %d: %v, want ErrInvalid", n, err)
+		}
 	}
 }

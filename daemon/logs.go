@@ -127,3 +127,64 @@ func (d *Daemon) Logs(ctx context.Context, id string, follow bool, w io.Writer) 
 		}
 	}
 }
+
+// countWriter counts the bytes that pass through it.
+type countWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// skipWriter drops the first skip bytes written to it: a replayed container
+// log holds first what was already captured.
+type skipWriter struct {
+	w    io.Writer
+	skip int64
+}
+
+func (s *skipWriter) Write(p []byte) (int, error) {
+	n := len(p)
+	if s.skip > 0 {
+		drop := min(s.skip, int64(len(p)))
+		s.skip -= drop
+		p = p[drop:]
+	}
+	if len(p) == 0 {
+		return n, nil
+	}
+	if _, err := s.w.Write(p); err != nil {
+		return 0, err
+	}
+	return n, nil
+}
+
+// cutLog cuts the log at path back to the end of its last marker line, so
+// that a container log replayed from the start follows it without a line
+// lost or repeated. A log without the marker gets it appended.
+func cutLog(path, marker string) error {
+	data, err := os.ReadFile(path)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	i := bytes.LastIndex(data, []byte(marker))
+	if i < 0 {
+		f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+		if err != nil {
+			return err
+		}
+		if len(data) > 0 && data[len(data)-1] != '\n' {
+			marker = "\n" + marker
+		}
+		_, err = io.WriteString(f, marker)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		return err
+	}
+	return os.Truncate(path, int64(i+len(marker)))
+}

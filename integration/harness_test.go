@@ -19,6 +19,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -96,8 +97,26 @@ type gantryd struct {
 	dataDir string
 	args    []string
 	cmd     *exec.Cmd
-	log     *bytes.Buffer
+	log     *syncBuffer
 	exited  chan struct{}
+}
+
+// syncBuffer is a bytes.Buffer safe to read while a process writes it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 // startDaemon starts gantryd with a fresh data dir and the given extra flags,
@@ -120,7 +139,7 @@ func (d *gantryd) start() {
 	d.t.Helper()
 	args := append([]string{"--socket", d.socket, "--data-dir", d.dataDir}, d.args...)
 	d.cmd = exec.Command(filepath.Join(binDir, "gantryd"), args...)
-	d.log = &bytes.Buffer{}
+	d.log = &syncBuffer{}
 	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
 	if err := d.cmd.Start(); err != nil {
 		d.t.Fatalf("start gantryd: %v", err)

@@ -8,8 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
-	"sort"
+	"syscall"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -75,48 +76,105 @@ func FromEngine(ctx context.Context, c daemon.Client, ref string) (v1.Image, err
 	return img, nil
 }
 
-// Push uploads img to every reference in refs (blobs shared between them are
-// sent once) and returns, for each, the manifest digest the registry serves
-// for it afterwards. Progress lines go to progress. An error names the
-// registry that refused and why; authentication errors say so.
+// Push uploads img to each reference in refs in turn (blobs the registry
+// already has are not sent again) and returns, for each, the manifest digest
+// the registry serves for it afterwards. Progress lines go to progress. A
+// registry that is down or answers 5xx is retried with backoff until ctx
+// ends; an authentication error is not retried and says which registry
+// refused. On error, the pushes that were done are returned with it, so the
+// record can tell which tags moved.
 func (p *Pusher) Push(ctx context.Context, img v1.Image, refs []string, progress io.Writer) ([]gantry.Push, error) {
-	todo := map[name.Reference]remote.Taggable{}
 	tags := make([]name.Tag, 0, len(refs))
 	for _, r := range refs {
 		t, err := ParseRef(r)
 		if err != nil {
 			return nil, err
 		}
-		todo[t] = img
 		tags = append(tags, t)
 	}
-	if len(todo) == 0 {
-		return nil, nil
+	var done []gantry.Push
+	for _, t := range tags {
+		d, err := p.pushOne(ctx, img, t, progress)
+		if err != nil {
+			return done, err
+		}
+		done = append(done, gantry.Push{Ref: t.Name(), Digest: d})
+		fmt.Fprintf(progress, "pushed %s@%s\n", t.Name(), d)
 	}
+	return done, nil
+}
+
+// Backoff is the wait before the first retry of a push; it doubles up to
+// MaxBackoff.
+var (
+	Backoff    = time.Second
+	MaxBackoff = 30 * time.Second
+)
+
+func (p *Pusher) pushOne(ctx context.Context, img v1.Image, t name.Tag, progress io.Writer) (string, error) {
+	wait := Backoff
+	for {
+		d, err := p.tryPush(ctx, img, t, progress)
+		if err == nil {
+			return d, nil
+		}
+		if ctx.Err() != nil {
+			return "", fmt.Errorf("%w (last error: %v)", context.Cause(ctx), describe(t, err))
+		}
+		if !retryable(err) {
+			return "", describe(t, err)
+		}
+		fmt.Fprintf(progress, "push to %s failed: %v; retrying in %v\n", t.RegistryStr(), err, wait)
+		select {
+		case <-ctx.Done():
+			return "", fmt.Errorf("%w (last error: %v)", context.Cause(ctx), describe(t, err))
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, MaxBackoff)
+	}
+}
+
+func (p *Pusher) tryPush(ctx context.Context, img v1.Image, t name.Tag, progress io.Writer) (string, error) {
 	updates := make(chan v1.Update, 16)
-	done := make(chan struct{})
+	reported := make(chan struct{})
 	go func() {
-		defer close(done)
+		defer close(reported)
 		report(progress, updates)
 	}()
-	opts := p.options(ctx)
-	err := remote.MultiWrite(todo, append(opts, remote.WithProgress(updates))...)
-	<-done // MultiWrite closes updates
+	err := remote.Write(t, img, append(p.options(ctx), remote.WithProgress(updates))...)
+	<-reported // Write closes updates
 	if err != nil {
-		return nil, describe(tags, err)
+		return "", err
 	}
-	out := make([]gantry.Push, 0, len(tags))
-	for _, t := range tags {
-		hctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		d, err := remote.Head(t, append(p.options(hctx), remote.WithContext(hctx))...)
-		cancel()
-		if err != nil {
-			return nil, describe([]name.Tag{t}, err)
-		}
-		out = append(out, gantry.Push{Ref: t.Name(), Digest: d.Digest.String()})
-		fmt.Fprintf(progress, "pushed %s@%s\n", t.Name(), d.Digest)
+	hctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	desc, err := remote.Head(t, p.options(hctx)...)
+	if err != nil {
+		return "", err
 	}
-	return out, nil
+	return desc.Digest.String(), nil
+}
+
+// retryable reports whether a push error may pass: the registry is
+// unreachable, timed out, or answered 408, 429 or 5xx.
+func retryable(err error) bool {
+	var terr *transport.Error
+	if errors.As(err, &terr) {
+		return terr.StatusCode == http.StatusRequestTimeout || terr.StatusCode == http.StatusTooManyRequests || terr.StatusCode >= 500
+	}
+	// Every network error comes wrapped in a *url.Error, itself a
+	// net.Error: look at what it wraps. A refused or reset connection, a
+	// dial failure or a timeout may pass; a TLS or protocol mismatch won't.
+	var opErr *net.OpError
+	if errors.As(err, &opErr) && opErr.Op == "dial" {
+		return true
+	}
+	var nerr net.Error
+	if errors.As(err, &nerr) && nerr.Timeout() {
+		return true
+	}
+	return errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, syscall.EPIPE) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF)
 }
 
 func (p *Pusher) options(ctx context.Context) []remote.Option {
@@ -125,6 +183,9 @@ func (p *Pusher) options(ctx context.Context) []remote.Option {
 		remote.WithAuthFromKeychain(p.keychain),
 		remote.WithTransport(p.transport),
 		remote.WithJobs(4),
+		// Retries are pushOne's, which logs them and knows the deadline.
+		remote.WithRetryPredicate(func(error) bool { return false }),
+		remote.WithRetryStatusCodes(),
 	}
 }
 
@@ -159,20 +220,11 @@ func size(n int64) string {
 }
 
 // describe turns a registry error into one a user can act on, naming the
-// registries involved.
-func describe(tags []name.Tag, err error) error {
-	regs := map[string]bool{}
-	for _, t := range tags {
-		regs[t.RegistryStr()] = true
-	}
-	names := make([]string, 0, len(regs))
-	for r := range regs {
-		names = append(names, r)
-	}
-	sort.Strings(names)
+// registry.
+func describe(t name.Tag, err error) error {
 	var terr *transport.Error
 	if errors.As(err, &terr) && (terr.StatusCode == http.StatusUnauthorized || terr.StatusCode == http.StatusForbidden) {
-		return fmt.Errorf("push: registry %v refused the credentials (run docker login for it): %w", names, err)
+		return fmt.Errorf("push: registry %s refused the credentials for %s (run docker login %s): %w", t.RegistryStr(), t.RepositoryStr(), t.RegistryStr(), err)
 	}
-	return fmt.Errorf("push to %v: %w", names, err)
+	return fmt.Errorf("push to %s: %w", t.RegistryStr(), err)
 }

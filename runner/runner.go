@@ -20,9 +20,13 @@ import (
 	"github.com/gantry-ml/gantry"
 )
 
-// LabelJob is the label that carries the job ID on every container and
-// image gantry creates, so they can be found after a crash.
-const LabelJob = "io.gantry.job"
+// The labels on every container and image gantry creates, so they can be
+// found after a crash: the job's ID, and the instance ID of the gantryd
+// (its data file) that owns the job.
+const (
+	LabelJob    = "io.gantry.job"
+	LabelDaemon = "io.gantry.daemon"
+)
 
 // callTimeout bounds every non-streaming call to the engine.
 const callTimeout = 30 * time.Second
@@ -109,6 +113,10 @@ type Spec struct {
 	Image  string
 	Name   string
 	Labels map[string]string
+	// Memory (bytes), NanoCPUs (CPUs x 1e9) and PidsLimit; zero is no limit.
+	Memory    int64
+	NanoCPUs  int64
+	PidsLimit int64
 }
 
 // Create creates the container for s and returns its ID. The container is
@@ -116,12 +124,21 @@ type Spec struct {
 func (e *Engine) Create(ctx context.Context, s Spec) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
+	hc := &container.HostConfig{}
+	hc.Memory = s.Memory
+	hc.NanoCPUs = s.NanoCPUs
+	if s.PidsLimit > 0 {
+		hc.PidsLimit = &s.PidsLimit
+	}
 	res, err := e.c.ContainerCreate(ctx, client.ContainerCreateOptions{
 		Name:       s.Name,
 		Config:     &container.Config{Image: s.Image, Labels: s.Labels},
-		HostConfig: &container.HostConfig{},
+		HostConfig: hc,
 	})
 	if err != nil {
+		if cerrdefs.IsInvalidArgument(err) {
+			return "", gantry.Errorf(gantry.ErrInvalid, "create container: %v", err)
+		}
 		return "", fmt.Errorf("create container: %w", err)
 	}
 	return res.ID, nil
@@ -133,11 +150,15 @@ type Exit struct {
 	OOMKilled bool
 }
 
-// Run starts container id (unless it already ran), copies its stdout and
-// stderr to out as they arrive, and returns how it exited once its output is
-// drained. When ctx is cancelled the container is stopped (SIGTERM, then
-// SIGKILL after stopTimeout) and ctx's error is returned.
-func (e *Engine) Run(ctx context.Context, id string, out io.Writer, stopTimeout time.Duration) (Exit, error) {
+// Run starts container id unless it already ran, copies its stdout and
+// stderr to out from the start of its log as they arrive, and returns how it
+// exited once its output is drained. A container that ran (or exited) while
+// nobody followed it has its log replayed from the start; the caller skips
+// what it already holds. When ctx ends, Run returns ctx's error and leaves
+// the container as it is: stopping it is the caller's decision (Stop). When
+// the connection to the engine breaks, Run returns an error of kind
+// ErrUnavailable: the container may have survived (see State).
+func (e *Engine) Run(ctx context.Context, id string, out io.Writer) (Exit, error) {
 	insp, err := e.inspect(ctx, id)
 	if err != nil {
 		return Exit{}, err
@@ -149,9 +170,9 @@ func (e *Engine) Run(ctx context.Context, id string, out io.Writer, stopTimeout 
 	if fresh {
 		cond = container.WaitConditionNextExit
 	}
-	waitCtx, stopWait := context.WithCancel(context.WithoutCancel(ctx))
+	wctx, stopWait := context.WithCancel(ctx)
 	defer stopWait()
-	wait := e.c.ContainerWait(waitCtx, id, client.ContainerWaitOptions{Condition: cond})
+	wait := e.c.ContainerWait(wctx, id, client.ContainerWaitOptions{Condition: cond})
 	if fresh {
 		sctx, cancel := context.WithTimeout(ctx, callTimeout)
 		_, err := e.c.ContainerStart(sctx, id, client.ContainerStartOptions{})
@@ -161,11 +182,11 @@ func (e *Engine) Run(ctx context.Context, id string, out io.Writer, stopTimeout 
 		}
 	}
 
-	logs, err := e.c.ContainerLogs(waitCtx, id, client.ContainerLogsOptions{
+	logs, err := e.c.ContainerLogs(wctx, id, client.ContainerLogsOptions{
 		ShowStdout: true, ShowStderr: true, Follow: true,
 	})
 	if err != nil {
-		return Exit{}, fmt.Errorf("follow container logs: %w", err)
+		return Exit{}, e.lost(ctx, fmt.Errorf("follow container logs: %w", err))
 	}
 	copied := make(chan error, 1)
 	go func() {
@@ -174,27 +195,68 @@ func (e *Engine) Run(ctx context.Context, id string, out io.Writer, stopTimeout 
 		copied <- err
 	}()
 
+	var res container.WaitResponse
 	select {
 	case <-ctx.Done():
-		e.stop(id, stopTimeout)
-		// The log stream ends when the container does; keep what it said.
-		select {
-		case <-copied:
-		case <-time.After(stopTimeout + 10*time.Second):
-		}
+		stopWait()
+		<-copied
 		return Exit{}, ctx.Err()
 	case err := <-wait.Error:
-		return Exit{}, fmt.Errorf("wait for container: %w", err)
-	case res := <-wait.Result:
-		if err := <-copied; err != nil && !errors.Is(err, io.EOF) {
-			return Exit{}, fmt.Errorf("container logs: %w", err)
-		}
-		exit := Exit{Code: int(res.StatusCode)}
-		if insp, err := e.inspect(context.WithoutCancel(ctx), id); err == nil {
-			exit.OOMKilled = insp.State.OOMKilled
-		}
-		return exit, nil
+		stopWait()
+		<-copied
+		return Exit{}, e.lost(ctx, fmt.Errorf("wait for container: %w", err))
+	case res = <-wait.Result:
 	}
+	// The log stream ends when the container does; a broken stream means
+	// the engine went away mid-way.
+	if err := <-copied; err != nil && !errors.Is(err, io.EOF) {
+		return Exit{}, e.lost(ctx, fmt.Errorf("container logs: %w", err))
+	}
+	exit := Exit{Code: int(res.StatusCode)}
+	if insp, err := e.inspect(ctx, id); err == nil {
+		exit.OOMKilled = insp.State.OOMKilled
+	}
+	return exit, nil
+}
+
+// lost classifies an error from a stream to the engine: with ctx still live
+// it means the engine went away (ErrUnavailable).
+func (e *Engine) lost(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return fmt.Errorf("%w: %w", gantry.ErrUnavailable, err)
+}
+
+// State is what the engine knows of a container now.
+type State struct {
+	Running   bool
+	ExitCode  int
+	OOMKilled bool
+	// FinishedAt is when it last exited; zero while it runs.
+	FinishedAt time.Time
+}
+
+// State returns container id's state. It returns ErrNotFound when the
+// container is gone.
+func (e *Engine) State(ctx context.Context, id string) (State, error) {
+	insp, err := e.inspect(ctx, id)
+	if err != nil {
+		return State{}, err
+	}
+	st := State{Running: insp.State.Running || insp.State.Restarting, ExitCode: insp.State.ExitCode, OOMKilled: insp.State.OOMKilled}
+	if t, err := time.Parse(time.RFC3339Nano, insp.State.FinishedAt); err == nil && !st.Running && t.Year() > 1 {
+		st.FinishedAt = t
+	}
+	return st, nil
+}
+
+// Ping reports whether the engine answers.
+func (e *Engine) Ping(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	_, err := e.c.Ping(ctx, client.PingOptions{})
+	return err
 }
 
 func (e *Engine) inspect(ctx context.Context, id string) (container.InspectResponse, error) {
@@ -203,28 +265,73 @@ func (e *Engine) inspect(ctx context.Context, id string) (container.InspectRespo
 	res, err := e.c.ContainerInspect(ctx, id, client.ContainerInspectOptions{})
 	if err != nil {
 		if cerrdefs.IsNotFound(err) {
-			return container.InspectResponse{}, gantry.Errorf(gantry.ErrNotFound, "container %s: no longer exists", id)
+			return container.InspectResponse{}, gantry.Errorf(gantry.ErrNotFound, "container %.12s: no longer exists", id)
 		}
-		return container.InspectResponse{}, fmt.Errorf("inspect container %s: %w", id, err)
+		return container.InspectResponse{}, fmt.Errorf("inspect container %.12s: %w", id, err)
 	}
 	return res.Container, nil
 }
 
-func (e *Engine) stop(id string, grace time.Duration) {
+// Stop stops container id: SIGTERM, then SIGKILL after grace. A container
+// that is gone or already stopped is not an error.
+func (e *Engine) Stop(ctx context.Context, id string, grace time.Duration) error {
 	secs := int(grace.Seconds())
-	ctx, cancel := context.WithTimeout(context.Background(), grace+callTimeout)
+	ctx, cancel := context.WithTimeout(ctx, grace+callTimeout)
 	defer cancel()
-	_, _ = e.c.ContainerStop(ctx, id, client.ContainerStopOptions{Timeout: &secs})
+	_, err := e.c.ContainerStop(ctx, id, client.ContainerStopOptions{Timeout: &secs})
+	if err != nil && !cerrdefs.IsNotFound(err) {
+		return fmt.Errorf("stop container %.12s: %w", id, err)
+	}
+	return nil
 }
 
-// Remove removes container id, stopping it first if it runs. A container
-// that is already gone is not an error.
+// Remove removes container id (an ID or a name), killing it first if it
+// runs. A container that is already gone is not an error.
 func (e *Engine) Remove(ctx context.Context, id string) error {
 	ctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
 	_, err := e.c.ContainerRemove(ctx, id, client.ContainerRemoveOptions{Force: true})
 	if err != nil && !cerrdefs.IsNotFound(err) {
-		return fmt.Errorf("remove container %s: %w", id, err)
+		return fmt.Errorf("remove container %.12s: %w", id, err)
 	}
 	return nil
+}
+
+// RemoveImage removes the local image ref. An image that is gone is not an
+// error.
+func (e *Engine) RemoveImage(ctx context.Context, ref string) error {
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	_, err := e.c.ImageRemove(ctx, ref, client.ImageRemoveOptions{Force: true, PruneChildren: true})
+	if err != nil && !cerrdefs.IsNotFound(err) {
+		return fmt.Errorf("remove image %s: %w", ref, err)
+	}
+	return nil
+}
+
+// Container is one container gantry created, as the engine lists it.
+type Container struct {
+	ID      string
+	Labels  map[string]string
+	Created time.Time
+}
+
+// Containers lists every container (running or not) that carries all the
+// given labels.
+func (e *Engine) Containers(ctx context.Context, labels map[string]string) ([]Container, error) {
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	f := client.Filters{}
+	for k, v := range labels {
+		f = f.Add("label", k+"="+v)
+	}
+	res, err := e.c.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: f})
+	if err != nil {
+		return nil, fmt.Errorf("list containers: %w", err)
+	}
+	out := make([]Container, 0, len(res.Items))
+	for _, c := range res.Items {
+		out = append(out, Container{ID: c.ID, Labels: c.Labels, Created: time.Unix(c.Created, 0)})
+	}
+	return out, nil
 }

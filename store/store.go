@@ -3,13 +3,15 @@
 // The file holds one bucket per record kind: "jobs" maps a job ID to the
 // job's JSON, "active" holds the IDs of the jobs that have not reached a
 // terminal state (so that a restarting daemon finds them without reading
-// every record), and "meta" holds the schema version. Job IDs sort in
+// every record), and "meta" holds the schema version and the instance ID. Job IDs sort in
 // creation order, so key order is submission order.
 package store
 
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -40,6 +42,7 @@ var (
 	bucketJobs   = []byte("jobs")
 	bucketActive = []byte("active")
 	bucketMeta   = []byte("meta")
+	keyInstance  = []byte("instance")
 	keySchema    = []byte("schema")
 )
 
@@ -107,7 +110,32 @@ func initFile(tx *bolt.Tx, path string) error {
 			return err
 		}
 	}
+	if meta.Get(keyInstance) == nil {
+		var b [8]byte
+		if _, err := rand.Read(b[:]); err != nil {
+			return err
+		}
+		if err := meta.Put(keyInstance, []byte(hex.EncodeToString(b[:]))); err != nil {
+			return err
+		}
+	}
 	return nil
+}
+
+// Instance returns the data file's instance ID: random, made when the file
+// was, and kept for its life. gantryd labels what it creates in the engine
+// with it, so that two daemons sharing an engine never take each other's
+// containers for orphans. It returns no error kind.
+func (s *Store) Instance() (string, error) {
+	var id string
+	err := s.db.View(func(tx *bolt.Tx) error {
+		id = string(tx.Bucket(bucketMeta).Get(keyInstance))
+		return nil
+	})
+	if err != nil || id == "" {
+		return "", fmt.Errorf("store: no instance ID: %v", err)
+	}
+	return id, nil
 }
 
 // Close closes the data file, releasing its lock. It returns no error kind.

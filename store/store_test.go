@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -685,5 +686,75 @@ func TestConcurrentUpdates(t *testing.T) {
 	}
 	if !slices.Equal(ids(un), ids(jobs)) {
 		t.Errorf("Unfinished: got %v, want %v", ids(un), ids(jobs))
+	}
+}
+
+func TestInstance(t *testing.T) {
+	dir := t.TempDir()
+	pathA, pathB := filepath.Join(dir, "a.db"), filepath.Join(dir, "b.db")
+	isID := regexp.MustCompile(`^[0-9a-f]{16}$`)
+	instance := func(s *Store) string {
+		t.Helper()
+		id, err := s.Instance()
+		if err != nil {
+			t.Fatalf("Instance: %v", err)
+		}
+		if !isID.MatchString(id) {
+			t.Fatalf("Instance = %q, want 16 lowercase hex characters", id)
+		}
+		return id
+	}
+
+	a, err := Open(pathA)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	first := instance(a)
+	if again := instance(a); again != first {
+		t.Errorf("Instance changed from %s to %s on the same open file", first, again)
+	}
+	if err := a.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if got := instance(open(t, pathA)); got != first {
+		t.Errorf("Instance after reopening = %s, want %s", got, first)
+	}
+	if other := instance(open(t, pathB)); other == first {
+		t.Errorf("two data files have the same instance %s", first)
+	}
+}
+
+// TestInstanceForAnOlderFile opens a file written before instance IDs: it
+// gets one, kept from then on.
+func TestInstanceForAnOlderFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "gantry.db")
+	s, err := Open(path)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	job := makeJobs(t, s, 1)[0]
+	if err := s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Delete(keyInstance) }); err != nil {
+		t.Fatalf("delete instance: %v", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+
+	s, err = Open(path)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	id, err := s.Instance()
+	if err != nil || len(id) != 16 {
+		t.Fatalf("Instance of an older file = %q, %v; want a new 16-character ID", id, err)
+	}
+	if _, err := s.Get(context.Background(), job.ID); err != nil {
+		t.Errorf("Get after the instance was added: %v", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if got, err := open(t, path).Instance(); err != nil || got != id {
+		t.Errorf("Instance after reopening = %q, %v; want %s", got, err, id)
 	}
 }

@@ -20,6 +20,7 @@ import (
 
 	"github.com/gantry-ml/gantry"
 	"github.com/gantry-ml/gantry/api"
+	"github.com/gantry-ml/gantry/push"
 	"github.com/gantry-ml/gantry/store"
 	"github.com/gantry-ml/gantry/trainer"
 )
@@ -79,7 +80,7 @@ the job passes its gate.`,
 		return &exitError{code: exitUsage, msg: fmt.Sprintf("gantry: %v\nSee '%s --help'.", err, c.CommandPath())}
 	})
 	root.PersistentFlags().StringVarP(&g.host, "host", "H", "", "gantryd socket, unix:///path (default: GANTRY_HOST, else "+api.DefaultSocket()+")")
-	root.AddCommand(initCmd(), submitCmd(g), lsCmd(g), inspectCmd(g), logsCmd(g), versionCmd(g))
+	root.AddCommand(initCmd(), submitCmd(g), lsCmd(g), inspectCmd(g), logsCmd(g), cancelCmd(g), pushCmd(g), versionCmd(g))
 	return root
 }
 
@@ -117,6 +118,8 @@ func submitCmd(g *globals) *cobra.Command {
 		buildArgs   []string
 		minAccuracy float64
 		wait, quiet bool
+		memory      string
+		timeouts    [3]time.Duration
 	)
 	c := &cobra.Command{
 		Use:   "submit [OPTIONS] CONTEXT",
@@ -146,6 +149,12 @@ its outcome: 0 succeeded, 1 failed, 3 rejected by the gate, 4 canceled.`,
 			}
 			if c.Flags().Changed("min-accuracy") {
 				spec.MinAccuracy = &minAccuracy
+			}
+			if spec.Resources.Memory, err = gantry.ParseBytes(memory); err != nil {
+				return &exitError{code: exitUsage, msg: "gantry: --memory: " + err.Error()}
+			}
+			spec.Timeouts = gantry.Timeouts{
+				Build: gantry.Duration(timeouts[0]), Train: gantry.Duration(timeouts[1]), Push: gantry.Duration(timeouts[2]),
 			}
 			cl, err := g.client()
 			if err != nil {
@@ -177,6 +186,12 @@ its outcome: 0 succeeded, 1 failed, 3 rejected by the gate, 4 canceled.`,
 	f.StringArrayVar(&spec.Push, "push", nil, "push the image to REF when the job passes (repeatable)")
 	f.Float64Var(&minAccuracy, "min-accuracy", 0, "gate: push only when the accuracy is at least this (0..1)")
 	f.StringVar(&spec.MetricRegex, "metric-regex", "", "regexp whose first group is the accuracy (default: lines like 'accuracy: 0.97')")
+	f.DurationVar(&timeouts[0], "build-timeout", 0, "limit on the build (default: gantryd's)")
+	f.DurationVar(&timeouts[1], "train-timeout", 0, "limit on the training (default: gantryd's)")
+	f.DurationVar(&timeouts[2], "push-timeout", 0, "limit on the push, retries included (default: gantryd's)")
+	f.StringVarP(&memory, "memory", "m", "", "memory limit of the training container, e.g. 2g (default: gantryd's)")
+	f.Float64Var(&spec.Resources.CPUs, "cpus", 0, "CPU limit of the training container (default: gantryd's)")
+	f.Int64Var(&spec.Resources.PidsLimit, "pids-limit", 0, "process limit of the training container (default: gantryd's)")
 	f.BoolVar(&wait, "wait", false, "wait for the job to end, showing its progress")
 	f.BoolVarP(&quiet, "quiet", "q", false, "with --wait, show only the outcome")
 	return c
@@ -195,21 +210,12 @@ func waitJob(ctx context.Context, cl *api.Client, id string, out, errOut io.Writ
 		}
 		fmt.Fprintf(errOut, "gantry: following the log: %v; waiting for the job to end\n", err)
 	}
-	var j *gantry.Job
-	for {
-		var err error
-		j, err = cl.Get(ctx, id)
-		if err != nil {
-			return err
-		}
-		if j.State.Terminal() {
-			break
-		}
-		select {
-		case <-ctx.Done():
+	j, err := waitEnd(ctx, cl, id)
+	if err != nil {
+		if ctx.Err() != nil {
 			return &exitError{code: exitFailed, msg: fmt.Sprintf("gantry: stopped waiting; job %s goes on", id)}
-		case <-time.After(500 * time.Millisecond):
 		}
+		return err
 	}
 	fmt.Fprintln(out, outcome(j))
 	for _, p := range j.Pushes {
@@ -349,6 +355,82 @@ func logsCmd(g *globals) *cobra.Command {
 		},
 	}
 	c.Flags().BoolVarP(&follow, "follow", "f", false, "follow the log until the job ends")
+	return c
+}
+
+func cancelCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "cancel JOB [JOB...]",
+		Short: "Cancel jobs: a queued job never starts; a build, container or push under way is stopped",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			cl, err := g.client()
+			if err != nil {
+				return err
+			}
+			var failed error
+			for _, id := range args {
+				j, err := cl.Cancel(c.Context(), id)
+				if err == nil && !j.State.Terminal() {
+					j, err = waitEnd(c.Context(), cl, id)
+				}
+				if err != nil {
+					fmt.Fprintln(c.ErrOrStderr(), "gantry:", err)
+					failed = &exitError{code: exitFailed}
+					continue
+				}
+				fmt.Fprintln(c.OutOrStdout(), outcome(j))
+			}
+			return failed
+		},
+	}
+}
+
+// waitEnd polls job id until it is terminal.
+func waitEnd(ctx context.Context, cl *api.Client, id string) (*gantry.Job, error) {
+	for {
+		j, err := cl.Get(ctx, id)
+		if err != nil || j.State.Terminal() {
+			return j, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+func pushCmd(g *globals) *cobra.Command {
+	var to []string
+	c := &cobra.Command{
+		Use:   "push JOB [--to REF]...",
+		Short: "Push a finished job's image again, to its own references or to --to",
+		Args:  exactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			cl, err := g.client()
+			if err != nil {
+				return err
+			}
+			j, err := cl.Push(c.Context(), args[0], to)
+			if err != nil {
+				return err
+			}
+			refs := to
+			if len(refs) == 0 {
+				refs = j.Spec.Push
+			}
+			for _, p := range j.Pushes {
+				for _, r := range refs {
+					if t, err := push.ParseRef(r); err == nil && t.Name() == p.Ref {
+						fmt.Fprintf(c.OutOrStdout(), "pushed %s@%s\n", p.Ref, p.Digest)
+					}
+				}
+			}
+			return nil
+		},
+	}
+	c.Flags().StringArrayVar(&to, "to", nil, "push to this reference instead of the job's own (repeatable)")
 	return c
 }
 

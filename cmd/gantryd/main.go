@@ -55,11 +55,22 @@ func run() error {
 		maxJobs     = flag.Int("max-jobs", 2, "jobs running at once")
 		maxContext  = flag.Int64("max-context-size", 512<<20, "largest build context accepted, in bytes")
 		stopTimeout = flag.Duration("stop-timeout", 10*time.Second, "grace period between SIGTERM and SIGKILL when a training container is stopped")
+		buildTO     = flag.Duration("build-timeout", 30*time.Minute, "default limit on a job's build (0: none)")
+		trainTO     = flag.Duration("train-timeout", 2*time.Hour, "default limit on a job's training (0: none)")
+		pushTO      = flag.Duration("push-timeout", 30*time.Minute, "default limit on a job's push, retries included (0: none)")
+		memory      = flag.String("memory", "", "default memory limit of training containers, e.g. 2g (empty: none)")
+		cpus        = flag.Float64("cpus", 0, "default CPU limit of training containers (0: none)")
+		pidsLimit   = flag.Int64("pids-limit", 0, "default process limit of training containers (0: none)")
+		orphanGrace = flag.Duration("orphan-grace", time.Minute, "how long a container with gantryd's label but no job is left before it is removed")
 		debug       = flag.Bool("debug", false, "log at debug level")
 	)
 	flag.Parse()
 	if flag.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q (see gantryd -h)", flag.Args())
+	}
+	memBytes, err := gantry.ParseBytes(*memory)
+	if err != nil {
+		return fmt.Errorf("--memory: %w", err)
 	}
 	level := slog.LevelInfo
 	if *debug {
@@ -78,6 +89,10 @@ func run() error {
 		return err
 	}
 	defer st.Close()
+	instance, err := st.Instance()
+	if err != nil {
+		return err
+	}
 
 	eng, err := runner.Dial(ctx, *dockerHost)
 	if err != nil {
@@ -98,13 +113,22 @@ func run() error {
 		return push.FromEngine(ctx, eng.Client(), ref)
 	}
 	d, err := daemon.New(daemon.Config{
-		DataDir:     *dataDir,
-		MaxJobs:     *maxJobs,
-		Context:     daemon.Limits{MaxBytes: *maxContext, MaxEntries: 100000},
+		DataDir:  *dataDir,
+		Instance: instance,
+		MaxJobs:  *maxJobs,
+		Context:  daemon.Limits{MaxBytes: *maxContext, MaxEntries: 100000},
+		Timeouts: gantry.Timeouts{
+			Build: gantry.Duration(*buildTO), Train: gantry.Duration(*trainTO), Push: gantry.Duration(*pushTO),
+		},
+		Resources:   gantry.Resources{Memory: memBytes, CPUs: *cpus, PidsLimit: *pidsLimit},
 		StopTimeout: *stopTimeout,
+		OrphanGrace: *orphanGrace,
 		Logger:      log,
 	}, st, bk, eng, push.New(), source)
 	if err != nil {
+		return err
+	}
+	if err := d.Prepare(ctx); err != nil {
 		return err
 	}
 
@@ -122,7 +146,7 @@ func run() error {
 	}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
-	log.Info("gantryd serving", "socket", *socket, "data_dir", *dataDir,
+	log.Info("gantryd serving", "socket", *socket, "data_dir", *dataDir, "instance", instance,
 		"engine", engineVersion, "engine_api", engineAPI, "max_jobs", *maxJobs)
 
 	ran := make(chan error, 1)
