@@ -204,6 +204,9 @@ func hasDotDot(p string) bool {
 type Push struct {
 	Ref    string `json:"ref"`
 	Digest string `json:"digest"`
+	// Bytes is the size of what the push covered (blobs the registry
+	// already had count too).
+	Bytes int64 `json:"bytes,omitempty"`
 }
 
 // Metrics are what the training program reported.

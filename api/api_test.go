@@ -34,6 +34,18 @@ type fakeService struct {
 	logs   func(ctx context.Context, id string, follow bool, w io.Writer) error
 	cancel func(ctx context.Context, id string) (*gantry.Job, error)
 	push   func(ctx context.Context, id string, refs []string, progress io.Writer) (*gantry.Job, error)
+	events func(ctx context.Context, after uint64, job string, follow bool, send func(*gantry.Event) error) error
+}
+
+func (f *fakeService) BuildStatus(ctx context.Context, id string, follow bool, w io.Writer) error {
+	return errUnexpected
+}
+
+func (f *fakeService) Events(ctx context.Context, after uint64, job string, follow bool, send func(*gantry.Event) error) error {
+	if f.events == nil {
+		return errUnexpected
+	}
+	return f.events(ctx, after, job, follow, send)
 }
 
 func (f *fakeService) Cancel(ctx context.Context, id string) (*gantry.Job, error) {

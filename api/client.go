@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -160,11 +161,21 @@ func (c *Client) List(ctx context.Context, o store.ListOptions) ([]*gantry.Job, 
 
 // Logs copies job id's log to w; with follow, until the job ends.
 func (c *Client) Logs(ctx context.Context, id string, follow bool, w io.Writer) error {
+	return c.copy(ctx, "/v1/jobs/"+url.PathEscape(id)+"/logs", follow, w)
+}
+
+// BuildStatus copies job id's build status (JSON lines of BuildKit's
+// client.SolveStatus) to w; with follow, until the job ends.
+func (c *Client) BuildStatus(ctx context.Context, id string, follow bool, w io.Writer) error {
+	return c.copy(ctx, "/v1/jobs/"+url.PathEscape(id)+"/build", follow, w)
+}
+
+func (c *Client) copy(ctx context.Context, path string, follow bool, w io.Writer) error {
 	q := url.Values{}
 	if follow {
 		q.Set("follow", "1")
 	}
-	resp, err := c.do(ctx, http.MethodGet, "/v1/jobs/"+url.PathEscape(id)+"/logs", q, nil, "")
+	resp, err := c.do(ctx, http.MethodGet, path, q, nil, "")
 	if err != nil {
 		return err
 	}
@@ -201,4 +212,42 @@ func (c *Client) postJob(ctx context.Context, path string, body []byte) (*gantry
 	defer resp.Body.Close()
 	var j gantry.Job
 	return &j, json.NewDecoder(resp.Body).Decode(&j)
+}
+
+// Events reads the event stream: the events after since (for one job, or
+// all when job is ""), then, with follow, new ones as they happen. fn is
+// called for each; the stream of one job ends after its terminal state.
+// It returns fn's error, or the stream's.
+func (c *Client) Events(ctx context.Context, since uint64, job string, follow bool, fn func(gantry.Event) error) error {
+	q := url.Values{"since": {strconv.FormatUint(since, 10)}}
+	if job != "" {
+		q.Set("job", job)
+	}
+	if !follow {
+		q.Set("follow", "0")
+	}
+	resp, err := c.do(ctx, http.MethodGet, "/v1/events", q, nil, "")
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 4<<20)
+	for sc.Scan() {
+		data, ok := strings.CutPrefix(sc.Text(), "data: ")
+		if !ok {
+			continue // id:, event:, comments and the blank line between events
+		}
+		var e gantry.Event
+		if err := json.Unmarshal([]byte(data), &e); err != nil {
+			return fmt.Errorf("event stream: %w", err)
+		}
+		if err := fn(e); err != nil {
+			return err
+		}
+	}
+	if err := sc.Err(); err != nil && ctx.Err() == nil {
+		return fmt.Errorf("event stream: %w", err)
+	}
+	return ctx.Err()
 }

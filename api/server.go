@@ -17,6 +17,20 @@
 //	GET  /v1/jobs/{id}               one job's record
 //	GET  /v1/jobs/{id}/logs?follow=1 the job's log as text; with follow, the
 //	                                 response streams until the job ends
+//	GET  /v1/events?job=ID&since=N&follow=0
+//	                                 the event stream (server-sent events):
+//	                                 each event is "id: SEQ", "event: TYPE"
+//	                                 (state, accuracy, push) and "data: JSON"
+//	                                 (a gantry.Event). It replays the events
+//	                                 after since (or the Last-Event-ID header),
+//	                                 then follows new ones; with job, only that
+//	                                 job's, ending after its terminal state;
+//	                                 follow=0 ends once caught up. Comment lines
+//	                                 keep an idle stream alive.
+//	GET  /v1/jobs/{id}/build?follow=1
+//	                                 the build's status as JSON lines (BuildKit's
+//	                                 client.SolveStatus), to draw BuildKit's own
+//	                                 progress display from
 //	POST /v1/jobs/{id}/cancel        cancel the job in whatever state it is;
 //	                                 answers 202 with the record (the job ends
 //	                                 canceled once its build, container or push
@@ -57,8 +71,10 @@ type Service interface {
 	Get(ctx context.Context, id string) (*gantry.Job, error)
 	List(ctx context.Context, o store.ListOptions) ([]*gantry.Job, string, error)
 	Logs(ctx context.Context, id string, follow bool, w io.Writer) error
+	BuildStatus(ctx context.Context, id string, follow bool, w io.Writer) error
 	Cancel(ctx context.Context, id string) (*gantry.Job, error)
 	Push(ctx context.Context, id string, refs []string, progress io.Writer) (*gantry.Job, error)
+	Events(ctx context.Context, after uint64, job string, follow bool, send func(*gantry.Event) error) error
 }
 
 // PushRequest is the body of POST /v1/jobs/{id}/push.
@@ -130,7 +146,9 @@ func Handler(svc Service, version func(context.Context) VersionInfo, log *slog.L
 	mux.HandleFunc("POST /v1/jobs", s.submit)
 	mux.HandleFunc("GET /v1/jobs", s.list)
 	mux.HandleFunc("GET /v1/jobs/{id}", s.get)
-	mux.HandleFunc("GET /v1/jobs/{id}/logs", s.logs)
+	mux.HandleFunc("GET /v1/jobs/{id}/logs", s.stream("text/plain; charset=utf-8", Service.Logs))
+	mux.HandleFunc("GET /v1/jobs/{id}/build", s.stream("application/x-ndjson", Service.BuildStatus))
+	mux.HandleFunc("GET /v1/events", s.events)
 	mux.HandleFunc("POST /v1/jobs/{id}/cancel", s.cancel)
 	mux.HandleFunc("POST /v1/jobs/{id}/push", s.push)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
@@ -246,20 +264,77 @@ func (s *server) get(w http.ResponseWriter, r *http.Request) {
 	s.json(w, http.StatusOK, j)
 }
 
-func (s *server) logs(w http.ResponseWriter, r *http.Request) {
-	id := r.PathValue("id")
-	follow, _ := strconv.ParseBool(r.URL.Query().Get("follow"))
-	// Fail before the first byte for an unknown job, so it gets a status.
-	if _, err := s.svc.Get(r.Context(), id); err != nil {
-		s.error(w, r, err)
-		return
+// stream serves one of a job's files (its log, its build status) with
+// read, following it when asked.
+func (s *server) stream(ctype string, read func(Service, context.Context, string, bool, io.Writer) error) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		id := r.PathValue("id")
+		follow, _ := strconv.ParseBool(r.URL.Query().Get("follow"))
+		// Fail before the first byte for an unknown job, so it gets a status.
+		if _, err := s.svc.Get(r.Context(), id); err != nil {
+			s.error(w, r, err)
+			return
+		}
+		w.Header().Set("Content-Type", ctype)
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		w.WriteHeader(http.StatusOK)
+		fw := flushWriter{w: w, rc: http.NewResponseController(w)}
+		if err := read(s.svc, r.Context(), id, follow, fw); err != nil && r.Context().Err() == nil {
+			s.log.Warn("stream", "path", r.URL.Path, "err", err)
+		}
 	}
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	w.Header().Set("X-Content-Type-Options", "nosniff")
+}
+
+func (s *server) events(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	since := q.Get("since")
+	if h := r.Header.Get("Last-Event-ID"); h != "" {
+		since = h
+	}
+	var after uint64
+	if since != "" {
+		n, err := strconv.ParseUint(since, 10, 64)
+		if err != nil {
+			s.error(w, r, gantry.Errorf(gantry.ErrInvalid, "since %q: want an event number", since))
+			return
+		}
+		after = n
+	}
+	follow := true
+	if f := q.Get("follow"); f != "" {
+		follow, _ = strconv.ParseBool(f)
+	}
+	job := q.Get("job")
+	if job != "" {
+		if _, err := s.svc.Get(r.Context(), job); err != nil {
+			s.error(w, r, err)
+			return
+		}
+	}
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-cache")
 	w.WriteHeader(http.StatusOK)
-	fw := flushWriter{w: w, rc: http.NewResponseController(w)}
-	if err := s.svc.Logs(r.Context(), id, follow, fw); err != nil && r.Context().Err() == nil {
-		s.log.Warn("logs", "job", id, "err", err)
+	rc := http.NewResponseController(w)
+	rc.Flush()
+	err := s.svc.Events(r.Context(), after, job, follow, func(e *gantry.Event) error {
+		if e == nil {
+			_, err := io.WriteString(w, ": keep-alive\n\n")
+			if err == nil {
+				err = rc.Flush()
+			}
+			return err
+		}
+		data, err := json.Marshal(e)
+		if err != nil {
+			return err
+		}
+		if _, err := fmt.Fprintf(w, "id: %d\nevent: %s\ndata: %s\n\n", e.Seq, e.Type, data); err != nil {
+			return err
+		}
+		return rc.Flush()
+	})
+	if err != nil && r.Context().Err() == nil {
+		s.log.Warn("events", "err", err)
 	}
 }
 

@@ -6,6 +6,7 @@ package builder
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -88,6 +89,10 @@ type Request struct {
 	Name string
 	// Labels are set on the image.
 	Labels map[string]string
+	// Status, when set, receives BuildKit's status updates as JSON lines
+	// (client.SolveStatus), from which BuildKit's own displays can be
+	// drawn again later (gantry watch does).
+	Status io.Writer
 }
 
 // Build builds r and returns the engine's image ID. BuildKit's progress, in
@@ -160,8 +165,13 @@ func (b *Builder) Build(ctx context.Context, r Request, progress io.Writer) (str
 		tee := make(chan *client.SolveStatus)
 		go func() {
 			defer close(tee)
+			enc := json.NewEncoder(io.Discard)
+			if r.Status != nil {
+				enc = json.NewEncoder(r.Status)
+			}
 			for s := range ch {
 				failed.observe(s)
+				enc.Encode(s)
 				tee <- s
 			}
 		}()

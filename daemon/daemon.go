@@ -37,6 +37,7 @@ type (
 		Update(ctx context.Context, id string, fn func(*gantry.Job) error) (*gantry.Job, error)
 		List(ctx context.Context, o store.ListOptions) ([]*gantry.Job, string, error)
 		Unfinished(ctx context.Context) ([]*gantry.Job, error)
+		Events(ctx context.Context, after uint64, job string, limit int) ([]gantry.Event, error)
 	}
 	imageBuilder interface {
 		Build(ctx context.Context, r builder.Request, progress io.Writer) (string, error)
@@ -101,10 +102,11 @@ type Daemon struct {
 	log     *slog.Logger
 	now     func() time.Time
 
-	wake   chan struct{}
-	mu     sync.Mutex
-	active map[string]context.CancelCauseFunc // jobs this process runs
-	wg     sync.WaitGroup
+	wake    chan struct{}
+	changed *broadcaster
+	mu      sync.Mutex
+	active  map[string]context.CancelCauseFunc // jobs this process runs
+	wg      sync.WaitGroup
 }
 
 // New returns a daemon; Prepare and Run start its work.
@@ -130,11 +132,14 @@ func New(cfg Config, st jobStore, b imageBuilder, e Engine, p imagePusher, src i
 			return nil, fmt.Errorf("data dir: %w", err)
 		}
 	}
+	changed := &broadcaster{}
 	return &Daemon{
-		cfg: cfg, store: st, builder: b, engine: e, pusher: p, source: src,
+		cfg: cfg, store: &notifyingStore{jobStore: st, changed: changed},
+		builder: b, engine: e, pusher: p, source: src,
 		log: cfg.Logger, now: time.Now,
-		wake:   make(chan struct{}, 1),
-		active: map[string]context.CancelCauseFunc{},
+		wake:    make(chan struct{}, 1),
+		changed: changed,
+		active:  map[string]context.CancelCauseFunc{},
 	}, nil
 }
 
@@ -436,6 +441,12 @@ func (d *Daemon) LogPath(id string) string {
 	return filepath.Join(d.cfg.DataDir, "logs", id+".log")
 }
 
+// StatusPath is where job id's build status lives: BuildKit's status
+// updates as JSON lines, for gantry watch to draw BuildKit's own display.
+func (d *Daemon) StatusPath(id string) string {
+	return filepath.Join(d.cfg.DataDir, "logs", id+".build.jsonl")
+}
+
 // runJob runs job id's life under jctx and settles how it ended. daemonCtx
 // is gantryd's lifetime: when it ends, the job is left to be resumed.
 func (d *Daemon) runJob(daemonCtx, jctx context.Context, id string) {
@@ -487,6 +498,10 @@ func (d *Daemon) life(ctx context.Context, id string, logf io.Writer) error {
 			if _, err := os.Stat(d.contextDir(id)); err != nil {
 				return fmt.Errorf("the build context is gone (%v): submit the job again", err)
 			}
+			status, err := os.Create(d.StatusPath(id))
+			if err != nil {
+				return err
+			}
 			bctx, cancel := withLimit(ctx, "build", j.Spec.Timeouts.Build)
 			say("building %s (Dockerfile %s)", j.ImageName, j.Spec.Build.Dockerfile)
 			imageID, err := d.builder.Build(bctx, builder.Request{
@@ -494,8 +509,10 @@ func (d *Daemon) life(ctx context.Context, id string, logf io.Writer) error {
 				Spec:       j.Spec.Build,
 				Name:       j.ImageName,
 				Labels:     d.labels(id),
+				Status:     status,
 			}, logf)
 			cancel()
+			status.Close()
 			if err != nil {
 				return phaseErr(ctx, bctx, err)
 			}

@@ -83,6 +83,20 @@ const pollInterval = 100 * time.Millisecond
 // start, keeps copying as the log grows, and returns once the job has ended
 // and its whole log is written. It returns ErrNotFound for an unknown job.
 func (d *Daemon) Logs(ctx context.Context, id string, follow bool, w io.Writer) error {
+	return d.tail(ctx, id, d.LogPath(id), follow, w)
+}
+
+// BuildStatus copies job id's build status (JSON lines of BuildKit's
+// client.SolveStatus) to w; with follow, until the job ends. It returns
+// ErrNotFound for an unknown job.
+func (d *Daemon) BuildStatus(ctx context.Context, id string, follow bool, w io.Writer) error {
+	return d.tail(ctx, id, d.StatusPath(id), follow, w)
+}
+
+// tail copies the file at path, which belongs to job id, to w; with follow,
+// it waits for the file to appear and keeps copying as it grows until the
+// job has ended and all of it is written.
+func (d *Daemon) tail(ctx context.Context, id, path string, follow bool, w io.Writer) error {
 	if _, err := d.store.Get(ctx, id); err != nil {
 		return err
 	}
@@ -106,7 +120,7 @@ func (d *Daemon) Logs(ctx context.Context, id string, follow bool, w io.Writer) 
 		}
 		done := j.State.Terminal() || !follow
 		if f == nil {
-			f, err = os.Open(d.LogPath(id))
+			f, err = os.Open(path)
 			if err != nil && !errors.Is(err, os.ErrNotExist) {
 				return err
 			}

@@ -94,11 +94,11 @@ func (p *Pusher) Push(ctx context.Context, img v1.Image, refs []string, progress
 	}
 	var done []gantry.Push
 	for _, t := range tags {
-		d, err := p.pushOne(ctx, img, t, progress)
+		d, n, err := p.pushOne(ctx, img, t, progress)
 		if err != nil {
 			return done, err
 		}
-		done = append(done, gantry.Push{Ref: t.Name(), Digest: d})
+		done = append(done, gantry.Push{Ref: t.Name(), Digest: d, Bytes: n})
 		fmt.Fprintf(progress, "pushed %s@%s\n", t.Name(), d)
 	}
 	return done, nil
@@ -111,48 +111,45 @@ var (
 	MaxBackoff = 30 * time.Second
 )
 
-func (p *Pusher) pushOne(ctx context.Context, img v1.Image, t name.Tag, progress io.Writer) (string, error) {
+func (p *Pusher) pushOne(ctx context.Context, img v1.Image, t name.Tag, progress io.Writer) (string, int64, error) {
 	wait := Backoff
 	for {
-		d, err := p.tryPush(ctx, img, t, progress)
+		d, n, err := p.tryPush(ctx, img, t, progress)
 		if err == nil {
-			return d, nil
+			return d, n, nil
 		}
 		if ctx.Err() != nil {
-			return "", fmt.Errorf("%w (last error: %v)", context.Cause(ctx), describe(t, err))
+			return "", 0, fmt.Errorf("%w (last error: %v)", context.Cause(ctx), describe(t, err))
 		}
 		if !retryable(err) {
-			return "", describe(t, err)
+			return "", 0, describe(t, err)
 		}
 		fmt.Fprintf(progress, "push to %s failed: %v; retrying in %v\n", t.RegistryStr(), err, wait)
 		select {
 		case <-ctx.Done():
-			return "", fmt.Errorf("%w (last error: %v)", context.Cause(ctx), describe(t, err))
+			return "", 0, fmt.Errorf("%w (last error: %v)", context.Cause(ctx), describe(t, err))
 		case <-time.After(wait):
 		}
 		wait = min(2*wait, MaxBackoff)
 	}
 }
 
-func (p *Pusher) tryPush(ctx context.Context, img v1.Image, t name.Tag, progress io.Writer) (string, error) {
+func (p *Pusher) tryPush(ctx context.Context, img v1.Image, t name.Tag, progress io.Writer) (string, int64, error) {
 	updates := make(chan v1.Update, 16)
-	reported := make(chan struct{})
-	go func() {
-		defer close(reported)
-		report(progress, updates)
-	}()
+	reported := make(chan int64, 1)
+	go func() { reported <- report(progress, updates) }()
 	err := remote.Write(t, img, append(p.options(ctx), remote.WithProgress(updates))...)
-	<-reported // Write closes updates
+	n := <-reported // Write closes updates
 	if err != nil {
-		return "", err
+		return "", 0, err
 	}
 	hctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	desc, err := remote.Head(t, p.options(hctx)...)
 	if err != nil {
-		return "", err
+		return "", 0, err
 	}
-	return desc.Digest.String(), nil
+	return desc.Digest.String(), n, nil
 }
 
 // retryable reports whether a push error may pass: the registry is
@@ -190,21 +187,28 @@ func (p *Pusher) options(ctx context.Context) []remote.Option {
 }
 
 // report writes a progress line at most every two seconds, and the last one.
-func report(w io.Writer, updates <-chan v1.Update) {
+// report writes a progress line at most every second, and the last one,
+// and returns the bytes the push covered. The exact counts in brackets are
+// for programs (gantry watch draws its bar from them).
+func report(w io.Writer, updates <-chan v1.Update) int64 {
 	var last time.Time
 	var u v1.Update
+	line := func() {
+		fmt.Fprintf(w, "pushing: %s of %s [%d/%d]\n", size(u.Complete), size(u.Total), u.Complete, u.Total)
+	}
 	for u = range updates {
 		if u.Error != nil {
 			continue
 		}
-		if time.Since(last) >= 2*time.Second {
+		if time.Since(last) >= time.Second {
 			last = time.Now()
-			fmt.Fprintf(w, "pushing: %s of %s\n", size(u.Complete), size(u.Total))
+			line()
 		}
 	}
 	if u.Total > 0 {
-		fmt.Fprintf(w, "pushing: %s of %s\n", size(u.Complete), size(u.Total))
+		line()
 	}
+	return u.Total
 }
 
 func size(n int64) string {

@@ -11,6 +11,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -42,6 +43,7 @@ var (
 	bucketJobs   = []byte("jobs")
 	bucketActive = []byte("active")
 	bucketMeta   = []byte("meta")
+	bucketEvents = []byte("events")
 	keyInstance  = []byte("instance")
 	keySchema    = []byte("schema")
 )
@@ -105,7 +107,7 @@ func initFile(tx *bolt.Tx, path string) error {
 			return err
 		}
 	}
-	for _, name := range [][]byte{bucketJobs, bucketActive} {
+	for _, name := range [][]byte{bucketJobs, bucketActive, bucketEvents} {
 		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 			return err
 		}
@@ -175,6 +177,9 @@ func (s *Store) Create(ctx context.Context, j *gantry.Job) error {
 		if err := jobs.Put(key, v); err != nil {
 			return err
 		}
+		if err := appendEvents(tx, gantry.Changes(nil, j, time.Now())); err != nil {
+			return err
+		}
 		return index(tx, key, j.State)
 	})
 	if err != nil {
@@ -237,6 +242,10 @@ func (s *Store) Update(ctx context.Context, id string, fn func(*gantry.Job) erro
 		if err != nil {
 			return err
 		}
+		old, err := decode(v)
+		if err != nil {
+			return err
+		}
 		if fnErr = fn(j); fnErr != nil {
 			return fnErr
 		}
@@ -250,6 +259,9 @@ func (s *Store) Update(ctx context.Context, id string, fn func(*gantry.Job) erro
 			return err
 		}
 		if err := jobs.Put(key, saved); err != nil {
+			return err
+		}
+		if err := appendEvents(tx, gantry.Changes(old, j, time.Now())); err != nil {
 			return err
 		}
 		return index(tx, key, j.State)
@@ -420,4 +432,56 @@ func state(v []byte) (gantry.State, error) {
 		return "", fmt.Errorf("decode job: %w", err)
 	}
 	return h.State, nil
+}
+
+// appendEvents numbers evs and records them, in the transaction that made
+// the change they tell of.
+func appendEvents(tx *bolt.Tx, evs []gantry.Event) error {
+	b := tx.Bucket(bucketEvents)
+	for _, e := range evs {
+		seq, err := b.NextSequence()
+		if err != nil {
+			return err
+		}
+		e.Seq = seq
+		v, err := json.Marshal(e)
+		if err != nil {
+			return err
+		}
+		if err := b.Put(binary.BigEndian.AppendUint64(nil, seq), v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Events returns up to limit events numbered after after, oldest first;
+// with job set, only that job's. Every change to a job's state, accuracy or
+// pushes is an event, recorded with the change itself. It returns no error
+// kind.
+func (s *Store) Events(ctx context.Context, after uint64, job string, limit int) ([]gantry.Event, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("events: %w", err)
+	}
+	if limit <= 0 {
+		limit = 1000
+	}
+	var evs []gantry.Event
+	err := s.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketEvents).Cursor()
+		for k, v := c.Seek(binary.BigEndian.AppendUint64(nil, after+1)); k != nil && len(evs) < limit; k, v = c.Next() {
+			var e gantry.Event
+			if err := json.Unmarshal(v, &e); err != nil {
+				return fmt.Errorf("event %x: %w", k, err)
+			}
+			if job == "" || e.Job == job {
+				evs = append(evs, e)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("events: %w", err)
+	}
+	return evs, nil
 }
