@@ -97,6 +97,18 @@ type Spec struct {
 	Timeouts Timeouts `json:"timeouts,omitzero"`
 	// Resources limit the training container; zero takes the daemon's default.
 	Resources Resources `json:"resources,omitzero"`
+	// Sandbox relaxes the training container's least-privilege defaults.
+	Sandbox Sandbox `json:"sandbox,omitzero"`
+}
+
+// Sandbox is what a job may relax of the training container's defaults: no
+// network, every capability dropped, no-new-privileges, a pids limit, and no
+// host path or Docker socket mounted (which no option relaxes).
+type Sandbox struct {
+	// Network is the network to join, "" meaning none.
+	Network string `json:"network,omitempty"`
+	// CapAdd lists the capabilities to keep ("NET_BIND_SERVICE").
+	CapAdd []string `json:"cap_add,omitempty"`
 }
 
 // Timeouts bound the phases of a job. A phase that runs longer ends the job
@@ -168,6 +180,16 @@ func (s *Spec) Validate(validRef, validRegex func(string) error) error {
 	if r := s.Resources; r.Memory != 0 && r.Memory < 6<<20 {
 		return Errorf(ErrInvalid, "memory limit %d bytes: the engine needs at least 6 MiB", r.Memory)
 	}
+	if n := s.Sandbox.Network; n != "" && !validName(n) {
+		return Errorf(ErrInvalid, "network %q: want a Docker network name", n)
+	}
+	for i, c := range s.Sandbox.CapAdd {
+		c = strings.TrimPrefix(strings.ToUpper(c), "CAP_")
+		if c == "" || c == "ALL" || strings.Trim(c, "ABCDEFGHIJKLMNOPQRSTUVWXYZ_") != "" {
+			return Errorf(ErrInvalid, "capability %q: name one capability, like NET_BIND_SERVICE", s.Sandbox.CapAdd[i])
+		}
+		s.Sandbox.CapAdd[i] = c
+	}
 	if s.MinAccuracy != nil {
 		a := *s.MinAccuracy
 		if a != a || a < 0 || a > 1 {
@@ -188,6 +210,20 @@ func (s *Spec) Validate(validRef, validRegex func(string) error) error {
 		}
 	}
 	return nil
+}
+
+// validName reports whether s may name a Docker network.
+func validName(s string) bool {
+	if len(s) > 128 {
+		return false
+	}
+	for i, r := range s {
+		ok := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || i > 0 && strings.ContainsRune("_.-", r)
+		if !ok {
+			return false
+		}
+	}
+	return true
 }
 
 func hasDotDot(p string) bool {
@@ -377,4 +413,18 @@ func ParseBytes(s string) (int64, error) {
 		return 0, Errorf(ErrInvalid, "size %q: want a number with an optional unit b, k, m or g, like 512m", s)
 	}
 	return int64(v * float64(mult)), nil
+}
+
+// Name is the image name a job's results are grouped under: the repository
+// of its first push reference, without the tag ("127.0.0.1:5000/iris"), or
+// "" for a job that pushes nowhere.
+func (j *Job) Name() string {
+	if len(j.Spec.Push) == 0 {
+		return ""
+	}
+	ref := j.Spec.Push[0]
+	if i := strings.LastIndexByte(ref, ':'); i > strings.LastIndexByte(ref, '/') {
+		ref = ref[:i]
+	}
+	return ref
 }

@@ -536,6 +536,8 @@ func (d *Daemon) life(ctx context.Context, id string, logf io.Writer) error {
 			Memory:    r.Memory,
 			NanoCPUs:  int64(r.CPUs * 1e9),
 			PidsLimit: r.PidsLimit,
+			Network:   j.Spec.Sandbox.Network,
+			CapAdd:    j.Spec.Sandbox.CapAdd,
 		})
 		if err != nil {
 			return err

@@ -485,3 +485,25 @@ func (s *Store) Events(ctx context.Context, after uint64, job string, limit int)
 	}
 	return evs, nil
 }
+
+// Counts returns how many jobs are in each state. It returns no error kind.
+func (s *Store) Counts(ctx context.Context) (map[gantry.State]int, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("count jobs: %w", err)
+	}
+	counts := map[gantry.State]int{}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketJobs).ForEach(func(_, v []byte) error {
+			st, err := state(v)
+			if err != nil {
+				return err
+			}
+			counts[st]++
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("count jobs: %w", err)
+	}
+	return counts, nil
+}

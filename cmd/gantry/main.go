@@ -192,6 +192,8 @@ its outcome: 0 succeeded, 1 failed, 3 rejected by the gate, 4 canceled.`,
 	f.StringVarP(&memory, "memory", "m", "", "memory limit of the training container, e.g. 2g (default: gantryd's)")
 	f.Float64Var(&spec.Resources.CPUs, "cpus", 0, "CPU limit of the training container (default: gantryd's)")
 	f.Int64Var(&spec.Resources.PidsLimit, "pids-limit", 0, "process limit of the training container (default: gantryd's)")
+	f.StringVar(&spec.Sandbox.Network, "network", "", "network for the training container (default: none)")
+	f.StringArrayVar(&spec.Sandbox.CapAdd, "cap-add", nil, "capability the training container keeps (default: all dropped; repeatable)")
 	f.BoolVar(&wait, "wait", false, "wait for the job to end, showing its progress")
 	f.BoolVarP(&quiet, "quiet", "q", false, "with --wait, show only the outcome")
 	return c
