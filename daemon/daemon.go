@@ -88,6 +88,8 @@ type Config struct {
 	// OrphanGrace is how long a container that carries this daemon's label
 	// but belongs to no job is left before it is removed.
 	OrphanGrace time.Duration
+	// MaxLog caps the training output kept in a job's log, in bytes.
+	MaxLog int64
 	Logger      *slog.Logger
 }
 
@@ -126,6 +128,9 @@ func New(cfg Config, st jobStore, b imageBuilder, e Engine, p imagePusher, src i
 	}
 	if cfg.OrphanGrace <= 0 {
 		cfg.OrphanGrace = time.Minute
+	}
+	if cfg.MaxLog <= 0 {
+		cfg.MaxLog = 256 << 20
 	}
 	for _, d := range []string{"logs", "contexts"} {
 		if err := os.MkdirAll(filepath.Join(cfg.DataDir, d), 0o700); err != nil {
@@ -665,7 +670,9 @@ func (d *Daemon) train(ctx context.Context, j *gantry.Job, logf io.Writer) (runn
 	}
 	reader := pattern.NewReader()
 	lines := newLineSplitter(reader.Line)
-	out := &countWriter{w: io.MultiWriter(logf, lines)}
+	// A flood of output fills the log only up to its cap; the metric reader
+	// still reads every line.
+	out := &countWriter{w: io.MultiWriter(&capWriter{w: logf, left: d.cfg.MaxLog}, lines)}
 
 	// The limit counts from when training first started, across restarts.
 	tctx, cancel := context.WithCancel(ctx)

@@ -202,3 +202,28 @@ func cutLog(path, marker string) error {
 	}
 	return os.Truncate(path, int64(i+len(marker)))
 }
+
+// capWriter passes on the first left bytes, then says once that the rest is
+// dropped, and drops it. It never fails a write for being over the cap.
+type capWriter struct {
+	w    io.Writer
+	left int64
+	said bool
+}
+
+func (c *capWriter) Write(p []byte) (int, error) {
+	n := len(p)
+	if c.left > 0 {
+		k := min(int64(len(p)), c.left)
+		if _, err := c.w.Write(p[:k]); err != nil {
+			return 0, err
+		}
+		c.left -= k
+		p = p[k:]
+	}
+	if len(p) > 0 && !c.said {
+		c.said = true
+		io.WriteString(c.w, "\n==> the training output ran over the log's cap; the rest is not kept\n")
+	}
+	return n, nil
+}

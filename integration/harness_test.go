@@ -96,6 +96,7 @@ type gantryd struct {
 	socket  string
 	dataDir string
 	args    []string
+	env     []string // added to gantryd's environment
 	cmd     *exec.Cmd
 	log     *syncBuffer
 	exited  chan struct{}
@@ -123,8 +124,15 @@ func (s *syncBuffer) String() string {
 // and stops it when the test ends.
 func startDaemon(t *testing.T, args ...string) *gantryd {
 	t.Helper()
+	return startDaemonEnv(t, nil, args...)
+}
+
+// startDaemonEnv is startDaemon with variables added to gantryd's
+// environment.
+func startDaemonEnv(t *testing.T, env []string, args ...string) *gantryd {
+	t.Helper()
 	dir := t.TempDir()
-	d := &gantryd{t: t, socket: filepath.Join(dir, "gantry.sock"), dataDir: filepath.Join(dir, "data"), args: args}
+	d := &gantryd{t: t, socket: filepath.Join(dir, "gantry.sock"), dataDir: filepath.Join(dir, "data"), args: args, env: env}
 	d.start()
 	t.Cleanup(func() {
 		d.stop()
@@ -139,6 +147,7 @@ func (d *gantryd) start() {
 	d.t.Helper()
 	args := append([]string{"--socket", d.socket, "--data-dir", d.dataDir}, d.args...)
 	d.cmd = exec.Command(filepath.Join(binDir, "gantryd"), args...)
+	d.cmd.Env = append(os.Environ(), d.env...)
 	d.log = &syncBuffer{}
 	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
 	if err := d.cmd.Start(); err != nil {

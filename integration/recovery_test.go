@@ -341,6 +341,13 @@ func startRegistry(t *testing.T, addr string) {
 	t.Helper()
 	dir := t.TempDir()
 	cfg := fmt.Sprintf("version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: %s\n", dir, addr)
+	runRegistry(t, dir, addr, cfg, http.StatusOK)
+}
+
+// runRegistry runs docker-registry with config cfg (written into dir) until
+// the test ends, once /v2/ answers with the status wanted.
+func runRegistry(t *testing.T, dir, addr, cfg string, want int) {
+	t.Helper()
 	if err := os.WriteFile(filepath.Join(dir, "config.yml"), []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -353,7 +360,9 @@ func startRegistry(t *testing.T, addr string) {
 	for {
 		if resp, err := http.Get("http://" + addr + "/v2/"); err == nil {
 			resp.Body.Close()
-			return
+			if resp.StatusCode == want {
+				return
+			}
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("docker-registry did not come up on %s", addr)

@@ -3,11 +3,17 @@ package integration
 import (
 	"encoding/json"
 	"fmt"
+	"net"
+	"net/http"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/crypto/bcrypt"
 
 	"github.com/gantry-ml/gantry"
 )
@@ -84,4 +90,121 @@ func TestTrainingContainerLeastPrivilege(t *testing.T) {
 	if j.Spec.Sandbox.Network != "bridge" || !slices.Equal(j.Spec.Sandbox.CapAdd, []string{"NET_BIND_SERVICE"}) {
 		t.Errorf("the record does not show the relaxation: %+v", j.Spec.Sandbox)
 	}
+}
+
+// A malicious trainer hurts only its own job: a 100 MB line with no
+// newline, binary output and a forged accuracy line before a failing exit.
+func TestHostileTrainerHurtsOnlyItsJob(t *testing.T) {
+	t.Parallel()
+	d := startDaemon(t)
+	hostile := trainerDir(t, `import sys, os
+sys.stdout.write("x" * (100 * 1024 * 1024))
+sys.stdout.flush()
+os.write(1, bytes(range(256)) * 64)
+print()
+print("Model accuracy: 0.99", flush=True)
+sys.exit(2)
+`)
+	ref := uniqueRef(t)
+	id := d.submit(hostile, "--push", ref, "--min-accuracy", "0.5")
+	j := d.waitJob(id, 5*time.Minute)
+	if j.State != gantry.StateFailed || !strings.Contains(j.Error, "code 2") {
+		t.Errorf("hostile job: %s (%s), want failed with exit code 2", j.State, j.Error)
+	}
+	if len(j.Pushes) != 0 || servedDigest(t, ref) != "" {
+		t.Errorf("a failed job was pushed on a forged accuracy line")
+	}
+	// gantryd serves on, and the next job is unharmed.
+	ok := d.submit(trainerDir(t, "print('Model accuracy: 0.95')\n"))
+	if j := d.waitJob(ok, 3*time.Minute); j.State != gantry.StateSucceeded || *j.Metrics.Accuracy != 0.95 {
+		t.Errorf("the job after the hostile one: %s (%s)", j.State, j.Error)
+	}
+}
+
+// Pushing to Debian's docker-registry with htpasswd authentication uses the
+// credentials docker login saved; afterwards the password is in no file
+// under the data dir and in no log.
+func TestPushWithDockerLoginLeavesNoSecret(t *testing.T) {
+	t.Parallel()
+	const user, password = "trainer", "s3cret-Pa55word-for-gantry-test"
+	addr := freeAddr(t)
+	startAuthRegistry(t, addr, user, password)
+	dockerConfig := t.TempDir()
+	login := exec.Command("docker", "login", "--username", user, "--password-stdin", addr)
+	login.Env = append(os.Environ(), "DOCKER_CONFIG="+dockerConfig)
+	login.Stdin = strings.NewReader(password)
+	if out, err := login.CombinedOutput(); err != nil {
+		t.Fatalf("docker login %s: %v\n%s", addr, err, out)
+	}
+
+	d := startDaemonEnv(t, []string{"DOCKER_CONFIG=" + dockerConfig})
+	ref := addr + "/gantry-it/secret:v1"
+	id := d.submit(trainerDir(t, "print('Model accuracy: 0.95')\n"), "--push", ref)
+	j := d.waitJob(id, 5*time.Minute)
+	if j.State != gantry.StateSucceeded || len(j.Pushes) != 1 {
+		t.Fatalf("push with docker login credentials: %s (%s)", j.State, j.Error)
+	}
+
+	// Without credentials the same registry refuses, and the error says so.
+	anon := startDaemonEnv(t, []string{"DOCKER_CONFIG=" + t.TempDir()})
+	id2 := anon.submit(trainerDir(t, "print('Model accuracy: 0.95')\n"), "--push", addr+"/gantry-it/secret:v2")
+	j2 := anon.waitJob(id2, 5*time.Minute)
+	if j2.State != gantry.StateFailed || !strings.Contains(j2.Error, "docker login") || !strings.Contains(j2.Error, addr) {
+		t.Errorf("push without credentials: %s (%q), want failed naming %s and docker login", j2.State, j2.Error, addr)
+	}
+
+	for _, dd := range []*gantryd{d, anon} {
+		dd.stop()
+		if strings.Contains(dd.log.String(), password) {
+			t.Errorf("gantryd's log holds the password")
+		}
+		filepath.WalkDir(dd.dataDir, func(p string, e os.DirEntry, err error) error {
+			if err != nil || e.IsDir() {
+				return err
+			}
+			if data, _ := os.ReadFile(p); strings.Contains(string(data), password) {
+				t.Errorf("%s holds the password", p)
+			}
+			return nil
+		})
+	}
+}
+
+// freeAddr returns a loopback address nobody listens on.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// startAuthRegistry runs Debian's docker-registry on addr with htpasswd
+// authentication for user until the test ends.
+func startAuthRegistry(t *testing.T, addr, user, password string) {
+	t.Helper()
+	dir := t.TempDir()
+	hash, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.DefaultCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "htpasswd"), []byte(user+":"+string(hash)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := fmt.Sprintf(`version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: %s/data
+http:
+  addr: %s
+auth:
+  htpasswd:
+    realm: gantry-test
+    path: %s/htpasswd
+`, dir, addr, dir)
+	runRegistry(t, dir, addr, cfg, http.StatusUnauthorized)
 }
