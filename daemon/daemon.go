@@ -90,7 +90,7 @@ type Config struct {
 	OrphanGrace time.Duration
 	// MaxLog caps the training output kept in a job's log, in bytes.
 	MaxLog int64
-	Logger      *slog.Logger
+	Logger *slog.Logger
 }
 
 // Daemon runs jobs.
