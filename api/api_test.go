@@ -706,14 +706,21 @@ func TestPingAndVersion(t *testing.T) {
 }
 
 func TestNewClientRefusesOtherSchemes(t *testing.T) {
-	for _, host := range []string{"tcp://x", "tcp://127.0.0.1:2375", "http://localhost", "ssh://me@host"} {
+	for _, host := range []string{"http://localhost", "ssh://me@host"} {
 		c, err := NewClient(host)
 		if !errors.Is(err, gantry.ErrInvalid) {
 			t.Errorf("NewClient(%q) = %v, %v; want ErrInvalid", host, c, err)
 			continue
 		}
-		if !strings.Contains(err.Error(), host) || !strings.Contains(err.Error(), "unix://") {
+		if !strings.Contains(err.Error(), host) || !strings.Contains(err.Error(), "unix://") || !strings.Contains(err.Error(), "tcp://") {
 			t.Errorf("NewClient(%q) error %q: want it to name the host and say what is supported", host, err)
+		}
+	}
+	// TCP is mutual TLS only: without the files, refused, saying which.
+	for _, host := range []string{"tcp://x", "tcp://127.0.0.1:2375"} {
+		c, err := NewClient(host)
+		if !errors.Is(err, gantry.ErrInvalid) || !strings.Contains(err.Error(), "--tlscert") {
+			t.Errorf("NewClient(%q) without TLS = %v, %v; want ErrInvalid naming --tlscert", host, c, err)
 		}
 	}
 }

@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -20,7 +22,8 @@ import (
 
 // Client speaks the API over a unix socket.
 type Client struct {
-	socket string
+	socket string // where it connects, for messages
+	base   string // URL the paths go under
 	http   *http.Client
 }
 
@@ -35,20 +38,39 @@ func DefaultSocket() string {
 	return "/run/gantry/gantry.sock"
 }
 
-// NewClient returns a client for host, "unix:///path/to.sock" or a plain
-// socket path; "" means GANTRY_HOST, else DefaultSocket. It returns
-// ErrInvalid for another scheme.
-func NewClient(host string) (*Client, error) {
+// TLSFiles name the PEM files of a TLS client, as the docker CLI's
+// --tlscacert, --tlscert and --tlskey do.
+type TLSFiles struct {
+	CA, Cert, Key string
+}
+
+// NewClient returns a client for host: "unix:///path/to.sock" (or a plain
+// socket path), or "tcp://HOST:PORT", which needs tlsFiles (gantryd's TCP
+// listener speaks mutual TLS only). "" means GANTRY_HOST, else
+// DefaultSocket. It returns ErrInvalid for another scheme or unreadable TLS
+// files.
+func NewClient(host string, tlsFiles ...TLSFiles) (*Client, error) {
 	if host == "" {
 		host = os.Getenv("GANTRY_HOST")
 	}
 	if host == "" {
 		host = "unix://" + DefaultSocket()
 	}
+	if addr, ok := strings.CutPrefix(host, "tcp://"); ok {
+		if len(tlsFiles) == 0 || tlsFiles[0].Cert == "" {
+			return nil, gantry.Errorf(gantry.ErrInvalid, "host %q: a TCP host needs --tlscacert, --tlscert and --tlskey (gantryd speaks mutual TLS only)", host)
+		}
+		cfg, err := ClientTLS(tlsFiles[0])
+		if err != nil {
+			return nil, err
+		}
+		tr := &http.Transport{TLSClientConfig: cfg}
+		return &Client{socket: host, base: "https://" + addr, http: &http.Client{Transport: tr}}, nil
+	}
 	sock, ok := strings.CutPrefix(host, "unix://")
 	if !ok {
 		if strings.Contains(host, "://") {
-			return nil, gantry.Errorf(gantry.ErrInvalid, "host %q: only unix:///path/to/gantry.sock is supported", host)
+			return nil, gantry.Errorf(gantry.ErrInvalid, "host %q: want unix:///path/to/gantry.sock or tcp://HOST:PORT", host)
 		}
 		sock = host
 	}
@@ -58,11 +80,57 @@ func NewClient(host string) (*Client, error) {
 			return d.DialContext(ctx, "unix", sock)
 		},
 	}
-	return &Client{socket: sock, http: &http.Client{Transport: tr}}, nil
+	return &Client{socket: sock, base: "http://gantry", http: &http.Client{Transport: tr}}, nil
+}
+
+// ClientTLS returns the TLS configuration of a client that presents Cert
+// and Key and trusts only the CA in CA. It returns ErrInvalid.
+func ClientTLS(f TLSFiles) (*tls.Config, error) {
+	cert, err := tls.LoadX509KeyPair(f.Cert, f.Key)
+	if err != nil {
+		return nil, gantry.Errorf(gantry.ErrInvalid, "TLS client certificate: %v", err)
+	}
+	pool, err := loadCA(f.CA)
+	if err != nil {
+		return nil, err
+	}
+	return &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
+}
+
+// ServerTLS returns the TLS configuration of a server that presents Cert
+// and Key and demands a client certificate signed by the CA in CA. It
+// returns ErrInvalid.
+func ServerTLS(f TLSFiles) (*tls.Config, error) {
+	cert, err := tls.LoadX509KeyPair(f.Cert, f.Key)
+	if err != nil {
+		return nil, gantry.Errorf(gantry.ErrInvalid, "TLS server certificate: %v", err)
+	}
+	pool, err := loadCA(f.CA)
+	if err != nil {
+		return nil, err
+	}
+	return &tls.Config{
+		Certificates: []tls.Certificate{cert},
+		ClientCAs:    pool,
+		ClientAuth:   tls.RequireAndVerifyClientCert,
+		MinVersion:   tls.VersionTLS12,
+	}, nil
+}
+
+func loadCA(path string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		return nil, gantry.Errorf(gantry.ErrInvalid, "TLS CA: %v", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, gantry.Errorf(gantry.ErrInvalid, "TLS CA %s: no PEM certificate in it", path)
+	}
+	return pool, nil
 }
 
 func (c *Client) url(path string, q url.Values) string {
-	u := "http://gantry" + path
+	u := c.base + path
 	if len(q) > 0 {
 		u += "?" + q.Encode()
 	}

@@ -59,6 +59,8 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	binDir = dir
+	// Tests run the CLI as other users too.
+	os.Chmod(binDir, 0o755)
 	build := exec.Command("go", "build", "-o", binDir+"/", "../cmd/gantryd", "../cmd/gantry")
 	build.Stdout, build.Stderr = os.Stdout, os.Stderr
 	if err := build.Run(); err != nil {
@@ -131,8 +133,13 @@ func startDaemon(t *testing.T, args ...string) *gantryd {
 // environment.
 func startDaemonEnv(t *testing.T, env []string, args ...string) *gantryd {
 	t.Helper()
-	dir := t.TempDir()
-	d := &gantryd{t: t, socket: filepath.Join(dir, "gantry.sock"), dataDir: filepath.Join(dir, "data"), args: args, env: env}
+	return startDaemonAt(t, filepath.Join(t.TempDir(), "gantry.sock"), env, args...)
+}
+
+// startDaemonAt is startDaemonEnv with the socket at a path of the test's.
+func startDaemonAt(t *testing.T, socket string, env []string, args ...string) *gantryd {
+	t.Helper()
+	d := &gantryd{t: t, socket: socket, dataDir: filepath.Join(t.TempDir(), "data"), args: args, env: env}
 	d.start()
 	t.Cleanup(func() {
 		d.stop()

@@ -61,9 +61,10 @@ func main() {
 
 type globals struct {
 	host string
+	tls  api.TLSFiles
 }
 
-func (g *globals) client() (*api.Client, error) { return api.NewClient(g.host) }
+func (g *globals) client() (*api.Client, error) { return api.NewClient(g.host, g.tls) }
 
 func newRoot() *cobra.Command {
 	g := &globals{}
@@ -79,8 +80,11 @@ the job passes its gate.`,
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return &exitError{code: exitUsage, msg: fmt.Sprintf("gantry: %v\nSee '%s --help'.", err, c.CommandPath())}
 	})
-	root.PersistentFlags().StringVarP(&g.host, "host", "H", "", "gantryd socket, unix:///path (default: GANTRY_HOST, else "+api.DefaultSocket()+")")
-	root.AddCommand(initCmd(), submitCmd(g), lsCmd(g), inspectCmd(g), logsCmd(g), cancelCmd(g), pushCmd(g), versionCmd(g))
+	root.PersistentFlags().StringVarP(&g.host, "host", "H", "", "gantryd: unix:///path, or tcp://HOST:PORT with the TLS flags (default: GANTRY_HOST, else "+api.DefaultSocket()+")")
+	root.PersistentFlags().StringVar(&g.tls.CA, "tlscacert", "", "trust only certificates signed by this CA (tcp:// hosts)")
+	root.PersistentFlags().StringVar(&g.tls.Cert, "tlscert", "", "TLS client certificate (tcp:// hosts)")
+	root.PersistentFlags().StringVar(&g.tls.Key, "tlskey", "", "TLS client key (tcp:// hosts)")
+	root.AddCommand(initCmd(), submitCmd(g), lsCmd(g), inspectCmd(g), logsCmd(g), watchCmd(g), cancelCmd(g), pushCmd(g), versionCmd(g))
 	return root
 }
 
@@ -199,39 +203,11 @@ its outcome: 0 succeeded, 1 failed, 3 rejected by the gate, 4 canceled.`,
 	return c
 }
 
-// waitJob follows the job's log to errOut until it ends, then prints its
-// outcome to out and returns the exit code it calls for.
+// waitJob shows the job until it ends, as gantry watch does (with quiet,
+// nothing), then prints its outcome to out and returns the exit code it
+// calls for.
 func waitJob(ctx context.Context, cl *api.Client, id string, out, errOut io.Writer, quiet bool) error {
-	logOut := errOut
-	if quiet {
-		logOut = io.Discard
-	}
-	if err := cl.Logs(ctx, id, true, logOut); err != nil {
-		if ctx.Err() != nil {
-			return &exitError{code: exitFailed, msg: fmt.Sprintf("gantry: stopped waiting; job %s goes on (gantry logs -f %s)", id, id)}
-		}
-		fmt.Fprintf(errOut, "gantry: following the log: %v; waiting for the job to end\n", err)
-	}
-	j, err := waitEnd(ctx, cl, id)
-	if err != nil {
-		if ctx.Err() != nil {
-			return &exitError{code: exitFailed, msg: fmt.Sprintf("gantry: stopped waiting; job %s goes on", id)}
-		}
-		return err
-	}
-	fmt.Fprintln(out, outcome(j))
-	for _, p := range j.Pushes {
-		fmt.Fprintf(out, "pushed %s@%s\n", p.Ref, p.Digest)
-	}
-	switch j.State {
-	case gantry.StateSucceeded:
-		return nil
-	case gantry.StateRejected:
-		return &exitError{code: exitRejected}
-	case gantry.StateCanceled:
-		return &exitError{code: exitCanceled}
-	}
-	return &exitError{code: exitFailed}
+	return newView(cl, out, errOut, quiet).run(ctx, id)
 }
 
 // outcome is the one line that says how a job ended.

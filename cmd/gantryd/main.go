@@ -23,6 +23,8 @@ import (
 	"github.com/gantry-ml/gantry/api"
 	"github.com/gantry-ml/gantry/builder"
 	"github.com/gantry-ml/gantry/daemon"
+	"github.com/gantry-ml/gantry/dashboard"
+	"github.com/gantry-ml/gantry/metrics"
 	"github.com/gantry-ml/gantry/push"
 	"github.com/gantry-ml/gantry/runner"
 	"github.com/gantry-ml/gantry/store"
@@ -60,9 +62,18 @@ func run() error {
 		pushTO      = flag.Duration("push-timeout", 30*time.Minute, "default limit on a job's push, retries included (0: none)")
 		memory      = flag.String("memory", "", "default memory limit of training containers, e.g. 2g (empty: none)")
 		cpus        = flag.Float64("cpus", 0, "default CPU limit of training containers (0: none)")
-		pidsLimit   = flag.Int64("pids-limit", 0, "default process limit of training containers (0: none)")
+		pidsLimit   = flag.Int64("pids-limit", 1024, "default process limit of training containers (0: none)")
+		maxLog      = flag.Int64("max-log", 256<<20, "training output kept in a job's log, in bytes; the rest is dropped")
+		sockGroup   = flag.String("socket-group", "", "group that may use the socket (default: gantry when that group exists, else root only)")
+		tcpAddr     = flag.String("tcp", "", "also serve the API on this TCP address, with mutual TLS (--tlscacert, --tlscert, --tlskey)")
+		tlsCA       = flag.String("tlscacert", "", "CA whose client certificates the TCP listener trusts")
+		tlsCert     = flag.String("tlscert", "", "the TCP listener's certificate")
+		tlsKey      = flag.String("tlskey", "", "the TCP listener's key")
 		orphanGrace = flag.Duration("orphan-grace", time.Minute, "how long a container with gantryd's label but no job is left before it is removed")
 		debug       = flag.Bool("debug", false, "log at debug level")
+		httpAddr    = flag.String("http", "", "serve the dashboard on this loopback address, e.g. 127.0.0.1:8080 (empty: no dashboard)")
+		httpUser    = flag.String("http-user", "", "user the dashboard asks for; with --http-password-file it also allows cancel (default: read-only, no login)")
+		httpPass    = flag.String("http-password-file", "", "file holding the password of --http-user")
 	)
 	flag.Parse()
 	if flag.NArg() > 0 {
@@ -71,6 +82,10 @@ func run() error {
 	memBytes, err := gantry.ParseBytes(*memory)
 	if err != nil {
 		return fmt.Errorf("--memory: %w", err)
+	}
+	cred, err := httpCredentials(*httpAddr, *httpUser, *httpPass)
+	if err != nil {
+		return err
 	}
 	level := slog.LevelInfo
 	if *debug {
@@ -123,6 +138,7 @@ func run() error {
 		Resources:   gantry.Resources{Memory: memBytes, CPUs: *cpus, PidsLimit: *pidsLimit},
 		StopTimeout: *stopTimeout,
 		OrphanGrace: *orphanGrace,
+		MaxLog:      *maxLog,
 		Logger:      log,
 	}, st, bk, eng, push.New(), source)
 	if err != nil {
@@ -132,22 +148,51 @@ func run() error {
 		return err
 	}
 
-	ln, err := listen(*socket)
+	gid, err := socketGroup(*sockGroup)
+	if err != nil {
+		return err
+	}
+	ln, err := listen(*socket, gid)
 	if err != nil {
 		return err
 	}
 	versions := func(context.Context) api.VersionInfo {
 		return api.VersionInfo{Version: gantry.Version, APIVersion: api.Version, Engine: engineVersion, EngineAPI: engineAPI}
 	}
+	m := metrics.New(&metricsSource{Daemon: d, counts: st.Counts})
+	go m.Run(ctx)
+	apiHandler := api.Handler(d, versions, log)
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", m.Handler())
+	mux.Handle("/", apiHandler)
 	srv := &http.Server{
-		Handler:           api.Handler(d, versions, log),
+		Handler:           api.Logged(mux, log),
 		ReadHeaderTimeout: 10 * time.Second,
 		BaseContext:       func(net.Listener) context.Context { return ctx },
+		ConnContext:       api.ConnContext,
 	}
-	served := make(chan error, 1)
+	served := make(chan error, 2)
 	go func() { served <- srv.Serve(ln) }()
+	if *tcpAddr != "" {
+		tln, err := listenTCP(*tcpAddr, api.TLSFiles{CA: *tlsCA, Cert: *tlsCert, Key: *tlsKey})
+		if err != nil {
+			srv.Close()
+			os.Remove(*socket)
+			return err
+		}
+		go func() { served <- srv.Serve(tln) }()
+		log.Info("serving the API over mutual TLS", "addr", tln.Addr().String())
+	}
 	log.Info("gantryd serving", "socket", *socket, "data_dir", *dataDir, "instance", instance,
 		"engine", engineVersion, "engine_api", engineAPI, "max_jobs", *maxJobs)
+	stopHTTP := func(context.Context) error { return nil }
+	if *httpAddr != "" {
+		if stopHTTP, err = serveHTTP(ctx, *httpAddr, dashboard.Handler(apiHandler, m.Handler(), cred), log); err != nil {
+			srv.Close()
+			os.Remove(*socket)
+			return err
+		}
+	}
 
 	ran := make(chan error, 1)
 	go func() { ran <- d.Run(ctx) }()
@@ -163,6 +208,7 @@ func run() error {
 	sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	srv.Shutdown(sctx)
+	stopHTTP(sctx)
 	if e := <-ran; err == nil {
 		err = e
 	}
@@ -171,33 +217,4 @@ func run() error {
 		err = nil
 	}
 	return err
-}
-
-// listen opens the API socket. A socket file left by a gantryd that is gone
-// is replaced; one a live gantryd answers on is not.
-func listen(path string) (net.Listener, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nil, fmt.Errorf("socket directory: %w", err)
-	}
-	if fi, err := os.Lstat(path); err == nil {
-		if fi.Mode()&os.ModeSocket == 0 {
-			return nil, fmt.Errorf("socket %s: exists and is not a socket; remove it or choose another --socket", path)
-		}
-		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
-			c.Close()
-			return nil, fmt.Errorf("socket %s: another gantryd is serving on it", path)
-		}
-		if err := os.Remove(path); err != nil {
-			return nil, fmt.Errorf("remove stale socket %s: %w", path, err)
-		}
-	}
-	ln, err := net.Listen("unix", path)
-	if err != nil {
-		return nil, fmt.Errorf("listen on %s: %w", path, err)
-	}
-	if err := os.Chmod(path, 0o660); err != nil {
-		ln.Close()
-		return nil, fmt.Errorf("socket %s: %w", path, err)
-	}
-	return ln, nil
 }

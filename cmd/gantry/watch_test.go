@@ -1,0 +1,599 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/moby/buildkit/client"
+	digest "github.com/opencontainers/go-digest"
+
+	"github.com/gantry-ml/gantry"
+)
+
+func TestParsePushing(t *testing.T) {
+	tests := []struct {
+		line        string
+		done, total int64
+		ok          bool
+	}{
+		{"pushing: 92.8 MB of 325.3 MB [97312345/341123456]", 97312345, 341123456, true},
+		{"pushing: 0 B of 0 B [0/0]", 0, 0, true},
+		{"pushing: 1.0 kB of 2.0 kB [1024/2048]\r", 1024, 2048, true},
+		{"pushing: 92.8 MB of 325.3 MB", 0, 0, false},            // no exact counts
+		{"pushing: 92.8 MB of 325.3 MB [97312345]", 0, 0, false}, // no total
+		{"pushing: [x/2]", 0, 0, false},
+		{"pushing: [-1/2]", 0, 0, false},
+		{"pushing: [1/2] and more", 0, 0, false},
+		{"pushed 127.0.0.1:5000/a:b@sha256:00", 0, 0, false},
+		{"==> pushing to [127.0.0.1:5000/a:b]", 0, 0, false},
+		{"  pushing: [1/2]", 0, 0, false}, // training output that looks alike, indented
+	}
+	for _, tt := range tests {
+		done, total, ok := parsePushing(tt.line)
+		if done != tt.done || total != tt.total || ok != tt.ok {
+			t.Errorf("parsePushing(%q) = %d, %d, %v; want %d, %d, %v", tt.line, done, total, ok, tt.done, tt.total, tt.ok)
+		}
+	}
+}
+
+func TestPushBar(t *testing.T) {
+	tests := []struct {
+		done, total int64
+		rate        float64
+		want        string
+	}{
+		{0, 3 << 20, 0, "pushing [>                             ]   0%  0 B / 3.0 MB"},
+		{1 << 20, 3 << 20, 1 << 20, "pushing [==========>                   ]  33%  1.0 MB / 3.0 MB  1.0 MB/s"},
+		{97312345, 341123456, 12.5 * (1 << 20), "pushing [========>                     ]  28%  92.8 MB / 325.3 MB  12.5 MB/s"},
+		{3 << 20, 3 << 20, 1.5 * (1 << 20), "pushing [==============================] 100%  3.0 MB / 3.0 MB  1.5 MB/s"},
+		{5 << 30, 4 << 30, 0, "pushing [==============================] 100%  5.00 GB / 4.00 GB"}, // more than the total: full, no further
+		{10, 0, 0, "pushing [>                             ]   0%  10 B / 0 B"},                   // total not known yet
+		{2048, 4096, 512, "pushing [===============>              ]  50%  2.0 kB / 4.0 kB  512 B/s"},
+	}
+	for _, tt := range tests {
+		if got := pushBar(tt.done, tt.total, tt.rate); got != tt.want {
+			t.Errorf("pushBar(%d, %d, %v)\n got %q\nwant %q", tt.done, tt.total, tt.rate, got, tt.want)
+		}
+	}
+}
+
+func TestRate(t *testing.T) {
+	t0 := time.Date(2025, 6, 1, 10, 0, 0, 0, time.UTC)
+	at := func(s float64) time.Time { return t0.Add(time.Duration(s * float64(time.Second))) }
+	tests := []struct {
+		name    string
+		samples []sample
+		want    float64
+	}{
+		{"none", nil, 0},
+		{"one", []sample{{at(0), 100}}, 0},
+		{"steady", []sample{{at(0), 0}, {at(1), 1000}, {at(2), 2000}}, 1000},
+		{"first to last", []sample{{at(0), 0}, {at(1), 3000}, {at(4), 4000}}, 1000},
+		{"same moment", []sample{{at(1), 0}, {at(1), 1000}}, 0},
+		{"went back", []sample{{at(0), 1000}, {at(1), 0}}, 0},
+		{"stalled", []sample{{at(0), 500}, {at(2), 500}}, 0},
+	}
+	for _, tt := range tests {
+		if got := rate(tt.samples); got != tt.want {
+			t.Errorf("%s: rate = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}
+
+func TestMeter(t *testing.T) {
+	t0 := time.Date(2025, 6, 1, 10, 0, 0, 0, time.UTC)
+	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
+	steps := []struct {
+		at   time.Time
+		done int64
+		want float64
+	}{
+		{at(0), 0, 0},
+		{at(1), 1000, 1000},
+		{at(2), 3000, 1500},
+		{at(6), 7000, 1200}, // from t=1, the newest sample at least 5 s old: 6000 B in 5 s
+		{at(7), 7000, 800},  // from t=2: 4000 B in 5 s
+		{at(8), 100, 0},     // went back: a new push starts afresh
+		{at(9), 1100, 1000},
+	}
+	var m meter
+	for i, s := range steps {
+		if got := m.add(s.at, s.done); got != s.want {
+			t.Errorf("step %d: add(%v, %d) = %v, want %v", i, s.at.Sub(t0), s.done, got, s.want)
+		}
+	}
+}
+
+func TestEventLines(t *testing.T) {
+	t0 := time.Date(2025, 6, 1, 10, 0, 0, 0, time.UTC)
+	acc := 0.93333
+	el := &eventLines{loc: time.UTC}
+	tests := []struct {
+		e    gantry.Event
+		want string
+	}{
+		{gantry.Event{Time: t0, Job: "a", Type: gantry.EventState, State: gantry.StateQueued},
+			"2025-06-01T10:00:00Z a queued"},
+		{gantry.Event{Time: t0.Add(time.Second), Job: "a", Type: gantry.EventState, State: gantry.StateRunning},
+			"2025-06-01T10:00:01Z a running"},
+		{gantry.Event{Time: t0.Add(2 * time.Second), Job: "a", Type: gantry.EventAccuracy, Accuracy: &acc},
+			"2025-06-01T10:00:02Z a running accuracy 0.9333"},
+		{gantry.Event{Time: t0.Add(3 * time.Second), Job: "a", Type: gantry.EventPush, Push: &gantry.Push{Ref: "reg/x:1", Digest: "sha256:d1"}},
+			"2025-06-01T10:00:03Z a running accuracy 0.9333 pushed reg/x:1@sha256:d1"},
+		{gantry.Event{Time: t0.Add(4 * time.Second), Job: "a", Type: gantry.EventState, State: gantry.StateSucceeded},
+			"2025-06-01T10:00:04Z a succeeded accuracy 0.9333"},
+		{gantry.Event{Time: t0, Job: "b", Type: gantry.EventState, State: gantry.StateFailed, Error: "training exited with code 3"},
+			"2025-06-01T10:00:00Z b failed: training exited with code 3"},
+		{gantry.Event{Time: t0, Job: "c", Type: gantry.EventPush, Push: &gantry.Push{Ref: "reg/y:1", Digest: "sha256:d2"}},
+			"2025-06-01T10:00:00Z c - pushed reg/y:1@sha256:d2"}, // a job first seen by a push: its state is not known
+		{gantry.Event{Time: t0, Job: "c", Type: "paused"},
+			"2025-06-01T10:00:00Z c - paused"}, // a kind of event this client does not know
+	}
+	for i, tt := range tests {
+		if got := el.line(tt.e); got != tt.want {
+			t.Errorf("event %d: line\n got %q\nwant %q", i, got, tt.want)
+		}
+	}
+}
+
+// fakeSource is a hand-written jobSource.
+type fakeSource struct {
+	get         func(ctx context.Context, id string) (*gantry.Job, error)
+	logs        func(ctx context.Context, id string, follow bool, w io.Writer) error
+	buildStatus func(ctx context.Context, id string, follow bool, w io.Writer) error
+}
+
+func (f *fakeSource) Get(ctx context.Context, id string) (*gantry.Job, error) { return f.get(ctx, id) }
+func (f *fakeSource) Logs(ctx context.Context, id string, follow bool, w io.Writer) error {
+	return f.logs(ctx, id, follow, w)
+}
+func (f *fakeSource) BuildStatus(ctx context.Context, id string, follow bool, w io.Writer) error {
+	return f.buildStatus(ctx, id, follow, w)
+}
+
+const (
+	testJob = "06h17gxw9sr0xqcw"
+	// testBuildLog is the build's part of a job log: gantryd's lines and
+	// BuildKit's plain progress, which the terminal view leaves to the display.
+	testBuildLog = `==> building gantry/job:06h17gxw9sr0xqcw (Dockerfile Dockerfile)
+#1 [internal] load build definition from Dockerfile
+#1 DONE 0.0s
+==> built image sha256:abc
+`
+	testRunLog = `==> training in container 0123456789ab
+step 0
+step 1
+Model accuracy: 0.9333
+==> accuracy 0.9333
+==> pushing to [reg/x:latest]
+pushing: 0 B of 3.0 MB [0/3145728]
+pushing: 1.0 MB of 3.0 MB [1048576/3145728]
+pushing: 3.0 MB of 3.0 MB [3145728/3145728]
+pushed reg/x:latest@sha256:def
+==> succeeded
+`
+)
+
+func endedJob(s gantry.State) *gantry.Job {
+	j := &gantry.Job{ID: testJob, State: s}
+	if s != gantry.StateCanceled {
+		a := 0.9333
+		j.Metrics.Accuracy = &a
+	}
+	switch s {
+	case gantry.StateSucceeded:
+		j.Pushes = []gantry.Push{{Ref: "reg/x:latest", Digest: "sha256:def"}}
+	case gantry.StateRejected:
+		j.Error = "accuracy 0.9333 is below the gate 0.95"
+	case gantry.StateFailed:
+		j.Error = "training exited with code 3"
+	case gantry.StateCanceled:
+		j.Error = "canceled"
+	}
+	return j
+}
+
+func exitCode(err error) int {
+	var ee *exitError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &ee):
+		return ee.code
+	}
+	return -1
+}
+
+// Without a terminal, the view is the log as it comes, then the outcome,
+// and the exit code is the job's.
+func TestViewPlain(t *testing.T) {
+	tests := []struct {
+		state gantry.State
+		out   string
+		code  int
+	}{
+		{gantry.StateSucceeded, "job 06h17gxw9sr0xqcw succeeded: accuracy 0.9333\npushed reg/x:latest@sha256:def\n", 0},
+		{gantry.StateFailed, "job 06h17gxw9sr0xqcw failed: accuracy 0.9333: training exited with code 3\n", exitFailed},
+		{gantry.StateRejected, "job 06h17gxw9sr0xqcw rejected: accuracy 0.9333: accuracy 0.9333 is below the gate 0.95\n", exitRejected},
+		{gantry.StateCanceled, "job 06h17gxw9sr0xqcw canceled: canceled\n", exitCanceled},
+	}
+	for _, tt := range tests {
+		src := &fakeSource{
+			get: func(context.Context, string) (*gantry.Job, error) { return endedJob(tt.state), nil },
+			logs: func(_ context.Context, id string, follow bool, w io.Writer) error {
+				if id != testJob || !follow {
+					t.Errorf("Logs(%q, follow %v), want the job followed", id, follow)
+				}
+				io.WriteString(w, testBuildLog+testRunLog)
+				return nil
+			},
+			buildStatus: func(context.Context, string, bool, io.Writer) error {
+				t.Error("the plain view read the build status")
+				return nil
+			},
+		}
+		var out, progress bytes.Buffer
+		v := newView(src, &out, &progress, false)
+		err := v.run(context.Background(), testJob)
+		if got := exitCode(err); got != tt.code {
+			t.Errorf("%s: exit code %d (%v), want %d", tt.state, got, err, tt.code)
+		}
+		if out.String() != tt.out {
+			t.Errorf("%s: stdout\n got %q\nwant %q", tt.state, out.String(), tt.out)
+		}
+		if progress.String() != testBuildLog+testRunLog {
+			t.Errorf("%s: stderr is not the log as it is:\n%s", tt.state, progress.String())
+		}
+	}
+}
+
+// When the log breaks off, the view says so and waits for the job's end
+// from its record; an unknown job is an error at once.
+func TestViewLogBreaks(t *testing.T) {
+	gets := 0
+	src := &fakeSource{
+		get: func(context.Context, string) (*gantry.Job, error) {
+			if gets++; gets < 3 {
+				return &gantry.Job{ID: testJob, State: gantry.StateRunning}, nil
+			}
+			return endedJob(gantry.StateSucceeded), nil
+		},
+		logs: func(_ context.Context, _ string, _ bool, w io.Writer) error {
+			io.WriteString(w, "step 0\n")
+			return errors.New("connection reset")
+		},
+	}
+	var out, progress bytes.Buffer
+	v := newView(src, &out, &progress, false)
+	v.poll = time.Millisecond
+	if err := v.run(context.Background(), testJob); err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	if want := "step 0\ngantry: following the log: connection reset; waiting for the job to end\n"; progress.String() != want {
+		t.Errorf("stderr %q, want %q", progress.String(), want)
+	}
+	if !strings.HasPrefix(out.String(), "job "+testJob+" succeeded") {
+		t.Errorf("stdout %q, want the outcome", out.String())
+	}
+
+	src.logs = func(context.Context, string, bool, io.Writer) error {
+		return gantry.Errorf(gantry.ErrNotFound, "job nosuch not found")
+	}
+	src.get = func(context.Context, string) (*gantry.Job, error) {
+		t.Error("the view read the record of a job it knows is not there")
+		return nil, nil
+	}
+	err := newView(src, io.Discard, io.Discard, false).run(context.Background(), "nosuch")
+	if !errors.Is(err, gantry.ErrNotFound) {
+		t.Errorf("run on an unknown job: %v, want ErrNotFound", err)
+	}
+}
+
+// Interrupted, the view stops and says the job goes on.
+func TestViewInterrupted(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	src := &fakeSource{
+		logs: func(ctx context.Context, _ string, _ bool, _ io.Writer) error {
+			cancel()
+			<-ctx.Done()
+			return ctx.Err()
+		},
+	}
+	err := newView(src, io.Discard, io.Discard, false).run(ctx, testJob)
+	var ee *exitError
+	if !errors.As(err, &ee) || ee.code != exitFailed || !strings.Contains(ee.msg, "goes on") {
+		t.Errorf("run interrupted: %v, want exit 1 saying the job goes on", err)
+	}
+}
+
+// testStatuses is a build status stream: JSON lines of client.SolveStatus.
+func testStatuses(t *testing.T, names ...string) []byte {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	now := time.Date(2025, 6, 1, 10, 0, 0, 0, time.UTC)
+	for i, n := range names {
+		s := client.SolveStatus{Vertexes: []*client.Vertex{{Digest: digest.Digest("sha256:" + strings.Repeat(fmt.Sprint(i), 64)), Name: n, Started: &now, Completed: &now}}}
+		if err := enc.Encode(s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return b.Bytes()
+}
+
+// On a terminal, the build goes to BuildKit's display (each status update
+// once, though the followed stream is cut mid-line and read again), the
+// build's plain lines are left out, and the push is one bar redrawn in place
+// with its rate.
+func TestViewTTY(t *testing.T) {
+	statuses := testStatuses(t, "[internal] load build definition from Dockerfile", "[1/2] FROM base", "[2/2] COPY train.py /train.py")
+	cut := bytes.IndexByte(statuses, '\n') + 20 // the first update and part of the second
+	partial := make(chan struct{})
+	src := &fakeSource{
+		get: func(context.Context, string) (*gantry.Job, error) {
+			return endedJob(gantry.StateSucceeded), nil
+		},
+		logs: func(_ context.Context, _ string, follow bool, w io.Writer) error {
+			if !follow {
+				t.Error("the log was not followed")
+			}
+			io.WriteString(w, testBuildLog)
+			<-partial // the training marker comes while the status stream is mid-line
+			io.WriteString(w, testRunLog)
+			return nil
+		},
+		buildStatus: func(ctx context.Context, _ string, follow bool, w io.Writer) error {
+			if !follow {
+				_, err := w.Write(statuses)
+				return err
+			}
+			if _, err := w.Write(statuses[:cut]); err != nil {
+				return err
+			}
+			close(partial)
+			<-ctx.Done() // a job still going: the stream goes on until cut off
+			return ctx.Err()
+		},
+	}
+	var mu sync.Mutex
+	var shown []string
+	t0 := time.Date(2025, 6, 1, 10, 0, 0, 0, time.UTC)
+	tick := 0
+	var out, progress bytes.Buffer
+	v := &view{
+		src: src, out: &out, progress: &progress, tty: true, poll: time.Millisecond,
+		display: func(ctx context.Context, ch chan *client.SolveStatus) error {
+			for s := range ch {
+				mu.Lock()
+				for _, vx := range s.Vertexes {
+					shown = append(shown, vx.Name)
+				}
+				mu.Unlock()
+			}
+			return nil
+		},
+		now: func() time.Time { tick++; return t0.Add(time.Duration(tick) * time.Second) },
+	}
+	if err := v.run(context.Background(), testJob); err != nil {
+		t.Fatalf("run: %v", err)
+	}
+
+	want := []string{"[internal] load build definition from Dockerfile", "[1/2] FROM base", "[2/2] COPY train.py /train.py"}
+	if strings.Join(shown, "|") != strings.Join(want, "|") {
+		t.Errorf("the display was shown %q, want %q", shown, want)
+	}
+	wantProgress := dim + "==> building gantry/job:06h17gxw9sr0xqcw (Dockerfile Dockerfile)" + reset + "\n" +
+		dim + "==> built image sha256:abc" + reset + "\n" +
+		dim + "==> training in container 0123456789ab" + reset + "\n" +
+		"step 0\nstep 1\nModel accuracy: 0.9333\n" +
+		dim + "==> accuracy 0.9333" + reset + "\n" +
+		dim + "==> pushing to [reg/x:latest]" + reset + "\n" +
+		"\rpushing [>                             ]   0%  0 B / 3.0 MB\x1b[K" +
+		"\rpushing [==========>                   ]  33%  1.0 MB / 3.0 MB  1.0 MB/s\x1b[K" +
+		"\rpushing [==============================] 100%  3.0 MB / 3.0 MB  1.5 MB/s\x1b[K\n" +
+		"pushed reg/x:latest@sha256:def\n" +
+		dim + "==> succeeded" + reset + "\n"
+	if progress.String() != wantProgress {
+		t.Errorf("progress\n got %q\nwant %q", progress.String(), wantProgress)
+	}
+	if want := "job 06h17gxw9sr0xqcw succeeded: accuracy 0.9333\npushed reg/x:latest@sha256:def\n"; out.String() != want {
+		t.Errorf("stdout %q, want %q", out.String(), want)
+	}
+}
+
+// A job that ends in its build (or before) has no training marker: the
+// display ends with the job, and gantryd's lines follow it. A job that never
+// built gets no display at all.
+func TestViewTTYEndsInBuild(t *testing.T) {
+	tests := []struct {
+		name     string
+		log      string
+		statuses []byte
+		shown    int
+		progress string
+		state    gantry.State
+	}{
+		{
+			name:     "build fails",
+			log:      "==> building gantry/job:x (Dockerfile Dockerfile)\n#1 ERROR: exit code: 7\n==> failed: build failed at step [2/3] RUN false\n",
+			statuses: testStatuses(t, "[1/3] FROM base", "[2/3] RUN false"),
+			shown:    2,
+			progress: dim + "==> building gantry/job:x (Dockerfile Dockerfile)" + reset + "\n" + dim + "==> failed: build failed at step [2/3] RUN false" + reset + "\n",
+			state:    gantry.StateFailed,
+		},
+		{
+			name:     "canceled while queued",
+			log:      "==> canceled: canceled\n",
+			shown:    0,
+			progress: dim + "==> canceled: canceled" + reset + "\n",
+			state:    gantry.StateCanceled,
+		},
+	}
+	for _, tt := range tests {
+		src := &fakeSource{
+			get: func(context.Context, string) (*gantry.Job, error) { return endedJob(tt.state), nil },
+			logs: func(_ context.Context, _ string, _ bool, w io.Writer) error {
+				_, err := io.WriteString(w, tt.log)
+				return err
+			},
+			buildStatus: func(_ context.Context, _ string, _ bool, w io.Writer) error {
+				_, err := w.Write(tt.statuses) // the job has ended: the stream ends too
+				return err
+			},
+		}
+		displays, shown := 0, 0
+		var progress bytes.Buffer
+		v := &view{src: src, out: io.Discard, progress: &progress, tty: true, now: time.Now, poll: time.Millisecond,
+			display: func(ctx context.Context, ch chan *client.SolveStatus) error {
+				displays++
+				for range ch {
+					shown++
+				}
+				return nil
+			},
+		}
+		v.run(context.Background(), testJob)
+		if wantDisplays := min(tt.shown, 1); displays != wantDisplays || shown != tt.shown {
+			t.Errorf("%s: %d displays showed %d updates, want %d showing %d", tt.name, displays, shown, wantDisplays, tt.shown)
+		}
+		if progress.String() != tt.progress {
+			t.Errorf("%s: progress\n got %q\nwant %q", tt.name, progress.String(), tt.progress)
+		}
+	}
+}
+
+// Without the build status (an older gantryd), the build's own log lines
+// stand in for the display.
+func TestViewTTYWithoutBuildStatus(t *testing.T) {
+	src := &fakeSource{
+		get: func(context.Context, string) (*gantry.Job, error) { return endedJob(gantry.StateSucceeded), nil },
+		logs: func(_ context.Context, _ string, _ bool, w io.Writer) error {
+			_, err := io.WriteString(w, testBuildLog+"==> training in container 0123456789ab\nstep 0\n")
+			return err
+		},
+		buildStatus: func(context.Context, string, bool, io.Writer) error {
+			return gantry.Errorf(gantry.ErrNotFound, "404 page not found")
+		},
+	}
+	var progress bytes.Buffer
+	v := &view{src: src, out: io.Discard, progress: &progress, tty: true, now: time.Now, poll: time.Millisecond,
+		display: func(context.Context, chan *client.SolveStatus) error {
+			t.Error("a display was started with no status")
+			return nil
+		},
+	}
+	if err := v.run(context.Background(), testJob); err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	for _, want := range []string{"no build display (404 page not found)", "#1 [internal] load build definition", "#1 DONE 0.0s", "step 0"} {
+		if !strings.Contains(progress.String(), want) {
+			t.Errorf("progress lacks %q:\n%s", want, progress.String())
+		}
+	}
+}
+
+// fakeEvents is a hand-written eventSource.
+type fakeEvents struct {
+	events func(ctx context.Context, since uint64, job string, follow bool, fn func(gantry.Event) error) error
+}
+
+func (f *fakeEvents) Events(ctx context.Context, since uint64, job string, follow bool, fn func(gantry.Event) error) error {
+	return f.events(ctx, since, job, follow, fn)
+}
+
+// Without a job, watch shows the jobs that have not ended (their events so
+// far) and then every new event, joining a broken stream again where it
+// left off, until interrupted.
+func TestWatchAll(t *testing.T) {
+	t0 := time.Date(2025, 6, 1, 10, 0, 0, 0, time.UTC)
+	acc := 0.95
+	n := uint64(0)
+	ev := func(job, typ string, s gantry.State) gantry.Event {
+		n++
+		return gantry.Event{Seq: n, Time: t0.Add(time.Duration(n) * time.Second), Job: job, Type: typ, State: s}
+	}
+	history := []gantry.Event{
+		ev("a", gantry.EventState, gantry.StateQueued),
+		ev("a", gantry.EventState, gantry.StateBuilding),
+		ev("b", gantry.EventState, gantry.StateQueued),
+		ev("a", gantry.EventState, gantry.StateRunning),
+		ev("a", gantry.EventState, gantry.StateSucceeded),
+		ev("b", gantry.EventState, gantry.StateBuilding),
+		ev("c", gantry.EventState, gantry.StateQueued),
+		ev("c", gantry.EventState, gantry.StateFailed),
+		ev("a", gantry.EventPush, ""), // gantry push again, after the end: a stays out
+	}
+	history[len(history)-1].Push = &gantry.Push{Ref: "reg/a:1", Digest: "sha256:aa"}
+	history[7].Error = "build failed"
+	live := []gantry.Event{
+		ev("b", gantry.EventState, gantry.StateRunning),
+		ev("b", gantry.EventAccuracy, ""),
+		ev("b", gantry.EventState, gantry.StateSucceeded),
+		ev("d", gantry.EventState, gantry.StateQueued),
+	}
+	live[1].Accuracy = &acc
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var calls []string
+	src := &fakeEvents{events: func(ctx context.Context, since uint64, job string, follow bool, fn func(gantry.Event) error) error {
+		calls = append(calls, fmt.Sprintf("since %d follow %v", since, follow))
+		if job != "" {
+			t.Errorf("events of job %q, want every job's", job)
+		}
+		var send []gantry.Event
+		switch {
+		case !follow:
+			send = history
+		case since == 9: // the stream breaks after one event
+			for _, e := range live[:1] {
+				fn(e)
+			}
+			return errors.New("unexpected EOF")
+		default:
+			for _, e := range live {
+				if e.Seq > since {
+					send = append(send, e)
+				}
+			}
+		}
+		for _, e := range send {
+			if err := fn(e); err != nil {
+				return err
+			}
+		}
+		if follow {
+			cancel() // interrupted
+		}
+		return ctx.Err()
+	}}
+	var out, errOut bytes.Buffer
+	if err := watchAll(ctx, src, &out, &errOut, time.Millisecond); err != nil {
+		t.Fatalf("watchAll: %v", err)
+	}
+	ts := func(s int) string { return t0.Add(time.Duration(s) * time.Second).Local().Format(time.RFC3339) }
+	want := strings.Join([]string{
+		ts(3) + " b queued",
+		ts(6) + " b building",
+		ts(10) + " b running",
+		ts(11) + " b running accuracy 0.9500",
+		ts(12) + " b succeeded accuracy 0.9500",
+		ts(13) + " d queued",
+	}, "\n") + "\n"
+	if out.String() != want {
+		t.Errorf("stdout\n got %q\nwant %q", out.String(), want)
+	}
+	if wantCalls := "since 0 follow false|since 9 follow true|since 10 follow true"; strings.Join(calls, "|") != wantCalls {
+		t.Errorf("event stream calls %q, want %q", calls, wantCalls)
+	}
+	if n := strings.Count(errOut.String(), "event stream broke"); n != 1 {
+		t.Errorf("stderr says the stream broke %d times, want once:\n%s", n, errOut.String())
+	}
+}

@@ -1,0 +1,116 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/gantry-ml/gantry"
+	"github.com/gantry-ml/gantry/api"
+	"github.com/gantry-ml/gantry/daemon"
+)
+
+// socketGroup returns the gid that may use the socket: name's, or when name
+// is empty the "gantry" group's if it exists, else -1 (root only).
+func socketGroup(name string) (int, error) {
+	lookup := name
+	if lookup == "" {
+		lookup = "gantry"
+	}
+	g, err := user.LookupGroup(lookup)
+	if err != nil {
+		if name == "" {
+			return -1, nil
+		}
+		return 0, fmt.Errorf("--socket-group %s: %w", name, err)
+	}
+	return strconv.Atoi(g.Gid)
+}
+
+// listen opens the API socket, mode 0660, owned by group gid (-1: root's).
+// It refuses a path that is a symlink or another kind of file, and one a
+// live gantryd answers on; a socket file left by a gantryd that is gone is
+// replaced.
+func listen(path string, gid int) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("socket directory: %w", err)
+	}
+	if fi, err := os.Lstat(path); err == nil {
+		switch {
+		case fi.Mode()&os.ModeSymlink != 0:
+			return nil, fmt.Errorf("socket %s: is a symlink; refusing to follow it (remove it or choose another --socket)", path)
+		case fi.Mode()&os.ModeSocket == 0:
+			return nil, fmt.Errorf("socket %s: exists and is not a socket; remove it or choose another --socket", path)
+		}
+		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("socket %s: another gantryd is serving on it", path)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("remove stale socket %s: %w", path, err)
+		}
+	}
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", path, err)
+	}
+	mode := os.FileMode(0o660)
+	if gid < 0 {
+		mode, gid = 0o600, os.Getegid()
+	}
+	if err := os.Chown(path, os.Geteuid(), gid); err == nil {
+		err = os.Chmod(path, mode)
+	}
+	if err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("socket %s: %w", path, err)
+	}
+	return ln, nil
+}
+
+// listenTCP opens the API's TCP listener. It speaks mutual TLS: without the
+// three files it refuses to start, unless addr is loopback (where it warns
+// nobody: the socket is the usual way there).
+func listenTCP(addr string, files api.TLSFiles) (net.Listener, error) {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("--tcp %q: want HOST:PORT: %w", addr, err)
+	}
+	noTLS := files.CA == "" && files.Cert == "" && files.Key == ""
+	if noTLS {
+		if !loopback(host) {
+			return nil, fmt.Errorf("--tcp %s: refusing to serve the API on a non-loopback address without TLS; give --tlscacert, --tlscert and --tlskey (clients then need a certificate from that CA)", addr)
+		}
+		return net.Listen("tcp", addr)
+	}
+	if files.CA == "" || files.Cert == "" || files.Key == "" {
+		return nil, errors.New("--tlscacert, --tlscert and --tlskey go together: the TCP listener demands client certificates")
+	}
+	cfg, err := api.ServerTLS(files)
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("--tcp: %w", err)
+	}
+	return tls.NewListener(ln, cfg), nil
+}
+
+// metricsSource gives the metrics the daemon's events and records, and the
+// store's counts.
+type metricsSource struct {
+	*daemon.Daemon
+	counts func(context.Context) (map[gantry.State]int, error)
+}
+
+func (s *metricsSource) Counts(ctx context.Context) (map[gantry.State]int, error) {
+	return s.counts(ctx)
+}
