@@ -99,6 +99,11 @@ type Spec struct {
 	Resources Resources `json:"resources,omitzero"`
 	// Sandbox relaxes the training container's least-privilege defaults.
 	Sandbox Sandbox `json:"sandbox,omitzero"`
+	// Promote, when set, is the tag (in the repository of each push
+	// reference) that moves to the job's image only when its accuracy beats
+	// the image the tag holds now by at least MinImprovement.
+	Promote        string  `json:"promote,omitempty"`
+	MinImprovement float64 `json:"min_improvement,omitempty"`
 }
 
 // Sandbox is what a job may relax of the training container's defaults: no
@@ -190,6 +195,12 @@ func (s *Spec) Validate(validRef, validRegex func(string) error) error {
 		}
 		s.Sandbox.CapAdd[i] = c
 	}
+	if s.Promote != "" && !validTag(s.Promote) {
+		return Errorf(ErrInvalid, "promote %q: want a tag (letters, digits, '_', '.', '-'; 128 at most)", s.Promote)
+	}
+	if m := s.MinImprovement; m != m || m < 0 || m > 1 {
+		return Errorf(ErrInvalid, "min_improvement %v: must be between 0 and 1", m)
+	}
 	if s.MinAccuracy != nil {
 		a := *s.MinAccuracy
 		if a != a || a < 0 || a > 1 {
@@ -210,6 +221,19 @@ func (s *Spec) Validate(validRef, validRegex func(string) error) error {
 		}
 	}
 	return nil
+}
+
+// validTag reports whether s is a valid image tag.
+func validTag(s string) bool {
+	if len(s) == 0 || len(s) > 128 || s[0] == '.' || s[0] == '-' {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("_.-", r)) {
+			return false
+		}
+	}
+	return true
 }
 
 // validName reports whether s may name a Docker network.
@@ -292,6 +316,13 @@ type Job struct {
 	// GatePassed is set once training exited 0 and passed the gate: the
 	// image may be pushed (again, with gantry push).
 	GatePassed bool `json:"gate_passed,omitempty"`
+	// Inputs pin what the job was built from.
+	Inputs Inputs `json:"inputs,omitzero"`
+	// Provenance is the record of what produced the result, set when the
+	// job pushes (it is what goes to the registry) or ends.
+	Provenance *Provenance `json:"provenance,omitempty"`
+	// Promotions are the decisions on the champion tag, one per repository.
+	Promotions []Promotion `json:"promotions,omitempty"`
 }
 
 // NewJob returns a queued job for spec, with a fresh ID.

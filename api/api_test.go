@@ -37,6 +37,10 @@ type fakeService struct {
 	events func(ctx context.Context, after uint64, job string, follow bool, send func(*gantry.Event) error) error
 }
 
+func (f *fakeService) History(ctx context.Context, name, tag string) ([]gantry.HistoryEntry, error) {
+	return nil, errUnexpected
+}
+
 func (f *fakeService) BuildStatus(ctx context.Context, id string, follow bool, w io.Writer) error {
 	return errUnexpected
 }

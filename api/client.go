@@ -319,3 +319,11 @@ func (c *Client) Events(ctx context.Context, since uint64, job string, follow bo
 	}
 	return ctx.Err()
 }
+
+// History returns the jobs that pushed to the image name, newest first,
+// each marked whether name:tag holds its image now.
+func (c *Client) History(ctx context.Context, name, tag string) ([]gantry.HistoryEntry, error) {
+	var h []gantry.HistoryEntry
+	err := c.getJSON(ctx, "/v1/history", url.Values{"name": {name}, "tag": {tag}}, &h)
+	return h, err
+}

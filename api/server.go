@@ -31,6 +31,8 @@
 //	                                 the build's status as JSON lines (BuildKit's
 //	                                 client.SolveStatus), to draw BuildKit's own
 //	                                 progress display from
+//	GET  /v1/history?name=REPO&tag=T the jobs that pushed to REPO, newest first,
+//	                                 each marked whether REPO:T holds its image
 //	POST /v1/jobs/{id}/cancel        cancel the job in whatever state it is;
 //	                                 answers 202 with the record (the job ends
 //	                                 canceled once its build, container or push
@@ -75,6 +77,7 @@ type Service interface {
 	Cancel(ctx context.Context, id string) (*gantry.Job, error)
 	Push(ctx context.Context, id string, refs []string, progress io.Writer) (*gantry.Job, error)
 	Events(ctx context.Context, after uint64, job string, follow bool, send func(*gantry.Event) error) error
+	History(ctx context.Context, name, tag string) ([]gantry.HistoryEntry, error)
 }
 
 // PushRequest is the body of POST /v1/jobs/{id}/push.
@@ -149,6 +152,7 @@ func Handler(svc Service, version func(context.Context) VersionInfo, log *slog.L
 	mux.HandleFunc("GET /v1/jobs/{id}/logs", s.stream("text/plain; charset=utf-8", Service.Logs))
 	mux.HandleFunc("GET /v1/jobs/{id}/build", s.stream("application/x-ndjson", Service.BuildStatus))
 	mux.HandleFunc("GET /v1/events", s.events)
+	mux.HandleFunc("GET /v1/history", s.history)
 	mux.HandleFunc("POST /v1/jobs/{id}/cancel", s.cancel)
 	mux.HandleFunc("POST /v1/jobs/{id}/push", s.push)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
@@ -336,6 +340,23 @@ func (s *server) events(w http.ResponseWriter, r *http.Request) {
 	if err != nil && r.Context().Err() == nil {
 		s.log.Warn("events", "err", err)
 	}
+}
+
+func (s *server) history(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	if q.Get("name") == "" {
+		s.error(w, r, gantry.Errorf(gantry.ErrInvalid, "history: name the image (?name=REGISTRY/REPO)"))
+		return
+	}
+	h, err := s.svc.History(r.Context(), q.Get("name"), q.Get("tag"))
+	if err != nil {
+		s.error(w, r, err)
+		return
+	}
+	if h == nil {
+		h = []gantry.HistoryEntry{}
+	}
+	s.json(w, http.StatusOK, h)
 }
 
 func (s *server) cancel(w http.ResponseWriter, r *http.Request) {

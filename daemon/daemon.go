@@ -10,6 +10,9 @@ package daemon
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -23,6 +26,7 @@ import (
 
 	"github.com/gantry-ml/gantry"
 	"github.com/gantry-ml/gantry/builder"
+	"github.com/gantry-ml/gantry/push"
 	"github.com/gantry-ml/gantry/runner"
 	"github.com/gantry-ml/gantry/store"
 	"github.com/gantry-ml/gantry/trainer"
@@ -52,12 +56,19 @@ type (
 	}
 	// janitor is the subset of the engine that cleans up after jobs.
 	janitor interface {
+		ImageID(ctx context.Context, ref string) (string, error)
 		RemoveImage(ctx context.Context, ref string) error
 		Containers(ctx context.Context, labels map[string]string) ([]runner.Container, error)
 		Ping(ctx context.Context) error
 	}
 	imagePusher interface {
 		Push(ctx context.Context, img v1.Image, refs []string, progress io.Writer) ([]gantry.Push, error)
+		// Attach pushes data as an artifact whose subject is the manifest
+		// digest subject in ref's repository; Attached reads it back.
+		Attach(ctx context.Context, ref, subject, mediaType string, data []byte) (string, error)
+		Attached(ctx context.Context, ref, subject, mediaType string) ([]byte, error)
+		Resolve(ctx context.Context, ref string) (string, error)
+		Tag(ctx context.Context, ref, digest string) error
 	}
 	// imageSource reads a local image (by name) for pushing.
 	imageSource func(ctx context.Context, ref string) (v1.Image, error)
@@ -108,7 +119,9 @@ type Daemon struct {
 	changed *broadcaster
 	mu      sync.Mutex
 	active  map[string]context.CancelCauseFunc // jobs this process runs
-	wg      sync.WaitGroup
+	// tagLocks serialize promotions of each tag.
+	tagLocks map[string]*sync.Mutex
+	wg       sync.WaitGroup
 }
 
 // New returns a daemon; Prepare and Run start its work.
@@ -142,9 +155,10 @@ func New(cfg Config, st jobStore, b imageBuilder, e Engine, p imagePusher, src i
 		cfg: cfg, store: &notifyingStore{jobStore: st, changed: changed},
 		builder: b, engine: e, pusher: p, source: src,
 		log: cfg.Logger, now: time.Now,
-		wake:    make(chan struct{}, 1),
-		changed: changed,
-		active:  map[string]context.CancelCauseFunc{},
+		wake:     make(chan struct{}, 1),
+		changed:  changed,
+		active:   map[string]context.CancelCauseFunc{},
+		tagLocks: map[string]*sync.Mutex{},
 	}, nil
 }
 
@@ -289,12 +303,18 @@ func (d *Daemon) Submit(ctx context.Context, spec gantry.Spec, tar io.Reader) (*
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("submit: %w", err)
 	}
-	size, err := unpack(tar, dir, d.cfg.Context)
+	sum := sha256.New()
+	size, err := unpack(io.TeeReader(tar, sum), dir, d.cfg.Context)
 	if err == nil {
 		err = checkDockerfile(dir, spec.Build.Dockerfile)
 	}
 	if err == nil {
 		j.ContextSize = size
+		j.Inputs.ContextDigest = "sha256:" + hex.EncodeToString(sum.Sum(nil))
+		j.Inputs.Files, err = fileDigests(dir)
+		j.Inputs.DockerfileDigest = j.Inputs.Files[spec.Build.Dockerfile]
+	}
+	if err == nil {
 		err = d.store.Create(ctx, j)
 	}
 	if err != nil {
@@ -521,7 +541,12 @@ func (d *Daemon) life(ctx context.Context, id string, logf io.Writer) error {
 			if err != nil {
 				return phaseErr(ctx, bctx, err)
 			}
-			if j, err = d.store.Update(ctx, id, func(j *gantry.Job) error { j.Image = imageID; return nil }); err != nil {
+			bases := d.bases(ctx, id)
+			if j, err = d.store.Update(ctx, id, func(j *gantry.Job) error {
+				j.Image = imageID
+				j.Inputs.Bases = bases
+				return nil
+			}); err != nil {
 				return err
 			}
 			os.RemoveAll(d.contextDir(id))
@@ -606,27 +631,174 @@ func (d *Daemon) life(ctx context.Context, id string, logf io.Writer) error {
 	}
 
 	if j.State == gantry.StatePushing {
-		say("pushing to %v", j.Spec.Push)
+		// Push to each reference, and to the immutable job-<id> tag of each
+		// repository, so every result can be found and rolled back to.
+		refs := append(append([]string(nil), j.Spec.Push...), jobTags(j)...)
+		say("pushing to %v", refs)
 		img, err := d.source(ctx, j.ImageName)
 		if err != nil {
 			return err
 		}
 		pctx, cancel := withLimit(ctx, "push", j.Spec.Timeouts.Push)
-		pushes, err := d.pusher.Push(pctx, img, j.Spec.Push, logf)
-		cancel()
+		defer cancel()
+		pushes, err := d.pusher.Push(pctx, img, refs, logf)
 		// Record what moved, even when the rest failed.
-		if _, uerr := d.store.Update(context.WithoutCancel(ctx), id, func(j *gantry.Job) error {
-			j.Pushes = mergePushes(j.Pushes, pushes)
-			return nil
-		}); uerr != nil {
-			return uerr
-		}
-		if err != nil {
+		if j, err = d.recordPushes(ctx, id, pushes, err); err != nil {
 			return phaseErr(ctx, pctx, err)
+		}
+		// The provenance record goes beside the image, by digest: the
+		// image's own digest does not change.
+		if j, err = d.attachProvenance(pctx, j, logf); err != nil {
+			return phaseErr(ctx, pctx, err)
+		}
+		if j.Spec.Promote != "" {
+			if err := d.promote(pctx, j, logf); err != nil {
+				return phaseErr(ctx, pctx, err)
+			}
 		}
 		return d.finish(ctx, id, logf, gantry.StateSucceeded, "")
 	}
 	return fmt.Errorf("job %s: nothing to do in state %s", id, j.State)
+}
+
+// jobTags returns REPO:job-<id> for each repository the job pushes to.
+func jobTags(j *gantry.Job) []string {
+	var tags []string
+	seen := map[string]bool{}
+	for _, r := range j.Spec.Push {
+		t, err := push.ParseRef(r)
+		if err != nil {
+			continue
+		}
+		repo := t.Context().Name()
+		if !seen[repo] {
+			seen[repo] = true
+			tags = append(tags, repo+":job-"+j.ID)
+		}
+	}
+	return tags
+}
+
+// recordPushes records the pushes done; pushErr is returned unless the
+// record itself failed.
+func (d *Daemon) recordPushes(ctx context.Context, id string, pushes []gantry.Push, pushErr error) (*gantry.Job, error) {
+	j, err := d.store.Update(context.WithoutCancel(ctx), id, func(j *gantry.Job) error {
+		j.Pushes = mergePushes(j.Pushes, pushes)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return j, pushErr
+}
+
+// attachProvenance records the job's provenance and pushes it as an
+// artifact referring to the image in each repository pushed to.
+func (d *Daemon) attachProvenance(ctx context.Context, j *gantry.Job, logf io.Writer) (*gantry.Job, error) {
+	prov := gantry.NewProvenance(j)
+	data, err := json.Marshal(prov)
+	if err != nil {
+		return nil, err
+	}
+	seen := map[string]bool{}
+	for _, p := range j.Pushes {
+		repo := repoOf(p.Ref)
+		if seen[repo] {
+			continue
+		}
+		seen[repo] = true
+		a, err := d.pusher.Attach(ctx, p.Ref, p.Digest, gantry.ProvenanceType, data)
+		if err != nil {
+			return nil, fmt.Errorf("attach the provenance record: %w", err)
+		}
+		fmt.Fprintf(logf, "provenance record %s attached to %s@%s\n", a, repo, p.Digest)
+	}
+	return d.store.Update(context.WithoutCancel(ctx), j.ID, func(j *gantry.Job) error {
+		j.Provenance = prov
+		return nil
+	})
+}
+
+func repoOf(ref string) string {
+	t, err := push.ParseRef(ref)
+	if err != nil {
+		return ref
+	}
+	return t.Context().Name()
+}
+
+// promote moves the job's --promote tag, in each repository it pushed to,
+// to its image when its accuracy beats the image the tag holds now, as that
+// image's provenance record in the registry says. Jobs promoting the same
+// tag take turns, so the better one ends on the tag whatever the order.
+func (d *Daemon) promote(ctx context.Context, j *gantry.Job, logf io.Writer) error {
+	if j.Metrics.Accuracy == nil {
+		return nil
+	}
+	var decisions []gantry.Promotion
+	seen := map[string]bool{}
+	for _, p := range j.Pushes {
+		repo := repoOf(p.Ref)
+		if seen[repo] {
+			continue
+		}
+		seen[repo] = true
+		ref := repo + ":" + j.Spec.Promote
+		dec, err := d.promoteOne(ctx, ref, p, *j.Metrics.Accuracy, j.Spec.MinImprovement)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(logf, "==> %s: %s\n", ref, dec.Reason)
+		decisions = append(decisions, dec)
+	}
+	_, err := d.store.Update(context.WithoutCancel(ctx), j.ID, func(j *gantry.Job) error {
+		j.Promotions = decisions
+		return nil
+	})
+	return err
+}
+
+func (d *Daemon) promoteOne(ctx context.Context, ref string, p gantry.Push, acc, minImprovement float64) (gantry.Promotion, error) {
+	unlock := d.lockTag(ref)
+	defer unlock()
+	var champion *float64
+	cur, err := d.pusher.Resolve(ctx, ref)
+	switch {
+	case errors.Is(err, gantry.ErrNotFound):
+	case err != nil:
+		return gantry.Promotion{}, err
+	case cur == p.Digest:
+		return gantry.Promotion{Tag: ref, Promoted: true, Reason: "promoted: the tag already holds this image"}, nil
+	default:
+		data, err := d.pusher.Attached(ctx, ref, cur, gantry.ProvenanceType)
+		if err != nil && !errors.Is(err, gantry.ErrNotFound) {
+			return gantry.Promotion{}, err
+		}
+		var prov gantry.Provenance
+		if err == nil && json.Unmarshal(data, &prov) == nil {
+			champion = prov.Metrics.Accuracy
+		}
+	}
+	dec := gantry.Decide(ref, acc, champion, minImprovement)
+	if dec.Promoted {
+		if err := d.pusher.Tag(ctx, ref, p.Digest); err != nil {
+			return gantry.Promotion{}, err
+		}
+	}
+	return dec, nil
+}
+
+// lockTag serializes promotions of one tag.
+func (d *Daemon) lockTag(ref string) func() {
+	d.mu.Lock()
+	m, ok := d.tagLocks[ref]
+	if !ok {
+		m = &sync.Mutex{}
+		d.tagLocks[ref] = m
+	}
+	d.mu.Unlock()
+	m.Lock()
+	return m.Unlock
 }
 
 // withLimit bounds a phase by limit (none when it is zero); the context ends
@@ -784,7 +956,12 @@ func (d *Daemon) finish(ctx context.Context, id string, logf io.Writer, to gantr
 			fmt.Fprintf(logf, "==> %s\n", to)
 		}
 	}
-	_, err := d.move(ctx, id, to, func(j *gantry.Job) { j.Error = reason })
+	_, err := d.move(ctx, id, to, func(j *gantry.Job) {
+		j.Error = reason
+		if j.Provenance == nil {
+			j.Provenance = gantry.NewProvenance(j)
+		}
+	})
 	if err == nil {
 		d.log.Info("job "+string(to), "job", id, "reason", reason)
 	}

@@ -154,6 +154,10 @@ func (e *pipeEngine) Remove(ctx context.Context, id string) error {
 	return e.remove(ctx, id)
 }
 
+func (e *pipeEngine) ImageID(ctx context.Context, ref string) (string, error) {
+	return "sha256:base-of-" + ref, nil
+}
+
 func (e *pipeEngine) RemoveImage(ctx context.Context, ref string) error {
 	e.record("rmi", ref)
 	if e.removeImage == nil {
@@ -221,6 +225,10 @@ func pipeIndex(calls []pipeCall, from int, c pipeCall) int {
 // pipePusher is a fake imagePusher; a nil push returns one Push per ref.
 type pipePusher struct {
 	push func(ctx context.Context, img v1.Image, refs []string, progress io.Writer) ([]gantry.Push, error)
+	// The registry beside the pushes: artifacts attached and tags, as a
+	// registry would keep them.
+	attached map[string][]byte // subject digest -> data
+	tags     map[string]string // ref -> digest
 
 	mu    sync.Mutex
 	calls []pipePushCall
@@ -246,6 +254,44 @@ func (p *pipePusher) Push(ctx context.Context, img v1.Image, refs []string, prog
 	p.calls = append(p.calls, pipePushCall{img: img, refs: slices.Clone(refs), returned: slices.Clone(pushes)})
 	p.mu.Unlock()
 	return pushes, err
+}
+
+func (p *pipePusher) Attach(ctx context.Context, ref, subject, mediaType string, data []byte) (string, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.attached == nil {
+		p.attached = map[string][]byte{}
+	}
+	p.attached[subject] = data
+	return "sha256:artifact-of-" + subject, nil
+}
+
+func (p *pipePusher) Attached(ctx context.Context, ref, subject, mediaType string) ([]byte, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if d, ok := p.attached[subject]; ok {
+		return d, nil
+	}
+	return nil, gantry.Errorf(gantry.ErrNotFound, "no artifact")
+}
+
+func (p *pipePusher) Resolve(ctx context.Context, ref string) (string, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if d, ok := p.tags[ref]; ok {
+		return d, nil
+	}
+	return "", gantry.Errorf(gantry.ErrNotFound, "no tag")
+}
+
+func (p *pipePusher) Tag(ctx context.Context, ref, digest string) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.tags == nil {
+		p.tags = map[string]string{}
+	}
+	p.tags[ref] = digest
+	return nil
 }
 
 func (p *pipePusher) pushCalls() []pipePushCall {
@@ -891,8 +937,11 @@ func TestJobPipeline(t *testing.T) {
 				if len(calls) != 1 {
 					t.Fatalf("pusher called %d times, want once", len(calls))
 				}
-				if !slices.Equal(calls[0].refs, tc.spec.Push) {
-					t.Errorf("pushed to %v, want %v", calls[0].refs, tc.spec.Push)
+				// The spec's refs, then the immutable job-<id> tag of each
+				// repository.
+				want := append(slices.Clone(tc.spec.Push), "registry.example/iris:job-"+j.ID)
+				if !slices.Equal(calls[0].refs, want) {
+					t.Errorf("pushed to %v, want %v", calls[0].refs, want)
 				}
 				if calls[0].img != f.source.img {
 					t.Errorf("pushed an image other than the one the source gave")
@@ -957,7 +1006,7 @@ func TestJobPipeline(t *testing.T) {
 					t.Errorf("log does not hold the training output after the marker:\n%.2000s", logText)
 				}
 			}
-			if pushTried && !strings.Contains(logText, "pushing 2 refs\n") {
+			if pushTried && !strings.Contains(logText, "pushing 3 refs\n") {
 				t.Errorf("log does not hold the push progress:\n%.2000s", logText)
 			}
 			if tc.wantState != gantry.StateSucceeded && !strings.Contains(logText, j.Error) {
@@ -1477,8 +1526,16 @@ func TestResume(t *testing.T) {
 			if ran := f.engine.args("run"); len(ran) != tc.wantRuns {
 				t.Errorf("containers run %v, want %d runs", ran, tc.wantRuns)
 			}
-			if !reflect.DeepEqual(end.Pushes, tc.wantPushes) {
-				t.Errorf("pushes = %v, want %v", end.Pushes, tc.wantPushes)
+			wantPushes := tc.wantPushes
+			if wantPushes != nil { // and the job-<id> tag, pushed last
+				var refs []string
+				for _, p := range wantPushes {
+					refs = append(refs, p.Ref)
+				}
+				wantPushes = pipePushes(append(refs, "registry.example/iris:job-"+j.ID))
+			}
+			if !reflect.DeepEqual(end.Pushes, wantPushes) {
+				t.Errorf("pushes = %v, want %v", end.Pushes, wantPushes)
 			}
 			if tc.wantState == gantry.StateSucceeded && (end.Metrics.Accuracy == nil || *end.Metrics.Accuracy != 0.9667) {
 				t.Errorf("accuracy = %s, want 0.9667", pipeFmtFloat(end.Metrics.Accuracy))

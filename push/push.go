@@ -17,8 +17,12 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/daemon"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	"github.com/google/go-containerregistry/pkg/v1/static"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/gantry-ml/gantry"
 )
@@ -231,4 +235,117 @@ func describe(t name.Tag, err error) error {
 		return fmt.Errorf("push: registry %s refused the credentials for %s (run docker login %s): %w", t.RegistryStr(), t.RepositoryStr(), t.RegistryStr(), err)
 	}
 	return fmt.Errorf("push to %s: %w", t.RegistryStr(), err)
+}
+
+// Attach pushes data as an OCI artifact of type mediaType whose subject is
+// the manifest subject (a digest) in the repository of ref, and returns the
+// artifact's digest. The subject's own digest is unchanged. Registries with
+// the OCI referrers API index it there; for others the referrers tag scheme
+// ("sha256-<subject hex>") is kept up to date.
+func (p *Pusher) Attach(ctx context.Context, ref, subject, mediaType string, data []byte) (string, error) {
+	t, err := ParseRef(ref)
+	if err != nil {
+		return "", err
+	}
+	sub, err := p.descriptor(ctx, t.Context().Digest(subject))
+	if err != nil {
+		return "", err
+	}
+	layer := static.NewLayer(data, types.MediaType(mediaType))
+	img, err := mutate.Append(empty.Image, mutate.Addendum{Layer: layer})
+	if err != nil {
+		return "", err
+	}
+	img = mutate.MediaType(img, types.OCIManifestSchema1)
+	img = mutate.ConfigMediaType(img, types.MediaType(mediaType))
+	img = mutate.Subject(img, *sub).(v1.Image)
+	d, err := img.Digest()
+	if err != nil {
+		return "", err
+	}
+	if err := remote.Write(t.Context().Digest(d.String()), img, p.options(ctx)...); err != nil {
+		return "", describe(t, err)
+	}
+	return d.String(), nil
+}
+
+func (p *Pusher) descriptor(ctx context.Context, d name.Digest) (*v1.Descriptor, error) {
+	desc, err := remote.Head(d, p.options(ctx)...)
+	if err != nil {
+		return nil, fmt.Errorf("subject %s: %w", d, err)
+	}
+	return desc, nil
+}
+
+// Attached returns the data of the newest artifact of type mediaType that
+// refers to the manifest subject in the repository of ref. It returns
+// ErrNotFound when there is none.
+func (p *Pusher) Attached(ctx context.Context, ref, subject, mediaType string) ([]byte, error) {
+	t, err := ParseRef(ref)
+	if err != nil {
+		return nil, err
+	}
+	idx, err := remote.Referrers(t.Context().Digest(subject), p.options(ctx)...)
+	if err != nil {
+		return nil, fmt.Errorf("referrers of %s: %w", subject, err)
+	}
+	m, err := idx.IndexManifest()
+	if err != nil {
+		return nil, err
+	}
+	for i := len(m.Manifests) - 1; i >= 0; i-- {
+		desc := m.Manifests[i]
+		if desc.ArtifactType != mediaType {
+			continue
+		}
+		img, err := remote.Image(t.Context().Digest(desc.Digest.String()), p.options(ctx)...)
+		if err != nil {
+			return nil, err
+		}
+		layers, err := img.Layers()
+		if err != nil || len(layers) != 1 {
+			return nil, fmt.Errorf("artifact %s: want one layer: %v", desc.Digest, err)
+		}
+		rc, err := layers[0].Compressed()
+		if err != nil {
+			return nil, err
+		}
+		defer rc.Close()
+		return io.ReadAll(io.LimitReader(rc, 16<<20))
+	}
+	return nil, gantry.Errorf(gantry.ErrNotFound, "no %s artifact refers to %s", mediaType, subject)
+}
+
+// Resolve returns the digest the registry serves for ref. It returns
+// ErrNotFound when the tag does not exist.
+func (p *Pusher) Resolve(ctx context.Context, ref string) (string, error) {
+	t, err := ParseRef(ref)
+	if err != nil {
+		return "", err
+	}
+	desc, err := remote.Head(t, p.options(ctx)...)
+	var terr *transport.Error
+	if errors.As(err, &terr) && terr.StatusCode == http.StatusNotFound {
+		return "", gantry.Errorf(gantry.ErrNotFound, "%s: no such tag", t.Name())
+	}
+	if err != nil {
+		return "", describe(t, err)
+	}
+	return desc.Digest.String(), nil
+}
+
+// Tag points ref at the manifest digest already in ref's repository.
+func (p *Pusher) Tag(ctx context.Context, ref, digest string) error {
+	t, err := ParseRef(ref)
+	if err != nil {
+		return err
+	}
+	desc, err := remote.Get(t.Context().Digest(digest), p.options(ctx)...)
+	if err != nil {
+		return describe(t, err)
+	}
+	if err := remote.Tag(t, desc, p.options(ctx)...); err != nil {
+		return describe(t, err)
+	}
+	return nil
 }

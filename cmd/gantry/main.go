@@ -84,7 +84,7 @@ the job passes its gate.`,
 	root.PersistentFlags().StringVar(&g.tls.CA, "tlscacert", "", "trust only certificates signed by this CA (tcp:// hosts)")
 	root.PersistentFlags().StringVar(&g.tls.Cert, "tlscert", "", "TLS client certificate (tcp:// hosts)")
 	root.PersistentFlags().StringVar(&g.tls.Key, "tlskey", "", "TLS client key (tcp:// hosts)")
-	root.AddCommand(initCmd(), submitCmd(g), lsCmd(g), inspectCmd(g), logsCmd(g), watchCmd(g), cancelCmd(g), pushCmd(g), versionCmd(g))
+	root.AddCommand(initCmd(), submitCmd(g), lsCmd(g), inspectCmd(g), logsCmd(g), watchCmd(g), cancelCmd(g), pushCmd(g), historyCmd(g), diffCmd(g), versionCmd(g))
 	return root
 }
 
@@ -196,6 +196,8 @@ its outcome: 0 succeeded, 1 failed, 3 rejected by the gate, 4 canceled.`,
 	f.StringVarP(&memory, "memory", "m", "", "memory limit of the training container, e.g. 2g (default: gantryd's)")
 	f.Float64Var(&spec.Resources.CPUs, "cpus", 0, "CPU limit of the training container (default: gantryd's)")
 	f.Int64Var(&spec.Resources.PidsLimit, "pids-limit", 0, "process limit of the training container (default: gantryd's)")
+	f.StringVar(&spec.Promote, "promote", "", "after the push, move this tag to the image only when its accuracy beats the tag's current image")
+	f.Float64Var(&spec.MinImprovement, "min-improvement", 0, "with --promote, how much better the accuracy must be (default 0: strictly better)")
 	f.StringVar(&spec.Sandbox.Network, "network", "", "network for the training container (default: none)")
 	f.StringArrayVar(&spec.Sandbox.CapAdd, "cap-add", nil, "capability the training container keeps (default: all dropped; repeatable)")
 	f.BoolVar(&wait, "wait", false, "wait for the job to end, showing its progress")

@@ -1,0 +1,151 @@
+package daemon
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"io"
+	"io/fs"
+	"os"
+	"regexp"
+
+	"github.com/moby/buildkit/client"
+
+	"github.com/gantry-ml/gantry"
+	"github.com/gantry-ml/gantry/store"
+)
+
+// maxFileDigests bounds the per-file digests a job records; a larger
+// context is pinned by its digest alone.
+const maxFileDigests = 10000
+
+// fileDigests returns the sha256 of every regular file under dir, by its
+// slash-separated path, or nil for a context of more than maxFileDigests
+// files.
+func fileDigests(dir string) (map[string]string, error) {
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer root.Close()
+	out := map[string]string{}
+	err = fs.WalkDir(root.FS(), ".", func(p string, e fs.DirEntry, err error) error {
+		if err != nil || !e.Type().IsRegular() {
+			return err
+		}
+		if len(out) >= maxFileDigests {
+			return fs.SkipAll
+		}
+		f, err := root.Open(p)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		h := sha256.New()
+		if _, err := io.Copy(h, f); err != nil {
+			return err
+		}
+		out[p] = "sha256:" + hex.EncodeToString(h.Sum(nil))
+		return nil
+	})
+	if len(out) >= maxFileDigests {
+		return nil, err
+	}
+	return out, err
+}
+
+// fromStep matches BuildKit's name of a Dockerfile FROM step:
+// "[2/5] FROM docker.io/library/python:3.10-slim@sha256:..." or
+// "[stage-1 1/3] FROM ...".
+var fromStep = regexp.MustCompile(`^\[[^\]]*\] FROM (\S+)`)
+
+// bases reads, from job id's build status, the images its build started
+// FROM, and asks the engine which image ID each resolved to.
+func (d *Daemon) bases(ctx context.Context, id string) []gantry.Base {
+	f, err := os.Open(d.StatusPath(id))
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	var out []gantry.Base
+	seen := map[string]bool{}
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 16<<20)
+	for sc.Scan() {
+		var s client.SolveStatus
+		if json.Unmarshal(sc.Bytes(), &s) != nil {
+			continue
+		}
+		for _, v := range s.Vertexes {
+			m := fromStep.FindStringSubmatch(v.Name)
+			if m == nil || seen[m[1]] {
+				continue
+			}
+			seen[m[1]] = true
+			b := gantry.Base{Ref: m[1]}
+			if digest, err := d.engine.ImageID(ctx, m[1]); err == nil {
+				b.Digest = digest
+			}
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
+// History returns the jobs that pushed to the image name (a repository,
+// "127.0.0.1:5000/iris"), newest first, each marked whether name:tag holds
+// its image now. It returns ErrInvalid for a bad name or tag.
+func (d *Daemon) History(ctx context.Context, name, tag string) ([]gantry.HistoryEntry, error) {
+	if tag == "" {
+		tag = "latest"
+	}
+	if err := validRef(name + ":" + tag); err != nil {
+		return nil, err
+	}
+	champion, err := d.pusher.Resolve(ctx, name+":"+tag)
+	if err != nil && !errors.Is(err, gantry.ErrNotFound) {
+		return nil, err
+	}
+	var out []gantry.HistoryEntry
+	before := ""
+	for {
+		jobs, next, err := d.store.List(ctx, store.ListOptions{Limit: 1000, Before: before})
+		if err != nil {
+			return nil, err
+		}
+		for _, j := range jobs {
+			if j.Name() != name && !pushedTo(j, name) {
+				continue
+			}
+			e := gantry.HistoryEntry{Job: j.ID, Created: j.Times.Created, State: j.State, Accuracy: j.Metrics.Accuracy, Reason: j.Error}
+			for _, p := range j.Pushes {
+				if repoOf(p.Ref) == name {
+					e.Digest = p.Digest
+				}
+			}
+			for _, p := range j.Promotions {
+				if p.Tag == name+":"+tag {
+					e.Reason = p.Reason
+				}
+			}
+			e.Champion = e.Digest != "" && e.Digest == champion
+			out = append(out, e)
+		}
+		if next == "" {
+			return out, nil
+		}
+		before = next
+	}
+}
+
+func pushedTo(j *gantry.Job, name string) bool {
+	for _, r := range j.Spec.Push {
+		if repoOf(r) == name {
+			return true
+		}
+	}
+	return false
+}
