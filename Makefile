@@ -46,3 +46,14 @@ test: services vet
 
 clean:
 	rm -rf $(BIN)
+
+# fuzz: each fuzz target for FUZZTIME (make fuzz FUZZTIME=10m); the seed
+# corpora and testdata/fuzz run with the ordinary tests.
+FUZZTIME ?= 30s
+.PHONY: fuzz
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeSpec$$' -fuzztime $(FUZZTIME) ./api
+	# Each unpack touches the disk: run it in memory, and shrink findings briefly.
+	TMPDIR=/dev/shm $(GO) test -run '^$$' -fuzz '^FuzzUnpack$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./daemon
+	$(GO) test -run '^$$' -fuzz '^FuzzReader$$' -fuzztime $(FUZZTIME) ./trainer
+	$(GO) test -run '^$$' -fuzz '^FuzzPattern$$' -fuzztime $(FUZZTIME) ./trainer

@@ -190,7 +190,7 @@ func (s *Spec) Validate(validRef, validRegex func(string) error) error {
 	}
 	for i, c := range s.Sandbox.CapAdd {
 		c = strings.TrimPrefix(strings.ToUpper(c), "CAP_")
-		if c == "" || c == "ALL" || strings.Trim(c, "ABCDEFGHIJKLMNOPQRSTUVWXYZ_") != "" {
+		if c == "" || c == "ALL" || strings.HasPrefix(c, "CAP_") || strings.Trim(c, "ABCDEFGHIJKLMNOPQRSTUVWXYZ_") != "" {
 			return Errorf(ErrInvalid, "capability %q: name one capability, like NET_BIND_SERVICE", s.Sandbox.CapAdd[i])
 		}
 		s.Sandbox.CapAdd[i] = c

@@ -190,6 +190,11 @@ func DecodeSpec(data []byte) (gantry.Spec, error) {
 	if _, err := dec.Token(); err != io.EOF {
 		return spec, gantry.Errorf(gantry.ErrInvalid, "spec: trailing data after the JSON object")
 	}
+	// What is accepted must be sendable again: JSON escapes some characters
+	// to six bytes, so the spec re-encoded may outgrow the limit.
+	if out, err := json.Marshal(spec); err != nil || len(out) > MaxSpecBytes-len(`"dockerfile":"Dockerfile",`) {
+		return spec, gantry.Errorf(gantry.ErrTooLarge, "spec: over %d bytes once encoded", MaxSpecBytes)
+	}
 	return spec, nil
 }
 

@@ -34,12 +34,18 @@ func unpack(r io.Reader, dir string, lim Limits) (int64, error) {
 	defer root.Close()
 	var total int64
 	var links []string
-	tr := tar.NewReader(r)
+	src := &eofReader{r: r}
+	tr := tar.NewReader(src)
 	for n := 0; ; n++ {
 		h, err := tr.Next()
 		if err == io.EOF {
 			if n == 0 {
 				return 0, gantry.Errorf(gantry.ErrInvalid, "build context: the tar stream is empty (send the context directory as a tar archive)")
+			}
+			// tar.Reader takes a stream that stops cleanly between entries
+			// for a whole one: only the end-of-archive marker ends it.
+			if src.eof {
+				return 0, gantry.Errorf(gantry.ErrInvalid, "build context: the tar stream ends after %d entries without the end-of-archive marker: it was cut short", n)
 			}
 			// A later entry can change where an earlier symlink leads
 			// (a link through a link): check them all on the final tree.
@@ -104,6 +110,11 @@ func unpack(r io.Reader, dir string, lim Limits) (int64, error) {
 			}
 			if err := root.Link(old, name); err != nil {
 				return 0, entryErr(h.Name, err)
+			}
+			// A hard link to a symlink is that symlink read from a new
+			// place: check it with the others.
+			if fi, err := root.Lstat(name); err == nil && fi.Mode()&os.ModeSymlink != 0 {
+				links = append(links, name)
 			}
 		case tar.TypeXGlobalHeader, tar.TypeXHeader:
 			continue
@@ -204,4 +215,19 @@ func typeName(t byte) string {
 		return "named pipe"
 	}
 	return fmt.Sprintf("tar entry of type %q", t)
+}
+
+// eofReader records whether its reader came to its end with nothing read,
+// which is how a tar stream cut between two entries looks.
+type eofReader struct {
+	r   io.Reader
+	eof bool
+}
+
+func (e *eofReader) Read(p []byte) (int, error) {
+	n, err := e.r.Read(p)
+	if n == 0 && err == io.EOF {
+		e.eof = true
+	}
+	return n, err
 }
