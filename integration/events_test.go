@@ -63,7 +63,8 @@ func TestEventStreamOfAnIrisJob(t *testing.T) {
 		{gantry.EventState, gantry.StateRunning},
 		{gantry.EventAccuracy, ""},
 		{gantry.EventState, gantry.StatePushing},
-		{gantry.EventPush, ""},
+		{gantry.EventPush, ""}, // the reference asked for
+		{gantry.EventPush, ""}, // the job's immutable tag
 		{gantry.EventState, gantry.StateSucceeded},
 	}
 	if len(got) != len(want) {
@@ -80,7 +81,9 @@ func TestEventStreamOfAnIrisJob(t *testing.T) {
 	if a := got[3].Accuracy; a == nil || j.Metrics.Accuracy == nil || *a != *j.Metrics.Accuracy {
 		t.Errorf("accuracy event %v, record %v", a, j.Metrics.Accuracy)
 	}
-	if p := got[5].Push; p == nil || len(j.Pushes) != 1 || p.Digest != j.Pushes[0].Digest {
-		t.Errorf("push event %+v, record %+v", p, j.Pushes)
+	for i, k := range []int{5, 6} {
+		if p := got[k].Push; p == nil || len(j.Pushes) != 2 || *p != j.Pushes[i] {
+			t.Errorf("push event %d: %+v, record %+v", k, p, j.Pushes)
+		}
 	}
 }

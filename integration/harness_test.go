@@ -298,6 +298,15 @@ func uniqueRef(t *testing.T) string {
 	return fmt.Sprintf("%s/gantry-it/%s:run-%s", registry, repo, hex.EncodeToString(b[:]))
 }
 
+// uniqueRepo returns a repository in the test registry that no earlier run
+// used (for tests of tags whose history matters, like a champion's).
+func uniqueRepo(t *testing.T) string {
+	var b [4]byte
+	rand.Read(b[:])
+	name := strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name()))
+	return fmt.Sprintf("%s/gantry-it/%s-%s", registry, name, hex.EncodeToString(b[:]))
+}
+
 // servedDigest returns the digest the registry serves for ref, or "" when it
 // has no such tag.
 func servedDigest(t *testing.T, ref string) string {

@@ -63,8 +63,13 @@ func TestIrisEndToEnd(t *testing.T) {
 			t.Errorf("phase times incomplete: %+v", j.Times)
 		}
 	}
-	if len(j.Pushes) != 1 || j.Pushes[0].Ref != ref {
-		t.Fatalf("pushes %+v, want one to %s", j.Pushes, ref)
+	// The reference asked for, then the job's immutable tag.
+	jobTag := repoOf(ref) + ":job-" + id
+	if len(j.Pushes) != 2 || j.Pushes[0].Ref != ref || j.Pushes[1].Ref != jobTag {
+		t.Fatalf("pushes %+v, want %s and %s", j.Pushes, ref, jobTag)
+	}
+	if served := servedDigest(t, jobTag); served != j.Pushes[0].Digest {
+		t.Errorf("%s serves %s, want the image's %s", jobTag, served, j.Pushes[0].Digest)
 	}
 	if served := servedDigest(t, ref); j.Pushes[0].Digest != served {
 		t.Errorf("recorded digest %s, registry serves %s", j.Pushes[0].Digest, served)

@@ -77,7 +77,7 @@ func TestPromoteOnlyBetterModels(t *testing.T) {
 	t.Parallel()
 	d := startDaemon(t)
 	dir := forcedTrainer(t)
-	repo := repoOf(uniqueRef(t))
+	repo := uniqueRepo(t)
 	champion := repo + ":champion"
 
 	steps := []struct {
@@ -162,7 +162,7 @@ func TestPromotionRaceKeepsTheBetter(t *testing.T) {
 	t.Parallel()
 	d := startDaemon(t, "--max-jobs", "2")
 	dir := forcedTrainer(t)
-	repo := repoOf(uniqueRef(t))
+	repo := uniqueRepo(t)
 	better := d.submit(dir, "--build-arg", "ACC=0.97", "--push", repo+":better", "--promote", "champion")
 	worse := d.submit(dir, "--build-arg", "ACC=0.91", "--build-arg", "SLEEP=4", "--push", repo+":worse", "--promote", "champion")
 	b := d.waitJob(better, 5*time.Minute)

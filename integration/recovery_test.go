@@ -177,8 +177,8 @@ func TestKill9WhilePushing(t *testing.T) {
 	d.kill9()
 	d.start()
 	j := d.waitJob(id, 5*time.Minute)
-	if j.State != gantry.StateSucceeded || len(j.Pushes) != 1 {
-		t.Fatalf("after the restart: %s (%s), pushes %+v; want succeeded with one push", j.State, j.Error, j.Pushes)
+	if j.State != gantry.StateSucceeded || len(j.Pushes) != 2 {
+		t.Fatalf("after the restart: %s (%s), pushes %+v; want succeeded, pushed to the ref and the job tag", j.State, j.Error, j.Pushes)
 	}
 	if served := servedDigest(t, ref); j.Pushes[0].Digest != served {
 		t.Errorf("recorded digest %s, the registry serves %s", j.Pushes[0].Digest, served)

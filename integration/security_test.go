@@ -141,7 +141,7 @@ func TestPushWithDockerLoginLeavesNoSecret(t *testing.T) {
 	ref := addr + "/gantry-it/secret:v1"
 	id := d.submit(trainerDir(t, "print('Model accuracy: 0.95')\n"), "--push", ref)
 	j := d.waitJob(id, 5*time.Minute)
-	if j.State != gantry.StateSucceeded || len(j.Pushes) != 1 {
+	if j.State != gantry.StateSucceeded || len(j.Pushes) != 2 {
 		t.Fatalf("push with docker login credentials: %s (%s)", j.State, j.Error)
 	}
 

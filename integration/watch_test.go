@@ -56,7 +56,8 @@ func TestWatchARunningJob(t *testing.T) {
 	if j.State != gantry.StateSucceeded {
 		t.Fatalf("job %s (%s), want succeeded", j.State, j.Error)
 	}
-	want := fmt.Sprintf("job %s succeeded: accuracy 0.9333\npushed %s@%s\n", id, ref, servedDigest(t, ref))
+	jobTag := repoOf(ref) + ":job-" + id
+	want := fmt.Sprintf("job %s succeeded: accuracy 0.9333\npushed %s@%s\npushed %s@%s\n", id, ref, servedDigest(t, ref), jobTag, servedDigest(t, jobTag))
 	if out != want {
 		t.Errorf("gantry watch's stdout\n%q\nwant\n%q", out, want)
 	}
