@@ -198,7 +198,7 @@ func report(w io.Writer, updates <-chan v1.Update) int64 {
 	var last time.Time
 	var u v1.Update
 	line := func() {
-		fmt.Fprintf(w, "pushing: %s of %s [%d/%d]\n", size(u.Complete), size(u.Total), u.Complete, u.Total)
+		fmt.Fprintf(w, "pushing: %s of %s [%d/%d]\n", Size(u.Complete), Size(u.Total), u.Complete, u.Total)
 	}
 	for u = range updates {
 		if u.Error != nil {
@@ -215,7 +215,9 @@ func report(w io.Writer, updates <-chan v1.Update) int64 {
 	return u.Total
 }
 
-func size(n int64) string {
+// Size writes a byte count the way push progress lines do (binary units);
+// gantry watch draws its bar with it too.
+func Size(n int64) string {
 	switch {
 	case n >= 1<<30:
 		return fmt.Sprintf("%.2f GB", float64(n)/(1<<30))

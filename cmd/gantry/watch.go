@@ -21,6 +21,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/gantry-ml/gantry"
+	"github.com/gantry-ml/gantry/push"
 )
 
 func watchCmd(g *globals) *cobra.Command {
@@ -387,24 +388,11 @@ func pushBar(done, total int64, rate float64) string {
 	if n < barWidth {
 		bar += ">" + strings.Repeat(" ", barWidth-n-1)
 	}
-	s := fmt.Sprintf("pushing [%s] %3d%%  %s / %s", bar, int(frac*100), byteSize(done), byteSize(total))
+	s := fmt.Sprintf("pushing [%s] %3d%%  %s / %s", bar, int(frac*100), push.Size(done), push.Size(total))
 	if rate > 0 {
-		s += "  " + byteSize(int64(rate)) + "/s"
+		s += "  " + push.Size(int64(rate)) + "/s"
 	}
 	return s
-}
-
-// byteSize writes n the way the push lines of the log do (binary units).
-func byteSize(n int64) string {
-	switch {
-	case n >= 1<<30:
-		return fmt.Sprintf("%.2f GB", float64(n)/(1<<30))
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f kB", float64(n)/(1<<10))
-	}
-	return fmt.Sprintf("%d B", n)
 }
 
 // sample is how many bytes a push had done at a moment.
