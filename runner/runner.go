@@ -229,8 +229,20 @@ func (e *Engine) Run(ctx context.Context, id string, out io.Writer) (Exit, error
 		return Exit{}, e.lost(ctx, fmt.Errorf("container logs: %w", err))
 	}
 	exit := Exit{Code: int(res.StatusCode)}
-	if insp, err := e.inspect(ctx, id); err == nil {
-		exit.OOMKilled = insp.State.OOMKilled
+	// The engine can report the exit before it has handled the OOM event
+	// that caused it: a SIGKILLed container gets a few looks.
+	for look := 0; ; look++ {
+		if insp, err := e.inspect(ctx, id); err == nil {
+			exit.OOMKilled = insp.State.OOMKilled
+		}
+		if exit.OOMKilled || exit.Code != 137 || look == 10 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return exit, nil
+		case <-time.After(200 * time.Millisecond):
+		}
 	}
 	return exit, nil
 }
