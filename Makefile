@@ -44,6 +44,13 @@ integration: services
 test: services vet
 	GANTRY_BASE_IMAGE=$(BASE_IMAGE) $(GO) test -count=1 -timeout 25m ./...
 
+# bench: gantry against the docker CLI workflow, into bench/results (see
+# BENCHMARKS.md); e.g. make bench BENCHFLAGS='-runs 5 -heavy-runs 3'.
+BENCHFLAGS ?=
+.PHONY: bench
+bench: services
+	GANTRY_BASE_IMAGE=$(BASE_IMAGE) $(GO) run ./bench $(BENCHFLAGS)
+
 clean:
 	rm -rf $(BIN)
 
