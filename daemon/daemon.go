@@ -70,7 +70,8 @@ type (
 		Resolve(ctx context.Context, ref string) (string, error)
 		Tag(ctx context.Context, ref, digest string) error
 	}
-	// imageSource reads a local image (by name) for pushing.
+	// imageSource reads a local image (by name) for pushing. An image that
+	// is an io.Closer holds something (a file) until it is closed.
 	imageSource func(ctx context.Context, ref string) (v1.Image, error)
 )
 
@@ -425,6 +426,7 @@ func (d *Daemon) Push(ctx context.Context, id string, refs []string, progress io
 	if err != nil {
 		return nil, gantry.Errorf(gantry.ErrNotFound, "job %s: its image %s is no longer in the engine: %v", id, j.ImageName, err)
 	}
+	defer release(img)
 	pctx, cancel := withLimit(ctx, "push", d.cfg.Timeouts.Push)
 	defer cancel()
 	pushes, perr := d.pusher.Push(pctx, img, refs, progress)
@@ -639,6 +641,7 @@ func (d *Daemon) life(ctx context.Context, id string, logf io.Writer) error {
 		if err != nil {
 			return err
 		}
+		defer release(img)
 		pctx, cancel := withLimit(ctx, "push", j.Spec.Timeouts.Push)
 		defer cancel()
 		pushes, err := d.pusher.Push(pctx, img, refs, logf)
@@ -659,6 +662,13 @@ func (d *Daemon) life(ctx context.Context, id string, logf io.Writer) error {
 		return d.finish(ctx, id, logf, gantry.StateSucceeded, "")
 	}
 	return fmt.Errorf("job %s: nothing to do in state %s", id, j.State)
+}
+
+// release lets go of what an image from the source holds.
+func release(img v1.Image) {
+	if c, ok := img.(io.Closer); ok {
+		c.Close()
+	}
 }
 
 // jobTags returns REPO:job-<id> for each repository the job pushes to.

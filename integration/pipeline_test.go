@@ -2,6 +2,7 @@ package integration
 
 import (
 	"encoding/json"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -79,6 +80,10 @@ func TestIrisEndToEnd(t *testing.T) {
 	}
 	if c := leftoverContainers(t, id); c != "" {
 		t.Errorf("containers of job %s left behind: %s", id, c)
+	}
+	// The image read for the push (a docker save file of ~1 GB) is gone.
+	if left, _ := os.ReadDir(filepath.Join(d.dataDir, "tmp")); len(left) != 0 {
+		t.Errorf("the push left files in gantryd's tmp: %v", left)
 	}
 
 	// The engine pulls the pushed tag back and runs it.

@@ -124,8 +124,14 @@ func run() error {
 	}
 	defer bk.Close()
 
+	// Images read for a push are buffered here; a crash may leave some.
+	tmpDir := filepath.Join(*dataDir, "tmp")
+	os.RemoveAll(tmpDir)
+	if err := os.MkdirAll(tmpDir, 0o700); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
 	source := func(ctx context.Context, ref string) (v1.Image, error) {
-		return push.FromEngine(ctx, eng.Client(), ref)
+		return push.FromEngine(ctx, eng.Client(), ref, tmpDir)
 	}
 	d, err := daemon.New(daemon.Config{
 		DataDir:  *dataDir,
