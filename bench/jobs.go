@@ -47,6 +47,7 @@ func (b *bench) gantryJob(ctx context.Context, d *daemon, dir, ref string) (jobR
 	start := time.Now()
 	out, err := d.gantry(ctx, args...)
 	r.total = time.Since(start)
+	d.sweepTmp()
 	if err != nil {
 		return r, err
 	}
@@ -332,9 +333,10 @@ func (b *bench) warm(ctx context.Context) error {
 
 // repush is case 3: pushing again an image the registry already has:
 // `gantry push ID` against `docker push REF`. It also reads from /proc how
-// many bytes gantryd read (read(2) on files and sockets: the engine's
-// docker save stream counts) and how much CPU it used during the push,
-// which says whether layers were read from the engine and compressed
+// many bytes gantryd read and wrote (read(2) and write(2) on files and
+// sockets: the engine's docker save stream counts, and so does the
+// temporary file it is buffered in) and how much CPU it used during the
+// push, which says whether layers were read from the engine and compressed
 // again.
 func (b *bench) repush(ctx context.Context) error {
 	ws, err := b.warmUp(ctx)
@@ -359,6 +361,8 @@ func (b *bench) repush(ctx context.Context) error {
 		b.res.add("repush/push", gantrySide, seconds(g))
 		b.res.add("repush/read", gantrySide, float64(after.readBytes-before.readBytes)/1e6)
 		b.res.add("repush/cpu", gantrySide, seconds(after.cpu-before.cpu))
+		b.res.add("repush/written", gantrySide, float64(after.writeBytes-before.writeBytes)/1e6)
+		d.sweepTmp()
 
 		start = time.Now()
 		if _, err := runCmd(ctx, nil, "docker", "push", ws.dref); err != nil {
@@ -419,6 +423,7 @@ func (b *bench) large(ctx context.Context) error {
 			_, err = d.gantry(ctx, "push", j.id, "--to", gref)
 			gt[k] = time.Since(start)
 			after, _ := d.stat()
+			d.sweepTmp()
 			if err != nil {
 				removeImages(images)
 				return fmt.Errorf("run %d, gantry push: %w", i, err)

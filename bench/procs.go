@@ -27,12 +27,13 @@ type proc struct {
 	done chan struct{}
 }
 
-func startProc(name, logPath string, bin string, args ...string) (*proc, error) {
+func startProc(name, logPath string, env []string, bin string, args ...string) (*proc, error) {
 	f, err := os.Create(logPath)
 	if err != nil {
 		return nil, err
 	}
 	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdout, cmd.Stderr = f, f
 	// Its own process group, so a ^C to the benchmark reaches it only
 	// through stop, which first cancels its jobs.
@@ -79,6 +80,7 @@ type daemon struct {
 	*proc
 	socket  string
 	dataDir string
+	tmp     string // gantryd's TMPDIR
 	bin     string
 	client  *api.Client
 }
@@ -90,8 +92,14 @@ func (b *bench) startDaemon(ctx context.Context, name, dataDir string, args ...s
 		dataDir = filepath.Join(b.work, "data-"+name)
 	}
 	socket := filepath.Join(b.work, name+".sock")
+	// A TMPDIR of its own: pushing, gantryd buffers the image the engine's
+	// docker save streams in a temporary file (see sweepTmp).
+	tmp := filepath.Join(b.work, "tmp-"+name)
+	if err := os.MkdirAll(tmp, 0o700); err != nil {
+		return nil, err
+	}
 	args = append([]string{"--socket", socket, "--data-dir", dataDir}, args...)
-	p, err := startProc("gantryd "+name, filepath.Join(b.work, "gantryd-"+name+".log"), filepath.Join(b.bin, "gantryd"), args...)
+	p, err := startProc("gantryd "+name, filepath.Join(b.work, "gantryd-"+name+".log"), []string{"TMPDIR=" + tmp}, filepath.Join(b.bin, "gantryd"), args...)
 	if err != nil {
 		return nil, err
 	}
@@ -100,7 +108,7 @@ func (b *bench) startDaemon(ctx context.Context, name, dataDir string, args ...s
 		p.stop()
 		return nil, err
 	}
-	d := &daemon{proc: p, socket: socket, dataDir: dataDir, bin: b.bin, client: cl}
+	d := &daemon{proc: p, socket: socket, dataDir: dataDir, tmp: tmp, bin: b.bin, client: cl}
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		vctx, cancel := context.WithTimeout(ctx, 2*time.Second)
@@ -129,6 +137,19 @@ func (d *daemon) gantry(ctx context.Context, args ...string) (string, error) {
 		err = fmt.Errorf("%w\ngantryd %s exited (%v); its log ends:\n%s", err, d.name, d.cmd.ProcessState, d.logTail())
 	}
 	return out, err
+}
+
+// sweepTmp removes the image files gantryd's pushes left in its TMPDIR.
+// go-containerregistry's file-buffered daemon.Image
+// writes the whole docker save stream to a temporary file per push and
+// removes it only when the garbage collector finds the image unreachable, so
+// a push leaves a file the size of the image until the next GC (and for
+// good when gantryd stops first). Call it only when no push is under way.
+func (d *daemon) sweepTmp() {
+	files, _ := filepath.Glob(filepath.Join(d.tmp, "go-containerregistry-*.tar"))
+	for _, f := range files {
+		os.Remove(f)
+	}
 }
 
 // stop cancels the jobs d has under way (a clean stop would leave their
@@ -238,12 +259,14 @@ func waitState(ctx context.Context, cl *api.Client, id string, within time.Durat
 }
 
 // procStat is what /proc says of a process: resident memory, bytes read
-// through read(2) and friends (sockets included), and CPU time.
+// and written through read(2), write(2) and friends (sockets included), and
+// CPU time.
 type procStat struct {
-	rssBytes  int64
-	anonBytes int64 // the part of rssBytes that is not file pages (bbolt's mmapped data file is)
-	readBytes int64 // rchar
-	cpu       time.Duration
+	rssBytes   int64
+	anonBytes  int64 // the part of rssBytes that is not file pages (bbolt's mmapped data file is)
+	readBytes  int64 // rchar
+	writeBytes int64 // wchar
+	cpu        time.Duration
 }
 
 func (d *daemon) stat() (procStat, error) {
@@ -280,6 +303,9 @@ func readProcStat(pid int) (procStat, error) {
 	for _, line := range strings.Split(string(io), "\n") {
 		if v, ok := strings.CutPrefix(line, "rchar:"); ok {
 			s.readBytes, _ = strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		}
+		if v, ok := strings.CutPrefix(line, "wchar:"); ok {
+			s.writeBytes, _ = strconv.ParseInt(strings.TrimSpace(v), 10, 64)
 		}
 	}
 	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
@@ -339,7 +365,7 @@ http:
 	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
 		return nil, err
 	}
-	p, err := startProc("registry "+name, filepath.Join(dir, "registry.log"), "docker-registry", "serve", confPath)
+	p, err := startProc("registry "+name, filepath.Join(dir, "registry.log"), nil, "docker-registry", "serve", confPath)
 	if err != nil {
 		return nil, err
 	}
