@@ -92,8 +92,8 @@ func (b *bench) startDaemon(ctx context.Context, name, dataDir string, args ...s
 		dataDir = filepath.Join(b.work, "data-"+name)
 	}
 	socket := filepath.Join(b.work, name+".sock")
-	// A TMPDIR of its own: pushing, gantryd buffers the image the engine's
-	// docker save streams in a temporary file (see sweepTmp).
+	// A TMPDIR of its own, so that nothing a gantryd writes there outlives
+	// the benchmark (see sweepTmp).
 	tmp := filepath.Join(b.work, "tmp-"+name)
 	if err := os.MkdirAll(tmp, 0o700); err != nil {
 		return nil, err
@@ -139,12 +139,13 @@ func (d *daemon) gantry(ctx context.Context, args ...string) (string, error) {
 	return out, err
 }
 
-// sweepTmp removes the image files gantryd's pushes left in its TMPDIR.
-// go-containerregistry's file-buffered daemon.Image
-// writes the whole docker save stream to a temporary file per push and
-// removes it only when the garbage collector finds the image unreachable, so
-// a push leaves a file the size of the image until the next GC (and for
-// good when gantryd stops first). Call it only when no push is under way.
+// sweepTmp removes image files a push left in gantryd's TMPDIR. Before
+// b5f4364 gantryd buffered each push's docker save stream there with
+// go-containerregistry's file-buffered opener, which removes its ~1 GB file
+// only when the garbage collector gets to it (never, when gantryd stops
+// first); gantryd now buffers under its data dir and removes the file after
+// the push, so this finds nothing unless an older gantryd is measured. Call
+// it only when no push is under way.
 func (d *daemon) sweepTmp() {
 	files, _ := filepath.Glob(filepath.Join(d.tmp, "go-containerregistry-*.tar"))
 	for _, f := range files {
