@@ -56,6 +56,7 @@ import (
 	"net/http"
 	"reflect"
 	"strconv"
+	"sync"
 
 	"github.com/gantry-ml/gantry"
 	"github.com/gantry-ml/gantry/store"
@@ -385,12 +386,40 @@ func (s *server) push(w http.ResponseWriter, r *http.Request) {
 		s.error(w, r, gantry.Errorf(gantry.ErrInvalid, "push request: %v", err))
 		return
 	}
-	j, err := s.svc.Push(r.Context(), r.PathValue("id"), req.To, io.Discard)
+	// The answer is the record; the push's progress goes to gantryd's log.
+	progress := &logLines{log: s.log, job: r.PathValue("id")}
+	j, err := s.svc.Push(r.Context(), r.PathValue("id"), req.To, progress)
+	progress.Write([]byte("\n"))
 	if err != nil {
 		s.error(w, r, err)
 		return
 	}
 	s.json(w, http.StatusOK, j)
+}
+
+// logLines logs what is written to it, a line at a time.
+type logLines struct {
+	log     *slog.Logger
+	job     string
+	mu      sync.Mutex
+	partial []byte
+}
+
+func (l *logLines) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.partial = append(l.partial, p...)
+	for {
+		line, rest, ok := bytes.Cut(l.partial, []byte("\n"))
+		if !ok {
+			break
+		}
+		if len(line) > 0 {
+			l.log.Info("push", "job", l.job, "progress", string(line))
+		}
+		l.partial = rest
+	}
+	return len(p), nil
 }
 
 type flushWriter struct {

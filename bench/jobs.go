@@ -200,6 +200,14 @@ func (b *bench) cold(ctx context.Context) error {
 		b.res.add("cold/exit-to-tag", gantrySide, seconds(g.exitToTag))
 		b.res.add("accuracy", gantrySide, g.accuracy)
 
+		// gantry again, as a fresh gantryd's first job: no layer kept
+		// compressed from earlier jobs.
+		f, err := b.freshColdJob(ctx, gdir, i)
+		if err != nil {
+			return fmt.Errorf("run %d, gantry (fresh gantryd): %w", i, err)
+		}
+		b.res.add("cold/job-fresh", gantrySide, seconds(f.total))
+
 		// docker
 		reg, err = b.startRegistry(ctx, fmt.Sprintf("cold-docker-%d", i))
 		if err != nil {
@@ -218,12 +226,38 @@ func (b *bench) cold(ctx context.Context) error {
 			return fmt.Errorf("run %d, docker: %w", i, err)
 		}
 		b.res.add("cold/job", dockerSide, seconds(dr.total))
+		b.res.add("cold/job-fresh", dockerSide, seconds(dr.total))
 		b.res.add("cold/exit-to-tag", dockerSide, seconds(dr.exitToTag))
 		b.res.add("accuracy", dockerSide, dr.accuracy)
-		log.Printf("cold %d/%d: gantry %.1fs (exit→tag %.1fs), docker %.1fs (exit→tag %.1fs)",
-			i, n, seconds(g.total), seconds(g.exitToTag), seconds(dr.total), seconds(dr.exitToTag))
+		log.Printf("cold %d/%d: gantry %.1fs (exit→tag %.1fs), fresh gantryd %.1fs, docker %.1fs (exit→tag %.1fs)",
+			i, n, seconds(g.total), seconds(g.exitToTag), seconds(f.total), seconds(dr.total), seconds(dr.exitToTag))
 	}
 	return nil
+}
+
+// freshColdJob runs the cold job on a gantryd started for it on an empty
+// data dir, into an empty registry, and removes both afterwards.
+func (b *bench) freshColdJob(ctx context.Context, dir string, i int) (jobRun, error) {
+	name := fmt.Sprintf("cold-fresh-%d", i)
+	d, err := b.startDaemon(ctx, name, "")
+	if err != nil {
+		return jobRun{}, err
+	}
+	defer os.RemoveAll(d.dataDir)
+	defer d.stop()
+	reg, err := b.startRegistry(ctx, name)
+	if err != nil {
+		return jobRun{}, err
+	}
+	defer reg.stop()
+	if err := b.mark(dir, fmt.Sprintf("cold fresh gantryd run %d", i)); err != nil {
+		return jobRun{}, err
+	}
+	g, err := b.gantryJob(ctx, d, dir, fmt.Sprintf("%s/iris-cold-fresh-%d:latest", reg.addr, i))
+	if g.image != "" {
+		runQuiet("docker", "rmi", g.image)
+	}
+	return g, err
 }
 
 // warmState is what the warm, re-push and large cases share: one registry

@@ -69,6 +69,9 @@ type (
 		Attached(ctx context.Context, ref, subject, mediaType string) ([]byte, error)
 		Resolve(ctx context.Context, ref string) (string, error)
 		Tag(ctx context.Context, ref, digest string) error
+		// Upload sends an image's blobs, not its manifest: it publishes
+		// nothing.
+		Upload(ctx context.Context, img v1.Image, refs []string) error
 	}
 	// imageSource reads a local image (by name) for pushing. An image that
 	// is an io.Closer holds something (a file) until it is closed.
@@ -581,9 +584,17 @@ func (d *Daemon) life(ctx context.Context, id string, logf io.Writer) error {
 		fmt.Fprint(logf, trainingMarker(cid))
 	}
 
+	// While training runs, the image's layers go to the registries
+	// already, so that a push after the gate costs only the manifests.
+	var upload *earlyUpload
+	defer func() { upload.stop() }()
+
 	if j.State == gantry.StateRunning {
 		// Train, unless the exit was recorded before a restart.
 		if j.ExitCode == nil {
+			if len(j.Spec.Push) > 0 {
+				upload = d.uploadEarly(ctx, j)
+			}
 			exit, metrics, err := d.train(ctx, j, logf)
 			if err != nil {
 				return err
@@ -637,13 +648,14 @@ func (d *Daemon) life(ctx context.Context, id string, logf io.Writer) error {
 		// repository, so every result can be found and rolled back to.
 		refs := append(append([]string(nil), j.Spec.Push...), jobTags(j)...)
 		say("pushing to %v", refs)
-		img, err := d.source(ctx, j.ImageName)
-		if err != nil {
-			return err
-		}
-		defer release(img)
 		pctx, cancel := withLimit(ctx, "push", j.Spec.Timeouts.Push)
 		defer cancel()
+		upload.wait(pctx)
+		img, err := d.source(pctx, j.ImageName)
+		if err != nil {
+			return phaseErr(ctx, pctx, err)
+		}
+		defer release(img)
 		pushes, err := d.pusher.Push(pctx, img, refs, logf)
 		// Record what moved, even when the rest failed.
 		if j, err = d.recordPushes(ctx, id, pushes, err); err != nil {
@@ -662,6 +674,59 @@ func (d *Daemon) life(ctx context.Context, id string, logf io.Writer) error {
 		return d.finish(ctx, id, logf, gantry.StateSucceeded, "")
 	}
 	return fmt.Errorf("job %s: nothing to do in state %s", id, j.State)
+}
+
+// earlyUpload is an upload of a job's blobs running beside its training.
+type earlyUpload struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// uploadEarly starts sending job j's image's blobs to the repositories it
+// pushes to. Blobs are content-addressed: no tag or manifest moves, so a
+// job the gate rejects has published nothing. Failures are logged and left
+// to the push, which sends whatever is missing.
+func (d *Daemon) uploadEarly(ctx context.Context, j *gantry.Job) *earlyUpload {
+	uctx, cancel := context.WithCancel(ctx)
+	u := &earlyUpload{cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(u.done)
+		start := time.Now()
+		img, err := d.source(uctx, j.ImageName)
+		if err == nil {
+			err = d.pusher.Upload(uctx, img, j.Spec.Push)
+			release(img)
+		}
+		if err != nil {
+			if uctx.Err() == nil {
+				d.log.Warn("upload of the image's layers during training failed; the push will send them", "job", j.ID, "err", err)
+			}
+			return
+		}
+		d.log.Info("image layers uploaded during training", "job", j.ID, "took", time.Since(start).Round(time.Millisecond))
+	}()
+	return u
+}
+
+// wait waits for the upload to end, or stops it when ctx ends first.
+func (u *earlyUpload) wait(ctx context.Context) {
+	if u == nil {
+		return
+	}
+	select {
+	case <-u.done:
+	case <-ctx.Done():
+		u.stop()
+	}
+}
+
+// stop ends the upload and waits for it.
+func (u *earlyUpload) stop() {
+	if u == nil {
+		return
+	}
+	u.cancel()
+	<-u.done
 }
 
 // release lets go of what an image from the source holds.

@@ -224,14 +224,32 @@ func pipeIndex(calls []pipeCall, from int, c pipeCall) int {
 
 // pipePusher is a fake imagePusher; a nil push returns one Push per ref.
 type pipePusher struct {
-	push func(ctx context.Context, img v1.Image, refs []string, progress io.Writer) ([]gantry.Push, error)
+	push   func(ctx context.Context, img v1.Image, refs []string, progress io.Writer) ([]gantry.Push, error)
+	upload func(ctx context.Context, refs []string) error
 	// The registry beside the pushes: artifacts attached and tags, as a
 	// registry would keep them.
 	attached map[string][]byte // subject digest -> data
 	tags     map[string]string // ref -> digest
 
-	mu    sync.Mutex
-	calls []pipePushCall
+	mu      sync.Mutex
+	calls   []pipePushCall
+	uploads [][]string
+}
+
+func (p *pipePusher) Upload(ctx context.Context, img v1.Image, refs []string) error {
+	p.mu.Lock()
+	p.uploads = append(p.uploads, slices.Clone(refs))
+	p.mu.Unlock()
+	if p.upload == nil {
+		return nil
+	}
+	return p.upload(ctx, refs)
+}
+
+func (p *pipePusher) uploadCalls() [][]string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.uploads)
 }
 
 type pipePushCall struct {
@@ -946,8 +964,10 @@ func TestJobPipeline(t *testing.T) {
 				if calls[0].img != f.source.img {
 					t.Errorf("pushed an image other than the one the source gave")
 				}
-				if names := f.source.asked(); !slices.Equal(names, []string{j.ImageName}) {
-					t.Errorf("image source asked for %q, want [%q]", names, j.ImageName)
+				// Asked once for the upload during training, once for
+				// the push.
+				if names := f.source.asked(); !slices.Equal(names, []string{j.ImageName, j.ImageName}) {
+					t.Errorf("image source asked for %q, want [%q %q]", names, j.ImageName, j.ImageName)
 				}
 			}
 			if tc.wantPushed {
@@ -2887,4 +2907,79 @@ func TestNewRefusesNoSlots(t *testing.T) {
 			t.Errorf("New with MaxJobs %d: %v, want ErrInvalid", n, err)
 		}
 	}
+}
+
+// TestUploadDuringTraining: a job that pushes sends its image's blobs while
+// the container still runs, and pushes its manifests only after the gate;
+// a job the gate rejects has its upload stopped and pushes nothing.
+func TestUploadDuringTraining(t *testing.T) {
+	const ref = "registry.example/iris:1"
+	t.Run("passed", func(t *testing.T) {
+		f := pipeNewFakes(t)
+		uploaded := make(chan struct{})
+		f.pusher.upload = func(ctx context.Context, refs []string) error {
+			close(uploaded)
+			return nil
+		}
+		// Training ends only once the upload is done: it ran meanwhile.
+		f.engine.run = func(ctx context.Context, id string, out io.Writer) (runner.Exit, error) {
+			pipeReceive(t, "the upload during training", uploaded)
+			io.WriteString(out, "Model accuracy: 0.97\n")
+			return runner.Exit{}, nil
+		}
+		r := pipeNewRig(t, 1, f)
+		pipeRun(t, r.d)
+		j := pipeWait(t, r.d, pipeSubmit(t, r.d, gantry.Spec{Push: []string{ref}, MinAccuracy: pipeFloat(0.9)}).ID)
+		if j.State != gantry.StateSucceeded {
+			t.Fatalf("state %s (%s), want succeeded", j.State, j.Error)
+		}
+		if got := f.pusher.uploadCalls(); len(got) != 1 || !slices.Equal(got[0], []string{ref}) {
+			t.Errorf("uploads %v, want one to [%s]", got, ref)
+		}
+		if got := f.pusher.pushCalls(); len(got) != 1 {
+			t.Errorf("%d pushes, want 1", len(got))
+		}
+	})
+	t.Run("rejected", func(t *testing.T) {
+		f := pipeNewFakes(t)
+		entered := make(chan struct{}, 1)
+		seen := make(chan [2]error, 1)
+		block := pipeBlock(entered, seen)
+		f.pusher.upload = func(ctx context.Context, refs []string) error { return block(ctx) }
+		f.engine.run = func(ctx context.Context, id string, out io.Writer) (runner.Exit, error) {
+			pipeReceive(t, "the upload to start", entered)
+			io.WriteString(out, "Model accuracy: 0.50\n")
+			return runner.Exit{}, nil
+		}
+		r := pipeNewRig(t, 1, f)
+		pipeRun(t, r.d)
+		j := pipeWait(t, r.d, pipeSubmit(t, r.d, gantry.Spec{Push: []string{ref}, MinAccuracy: pipeFloat(0.9)}).ID)
+		if j.State != gantry.StateRejected {
+			t.Fatalf("state %s (%s), want rejected", j.State, j.Error)
+		}
+		// The job ended only after its upload had stopped.
+		select {
+		case errs := <-seen:
+			if !errors.Is(errs[0], context.Canceled) {
+				t.Errorf("upload ended with %v, want canceled", errs[0])
+			}
+		default:
+			t.Errorf("the job ended while its upload still ran")
+		}
+		if got := f.pusher.pushCalls(); len(got) != 0 {
+			t.Errorf("pushes %v after a rejection, want none", got)
+		}
+	})
+	t.Run("no push refs", func(t *testing.T) {
+		f := pipeNewFakes(t)
+		r := pipeNewRig(t, 1, f)
+		pipeRun(t, r.d)
+		j := pipeWait(t, r.d, pipeSubmit(t, r.d, gantry.Spec{}).ID)
+		if j.State != gantry.StateSucceeded {
+			t.Fatalf("state %s (%s), want succeeded", j.State, j.Error)
+		}
+		if got := f.pusher.uploadCalls(); len(got) != 0 {
+			t.Errorf("uploads %v for a job that pushes nowhere, want none", got)
+		}
+	})
 }

@@ -164,7 +164,7 @@ func TestPromotionRaceKeepsTheBetter(t *testing.T) {
 	dir := forcedTrainer(t)
 	repo := uniqueRepo(t)
 	better := d.submit(dir, "--build-arg", "ACC=0.97", "--push", repo+":better", "--promote", "champion")
-	worse := d.submit(dir, "--build-arg", "ACC=0.91", "--build-arg", "SLEEP=4", "--push", repo+":worse", "--promote", "champion")
+	worse := d.submit(dir, "--build-arg", "ACC=0.91", "--build-arg", "SLEEP=20", "--push", repo+":worse", "--promote", "champion")
 	b := d.waitJob(better, 5*time.Minute)
 	w := d.waitJob(worse, 5*time.Minute)
 	if b.State != gantry.StateSucceeded || w.State != gantry.StateSucceeded {

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"sync"
 	"syscall"
 	"time"
 
@@ -20,11 +21,13 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/daemon"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/partial"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/gantry-ml/gantry"
 )
@@ -47,6 +50,13 @@ func ParseRef(s string) (name.Tag, error) {
 type Pusher struct {
 	keychain  authn.Keychain
 	transport http.RoundTripper
+
+	// known remembers, per repository, the blobs this process saw the
+	// registry hold (it sent them, or the registry said it had them), the
+	// way the engine remembers them for docker push: an image all of whose
+	// blobs are known there is pushed with its manifest alone.
+	mu    sync.Mutex
+	known map[string]map[v1.Hash]bool
 }
 
 // Option configures a Pusher.
@@ -61,7 +71,7 @@ func WithTransport(t http.RoundTripper) Option { return func(p *Pusher) { p.tran
 
 // New returns a Pusher that reads credentials the way the docker CLI does.
 func New(opts ...Option) *Pusher {
-	p := &Pusher{keychain: authn.DefaultKeychain, transport: remote.DefaultTransport}
+	p := &Pusher{keychain: authn.DefaultKeychain, transport: remote.DefaultTransport, known: map[string]map[v1.Hash]bool{}}
 	for _, o := range opts {
 		o(p)
 	}
@@ -171,13 +181,32 @@ func (p *Pusher) pushOne(ctx context.Context, img v1.Image, t name.Tag, progress
 }
 
 func (p *Pusher) tryPush(ctx context.Context, img v1.Image, t name.Tag, progress io.Writer) (string, int64, error) {
-	updates := make(chan v1.Update, 16)
-	reported := make(chan int64, 1)
-	go func() { reported <- report(progress, updates) }()
-	err := remote.Write(t, img, append(p.options(ctx), remote.WithProgress(updates))...)
-	n := <-reported // Write closes updates
+	blobs, size, err := blobsOf(img)
 	if err != nil {
 		return "", 0, err
+	}
+	var n int64
+	if p.allKnown(t.Context().Name(), blobs) {
+		// Every blob is there: send the manifest alone. Should the
+		// registry have lost one since, the full push below finds out.
+		if err = remote.Put(t, img, p.options(ctx)...); err == nil {
+			n = size
+			fmt.Fprintf(progress, "every layer is in %s already: sent the manifest only\n", t.Context().Name())
+			fmt.Fprintf(progress, "pushing: %s of %s [%d/%d]\n", Size(n), Size(n), n, n)
+		} else {
+			p.forget(t.Context().Name())
+		}
+	}
+	if n == 0 {
+		updates := make(chan v1.Update, 16)
+		reported := make(chan int64, 1)
+		go func() { reported <- report(progress, updates) }()
+		err = remote.Write(t, img, append(p.options(ctx), remote.WithProgress(updates))...)
+		n = <-reported // Write closes updates
+		if err != nil {
+			return "", 0, err
+		}
+		p.remember(t.Context().Name(), blobs)
 	}
 	hctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
@@ -186,6 +215,101 @@ func (p *Pusher) tryPush(ctx context.Context, img v1.Image, t name.Tag, progress
 		return "", 0, err
 	}
 	return desc.Digest.String(), n, nil
+}
+
+// Upload sends img's layers and config, not its manifest, to the
+// repository of each reference in refs, so that a later Push costs only the
+// manifest. Blobs are content-addressed: an upload publishes nothing, no tag
+// moves. It does not retry: whatever it could not send, Push sends.
+func (p *Pusher) Upload(ctx context.Context, img v1.Image, refs []string) error {
+	layers, err := img.Layers()
+	if err != nil {
+		return err
+	}
+	cl, err := partial.ConfigLayer(img)
+	if err != nil {
+		return err
+	}
+	layers = append(layers, cl)
+	blobs, _, err := blobsOf(img)
+	if err != nil {
+		return err
+	}
+	seen := map[string]bool{}
+	for _, r := range refs {
+		t, err := ParseRef(r)
+		if err != nil {
+			return err
+		}
+		repo := t.Context()
+		if seen[repo.Name()] || p.allKnown(repo.Name(), blobs) {
+			continue
+		}
+		seen[repo.Name()] = true
+		rp, err := remote.NewPusher(p.options(ctx)...)
+		if err != nil {
+			return err
+		}
+		g, gctx := errgroup.WithContext(ctx)
+		g.SetLimit(4)
+		for _, l := range layers {
+			g.Go(func() error { return rp.Upload(gctx, repo, l) })
+		}
+		if err := g.Wait(); err != nil {
+			return describe(t, err)
+		}
+		p.remember(repo.Name(), blobs)
+	}
+	return nil
+}
+
+// blobsOf returns the digests of img's layers and config, and the size a
+// push of it covers (blobs and manifest).
+func blobsOf(img v1.Image) ([]v1.Hash, int64, error) {
+	m, err := img.Manifest()
+	if err != nil {
+		return nil, 0, err
+	}
+	raw, err := img.RawManifest()
+	if err != nil {
+		return nil, 0, err
+	}
+	hs := []v1.Hash{m.Config.Digest}
+	size := m.Config.Size + int64(len(raw))
+	for _, l := range m.Layers {
+		hs = append(hs, l.Digest)
+		size += l.Size
+	}
+	return hs, size, nil
+}
+
+func (p *Pusher) allKnown(repo string, hs []v1.Hash) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	k := p.known[repo]
+	for _, h := range hs {
+		if !k[h] {
+			return false
+		}
+	}
+	return len(hs) > 0
+}
+
+func (p *Pusher) remember(repo string, hs []v1.Hash) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.known[repo] == nil {
+		p.known[repo] = map[v1.Hash]bool{}
+	}
+	for _, h := range hs {
+		p.known[repo][h] = true
+	}
+}
+
+func (p *Pusher) forget(repo string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.known, repo)
 }
 
 // retryable reports whether a push error may pass: the registry is
@@ -222,7 +346,6 @@ func (p *Pusher) options(ctx context.Context) []remote.Option {
 	}
 }
 
-// report writes a progress line at most every two seconds, and the last one.
 // report writes a progress line at most every second, and the last one,
 // and returns the bytes the push covered. The exact counts in brackets are
 // for programs (gantry watch draws its bar from them).

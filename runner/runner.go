@@ -76,6 +76,17 @@ func (e *Engine) Version(ctx context.Context) (engine, api string, err error) {
 	return v.Version, e.c.ClientVersion(), nil
 }
 
+// Storage returns the engine's data root and storage driver (docker info).
+func (e *Engine) Storage(ctx context.Context) (root, driver string, err error) {
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	res, err := e.c.Info(ctx, client.InfoOptions{})
+	if err != nil {
+		return "", "", fmt.Errorf("engine info: %w", err)
+	}
+	return res.Info.DockerRootDir, res.Info.Driver, nil
+}
+
 // Hijack opens a hijacked connection to an engine endpoint; the embedded
 // BuildKit is reached this way.
 func (e *Engine) Hijack(ctx context.Context, url, proto string, meta map[string][]string) (net.Conn, error) {

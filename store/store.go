@@ -169,7 +169,10 @@ func (s *Store) Create(ctx context.Context, j *gantry.Job) error {
 		return fmt.Errorf("create job %s: %w", j.ID, err)
 	}
 	key := []byte(j.ID)
-	err = s.db.Update(func(tx *bolt.Tx) error {
+	// Creates that arrive together share one transaction and one fsync
+	// (bbolt may run fn more than once: each run starts from a clean
+	// transaction, so the event is appended once).
+	err = s.db.Batch(func(tx *bolt.Tx) error {
 		jobs := tx.Bucket(bucketJobs)
 		if jobs.Get(key) != nil {
 			return gantry.Errorf(gantry.ErrConflict, "a job with this ID already exists")

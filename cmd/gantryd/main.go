@@ -63,6 +63,7 @@ func run() error {
 		memory      = flag.String("memory", "", "default memory limit of training containers, e.g. 2g (empty: none)")
 		cpus        = flag.Float64("cpus", 0, "default CPU limit of training containers (0: none)")
 		pidsLimit   = flag.Int64("pids-limit", 1024, "default process limit of training containers (0: none)")
+		blobCache   = flag.String("blob-cache", "20g", "size the kept compressed image layers (DATA_DIR/blobs) may reach before the least recently used go (0: no limit)")
 		maxLog      = flag.Int64("max-log", 256<<20, "training output kept in a job's log, in bytes; the rest is dropped")
 		sockGroup   = flag.String("socket-group", "", "group that may use the socket (default: gantry when that group exists, else root only)")
 		tcpAddr     = flag.String("tcp", "", "also serve the API on this TCP address, with mutual TLS (--tlscacert, --tlscert, --tlskey)")
@@ -82,6 +83,10 @@ func run() error {
 	memBytes, err := gantry.ParseBytes(*memory)
 	if err != nil {
 		return fmt.Errorf("--memory: %w", err)
+	}
+	blobMax, err := gantry.ParseBytes(*blobCache)
+	if err != nil {
+		return fmt.Errorf("--blob-cache: %w", err)
 	}
 	cred, err := httpCredentials(*httpAddr, *httpUser, *httpPass)
 	if err != nil {
@@ -130,8 +135,27 @@ func run() error {
 	if err := os.MkdirAll(tmpDir, 0o700); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
+	blobs, err := push.OpenBlobs(filepath.Join(*dataDir, "blobs"), blobMax)
+	if err != nil {
+		return err
+	}
+	src := &push.Source{Blobs: blobs, Engine: eng.Client(), TmpDir: tmpDir}
+	if root, driver, err := eng.Storage(ctx); err != nil {
+		return err
+	} else if _, err := os.Stat(filepath.Join(root, "image", driver, "layerdb")); err == nil {
+		src.Root, src.Driver = root, driver
+		log.Info("image layers are read from the engine's layer store", "root", root, "driver", driver)
+	} else {
+		log.Info("image layers are read with docker save: the engine's layer store is not readable here", "root", root, "driver", driver, "err", err)
+	}
 	source := func(ctx context.Context, ref string) (v1.Image, error) {
-		return push.FromEngine(ctx, eng.Client(), ref, tmpDir)
+		img, err := src.Image(ctx, ref)
+		if n, perr := blobs.Prune(); perr != nil {
+			log.Warn("prune the blob store", "err", perr)
+		} else if n > 0 {
+			log.Info("pruned the blob store", "freed", n)
+		}
+		return img, err
 	}
 	d, err := daemon.New(daemon.Config{
 		DataDir:  *dataDir,

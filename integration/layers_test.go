@@ -1,0 +1,154 @@
+package integration
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/gantry-ml/gantry"
+	"github.com/gantry-ml/gantry/push"
+	"github.com/gantry-ml/gantry/runner"
+)
+
+// The layers read from the engine's layer store are the layers docker save
+// gives, byte for byte: the same config, the same manifest digest. An image
+// read once is not read again. The image deletes, renames and links files
+// (whiteouts, an opaque directory, hard links), which the layer tar must
+// carry as the engine recorded them.
+func TestLayerStoreGivesWhatDockerSaveGives(t *testing.T) {
+	ctx := context.Background()
+	eng, err := runner.Dial(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer eng.Close()
+	root, driver, err := eng.Storage(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "image", driver, "layerdb")); err != nil {
+		t.Skipf("the engine's layer store (%s, %s) is not readable here: %v", root, driver, err)
+	}
+
+	var b [4]byte
+	rand.Read(b[:])
+	tag := "gantry-it/layerstore:" + hex.EncodeToString(b[:])
+	dir := trainerDir(t, "print('Model accuracy: 0.5')\n",
+		"RUN rm -rf /usr/share/doc/python3* && mkdir -p /opt/m && echo one > /opt/m/a && ln /opt/m/a /opt/m/b",
+		"RUN rm -rf /opt/m && mkdir -p /opt/m && echo two > /opt/m/c && printf 'x' > '/opt/m/sp ace'")
+	if out, err := exec.Command("docker", "build", "-q", "-t", tag, dir).CombinedOutput(); err != nil {
+		t.Fatalf("docker build: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("docker", "rmi", "-f", tag).Run() })
+
+	read := func(useStore bool) (v1.Image, map[string]int, *push.Source) {
+		blobs, err := push.OpenBlobs(t.TempDir(), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var mu sync.Mutex
+		reads := map[string]int{}
+		src := &push.Source{Blobs: blobs, Engine: eng.Client(), TmpDir: t.TempDir(),
+			Reads: func(how string, _ v1.Hash) { mu.Lock(); reads[how]++; mu.Unlock() }}
+		if useStore {
+			src.Root, src.Driver = root, driver
+		}
+		img, err := src.Image(ctx, tag)
+		if err != nil {
+			t.Fatalf("Image (layer store %v): %v", useStore, err)
+		}
+		return img, reads, src
+	}
+	fromStore, storeReads, src := read(true)
+	fromSave, saveReads, _ := read(false)
+
+	layers, _ := fromStore.Layers()
+	if storeReads["store"] != len(layers) || storeReads["save"] != 0 {
+		t.Errorf("reads through the layer store %v, want all %d layers from the store", storeReads, len(layers))
+	}
+	if saveReads["save"] != len(layers) {
+		t.Errorf("reads without the layer store %v, want all %d through docker save", saveReads, len(layers))
+	}
+	d1, _ := fromStore.Digest()
+	d2, _ := fromSave.Digest()
+	if d1 != d2 {
+		m1, _ := fromStore.RawManifest()
+		m2, _ := fromSave.RawManifest()
+		t.Fatalf("manifest from the layer store %s differs from docker save's %s:\n%s\n%s", d1, d2, m1, m2)
+	}
+	id, err := eng.ImageID(ctx, tag)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg, _ := fromStore.ConfigName(); cfg.String() != id {
+		t.Errorf("config %s, the engine's image ID is %s", cfg, id)
+	}
+
+	// Again: nothing is read.
+	clear(storeReads)
+	if _, err := src.Image(ctx, tag); err != nil {
+		t.Fatal(err)
+	}
+	if len(storeReads) != 0 {
+		t.Errorf("the second read of the image read layers again: %v", storeReads)
+	}
+}
+
+// A job's layers go to the registry while it trains: the push after the
+// gate sends manifests only. So does gantry push of the same image again.
+// gantryd keeps each layer compressed once.
+func TestPushAfterTheGateSendsOnlyManifests(t *testing.T) {
+	d := startDaemon(t)
+	app := filepath.Join(t.TempDir(), "ml-docker-app")
+	d.mustGantry("init", "--base", base, app)
+	ref := uniqueRef(t)
+	id := d.submit(app, "--push", ref)
+	removeJobImage(t, id)
+	j := d.waitJob(id, 5*time.Minute)
+	if j.State != gantry.StateSucceeded {
+		t.Fatalf("state %s (%s), want succeeded\n%s", j.State, j.Error, d.mustGantry("logs", id))
+	}
+	if !strings.Contains(d.log.String(), "image layers uploaded during training") {
+		t.Errorf("gantryd did not log the upload during training:\n%s", d.log.String())
+	}
+	logs := d.mustGantry("logs", id)
+	if n := strings.Count(logs, "manifest only"); n != len(j.Pushes) {
+		t.Errorf("%d of the %d pushes after the gate sent the manifest only:\n%s", n, len(j.Pushes), logs)
+	}
+	for _, p := range j.Pushes {
+		if served := servedDigest(t, p.Ref); served != p.Digest {
+			t.Errorf("%s: recorded %s, registry serves %s", p.Ref, p.Digest, served)
+		}
+	}
+
+	// gantry push of the unchanged image, to a new tag of the repository.
+	again := repoOf(ref) + ":again"
+	d.mustGantry("push", id, "--to", again)
+	// gantryd logs the push's progress.
+	if !regexp.MustCompile(`msg=push job=` + id + ` progress=".*manifest only`).MatchString(d.log.String()) {
+		t.Errorf("gantry push of an unchanged image sent more than its manifest:\n%s", d.log.String())
+	}
+	if served := servedDigest(t, again); served != j.Pushes[0].Digest {
+		t.Errorf("%s serves %s, want the job's %s", again, served, j.Pushes[0].Digest)
+	}
+
+	// The kept blobs: the image's config and layers, once each.
+	layers, err := os.ReadDir(filepath.Join(d.dataDir, "blobs", "diffid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	blobs, _ := os.ReadDir(filepath.Join(d.dataDir, "blobs", "sha256"))
+	if len(layers) == 0 || len(blobs) != len(layers)+1 {
+		t.Errorf("the blob store holds %d blobs for %d layers, want the layers and one config", len(blobs), len(layers))
+	}
+}

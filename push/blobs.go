@@ -1,0 +1,306 @@
+package push
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/klauspost/pgzip"
+)
+
+// Blobs keeps each image layer compressed once: the gzip blob a registry
+// is sent, found by the digest of the layer's uncompressed tar (its diffID,
+// which an image's config lists). It also keeps image configs by digest. A
+// layer is read from the engine and compressed the first time an image that
+// has it is pushed; every later push of any image that shares it, to any
+// registry, reads the kept blob instead.
+//
+// The directory holds sha256/HEX (blobs and configs, named by digest) and
+// diffid/HEX (the compressed digest and size of a layer). Writes go through
+// a temporary file and a rename, so a crash leaves no half blob. Blobs
+// beyond Max bytes are removed, least recently used first.
+type Blobs struct {
+	dir string
+	// Max is the size the kept blobs may reach before Prune removes the
+	// least recently used; 0 means no limit.
+	Max int64
+	// Level is the gzip level layers are compressed with.
+	Level int
+
+	mu       sync.Mutex
+	inflight map[v1.Hash]*sync.Mutex
+}
+
+// Keep is how long a blob just used is spared by Prune, whatever the size:
+// a push that is using it may not have opened it yet.
+var Keep = 10 * time.Minute
+
+// OpenBlobs returns the blob store in dir, creating it and removing what a
+// crash left half written.
+func OpenBlobs(dir string, max int64) (*Blobs, error) {
+	for _, sub := range []string{"sha256", "diffid", "tmp"} {
+		if err := os.MkdirAll(filepath.Join(dir, sub), 0o700); err != nil {
+			return nil, fmt.Errorf("blob store: %w", err)
+		}
+	}
+	if err := emptyDir(filepath.Join(dir, "tmp")); err != nil {
+		return nil, fmt.Errorf("blob store: %w", err)
+	}
+	return &Blobs{dir: dir, Max: max, Level: pgzip.BestSpeed, inflight: map[v1.Hash]*sync.Mutex{}}, nil
+}
+
+func emptyDir(dir string) error {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Desc is a kept layer: its compressed digest and size.
+type Desc struct {
+	Digest v1.Hash
+	Size   int64
+}
+
+func (b *Blobs) path(h v1.Hash) string { return filepath.Join(b.dir, "sha256", h.Hex) }
+
+// Layer returns the kept blob of the layer whose uncompressed digest is
+// diffID, and whether there is one.
+func (b *Blobs) Layer(diffID v1.Hash) (Desc, bool) {
+	if !validHash(diffID) {
+		return Desc{}, false
+	}
+	data, err := os.ReadFile(filepath.Join(b.dir, "diffid", diffID.Hex))
+	if err != nil {
+		return Desc{}, false
+	}
+	f := strings.Fields(string(data))
+	if len(f) != 2 {
+		return Desc{}, false
+	}
+	h, err := v1.NewHash(f[0])
+	if err != nil || !validHash(h) {
+		return Desc{}, false
+	}
+	n, err := strconv.ParseInt(f[1], 10, 64)
+	if err != nil {
+		return Desc{}, false
+	}
+	st, err := os.Stat(b.path(h))
+	if err != nil || st.Size() != n {
+		return Desc{}, false // pruned, or damaged: compress it again
+	}
+	b.touch(h)
+	return Desc{Digest: h, Size: n}, true
+}
+
+// Open opens the kept blob h.
+func (b *Blobs) Open(h v1.Hash) (io.ReadCloser, error) {
+	if !validHash(h) {
+		return nil, fmt.Errorf("blob %s: not a sha256 digest", h)
+	}
+	return os.Open(b.path(h))
+}
+
+// Config returns the kept config whose digest is h.
+func (b *Blobs) Config(h v1.Hash) ([]byte, bool) {
+	if !validHash(h) {
+		return nil, false
+	}
+	data, err := os.ReadFile(b.path(h))
+	if err != nil || sha256Hex(data) != h.Hex {
+		return nil, false
+	}
+	b.touch(h)
+	return data, true
+}
+
+// PutConfig keeps an image config, which must hash to h.
+func (b *Blobs) PutConfig(h v1.Hash, data []byte) error {
+	if !validHash(h) || sha256Hex(data) != h.Hex {
+		return fmt.Errorf("config does not match its digest %s", h)
+	}
+	f, err := os.CreateTemp(filepath.Join(b.dir, "tmp"), "config-*")
+	if err != nil {
+		return err
+	}
+	return b.commit(f, func() error { _, err := f.Write(data); return err }, b.path(h))
+}
+
+// PutLayer compresses the uncompressed layer tar that open returns and keeps
+// it, unless a blob for diffID is kept already (or is being kept by another
+// caller, which PutLayer waits for). The tar must hash to diffID: one that
+// does not is refused and nothing is kept.
+func (b *Blobs) PutLayer(diffID v1.Hash, open func() (io.ReadCloser, error)) (Desc, error) {
+	if !validHash(diffID) {
+		return Desc{}, fmt.Errorf("layer %s: not a sha256 digest", diffID)
+	}
+	unlock := b.lock(diffID)
+	defer unlock()
+	if d, ok := b.Layer(diffID); ok {
+		return d, nil
+	}
+	rc, err := open()
+	if err != nil {
+		return Desc{}, err
+	}
+	defer rc.Close()
+	f, err := os.CreateTemp(filepath.Join(b.dir, "tmp"), "layer-*")
+	if err != nil {
+		return Desc{}, err
+	}
+	compressed := sha256.New()
+	counted := &counter{}
+	uncompressed := sha256.New()
+	var desc Desc
+	write := func() error {
+		zw, err := pgzip.NewWriterLevel(io.MultiWriter(f, compressed, counted), b.Level)
+		if err != nil {
+			return err
+		}
+		if _, err := io.Copy(zw, io.TeeReader(rc, uncompressed)); err != nil {
+			return err
+		}
+		if err := zw.Close(); err != nil {
+			return err
+		}
+		if got := hex.EncodeToString(uncompressed.Sum(nil)); got != diffID.Hex {
+			return fmt.Errorf("layer %s: the content read hashes to sha256:%s", diffID, got)
+		}
+		desc = Desc{Digest: v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(compressed.Sum(nil))}, Size: counted.n}
+		return nil
+	}
+	if err := b.commit(f, write, ""); err != nil {
+		return Desc{}, err
+	}
+	if err := os.Rename(f.Name(), b.path(desc.Digest)); err != nil {
+		os.Remove(f.Name())
+		return Desc{}, err
+	}
+	// The index entry goes last: it names a blob that is there.
+	idx, err := os.CreateTemp(filepath.Join(b.dir, "tmp"), "diffid-*")
+	if err != nil {
+		return Desc{}, err
+	}
+	line := fmt.Sprintf("%s %d\n", desc.Digest, desc.Size)
+	if err := b.commit(idx, func() error { _, err := io.WriteString(idx, line); return err }, filepath.Join(b.dir, "diffid", diffID.Hex)); err != nil {
+		return Desc{}, err
+	}
+	return desc, nil
+}
+
+// commit runs write on f, closes it and renames it to dst ("" leaves it
+// for the caller); on failure it removes f.
+func (b *Blobs) commit(f *os.File, write func() error, dst string) error {
+	err := write()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil && dst != "" {
+		err = os.Rename(f.Name(), dst)
+	}
+	if err != nil {
+		os.Remove(f.Name())
+	}
+	return err
+}
+
+// lock serializes work on one layer, so two pushes of images that share it
+// compress it once.
+func (b *Blobs) lock(h v1.Hash) func() {
+	b.mu.Lock()
+	m, ok := b.inflight[h]
+	if !ok {
+		m = &sync.Mutex{}
+		b.inflight[h] = m
+	}
+	b.mu.Unlock()
+	m.Lock()
+	return m.Unlock
+}
+
+// touch marks a blob used now, for Prune.
+func (b *Blobs) touch(h v1.Hash) {
+	now := time.Now()
+	os.Chtimes(b.path(h), now, now)
+}
+
+// Prune removes the least recently used blobs until the kept ones fit in
+// Max, sparing those used in the last Keep. It returns the bytes removed.
+func (b *Blobs) Prune() (int64, error) {
+	if b.Max <= 0 {
+		return 0, nil
+	}
+	type blob struct {
+		path string
+		size int64
+		used time.Time
+	}
+	var all []blob
+	var total int64
+	err := filepath.WalkDir(filepath.Join(b.dir, "sha256"), func(p string, e fs.DirEntry, err error) error {
+		if err != nil || e.IsDir() {
+			return err
+		}
+		info, err := e.Info()
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil
+			}
+			return err
+		}
+		all = append(all, blob{p, info.Size(), info.ModTime()})
+		total += info.Size()
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	sort.Slice(all, func(i, j int) bool { return all[i].used.Before(all[j].used) })
+	var freed int64
+	for _, bl := range all {
+		if total <= b.Max || time.Since(bl.used) < Keep {
+			break
+		}
+		if err := os.Remove(bl.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return freed, err
+		}
+		total -= bl.size
+		freed += bl.size
+	}
+	return freed, nil
+}
+
+func validHash(h v1.Hash) bool {
+	if h.Algorithm != "sha256" || len(h.Hex) != 64 {
+		return false
+	}
+	_, err := hex.DecodeString(h.Hex)
+	return err == nil
+}
+
+func sha256Hex(data []byte) string {
+	s := sha256.Sum256(data)
+	return hex.EncodeToString(s[:])
+}
+
+type counter struct{ n int64 }
+
+func (c *counter) Write(p []byte) (int, error) { c.n += int64(len(p)); return len(p), nil }

@@ -1,0 +1,351 @@
+package push
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/klauspost/pgzip"
+)
+
+// layerTar returns a tar holding one file of n random-looking bytes, and
+// its digest (a diffID).
+func layerTarOf(t *testing.T, seed string, n int) ([]byte, v1.Hash) {
+	t.Helper()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	data := bytes.Repeat([]byte(seed), n/len(seed)+1)[:n]
+	if err := tw.WriteHeader(&tar.Header{Name: "model.bin", Mode: 0o644, Size: int64(n), Typeflag: tar.TypeReg}); err != nil {
+		t.Fatal(err)
+	}
+	tw.Write(data)
+	tw.Close()
+	sum := sha256.Sum256(buf.Bytes())
+	return buf.Bytes(), v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(sum[:])}
+}
+
+func opener(data []byte, opened *atomic.Int64) func() (io.ReadCloser, error) {
+	return func() (io.ReadCloser, error) {
+		opened.Add(1)
+		return io.NopCloser(bytes.NewReader(data)), nil
+	}
+}
+
+func TestBlobsKeepALayerCompressedOnce(t *testing.T) {
+	b, err := OpenBlobs(t.TempDir(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, diffID := layerTarOf(t, "iris", 100_000)
+	if _, ok := b.Layer(diffID); ok {
+		t.Fatalf("an empty store has layer %s", diffID)
+	}
+	var opened atomic.Int64
+	// Two pushes of images sharing the layer, at once: it is read once.
+	var wg sync.WaitGroup
+	descs := make([]Desc, 4)
+	for i := range descs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			d, err := b.PutLayer(diffID, opener(data, &opened))
+			if err != nil {
+				t.Errorf("PutLayer: %v", err)
+			}
+			descs[i] = d
+		}()
+	}
+	wg.Wait()
+	if n := opened.Load(); n != 1 {
+		t.Errorf("the layer was read %d times, want once", n)
+	}
+	for _, d := range descs[1:] {
+		if d != descs[0] {
+			t.Errorf("descriptors differ: %v and %v", d, descs[0])
+		}
+	}
+	got, ok := b.Layer(diffID)
+	if !ok || got != descs[0] {
+		t.Fatalf("Layer(%s) = %v, %v; want %v", diffID, got, ok, descs[0])
+	}
+	// The blob is the gzip of the tar, and hashes to its digest.
+	rc, err := b.Open(got.Digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blob, _ := io.ReadAll(rc)
+	rc.Close()
+	if int64(len(blob)) != got.Size || sha256Hex(blob) != got.Digest.Hex {
+		t.Errorf("blob of %d bytes hashing to %s; descriptor says %d bytes, %s", len(blob), sha256Hex(blob), got.Size, got.Digest)
+	}
+	zr, err := pgzip.NewReader(bytes.NewReader(blob))
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, _ := io.ReadAll(zr)
+	if !bytes.Equal(plain, data) {
+		t.Errorf("the blob does not uncompress to the layer")
+	}
+}
+
+func TestBlobsRefuseALayerThatDoesNotMatchItsDiffID(t *testing.T) {
+	dir := t.TempDir()
+	b, err := OpenBlobs(dir, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, _ := layerTarOf(t, "iris", 1000)
+	_, other := layerTarOf(t, "setosa", 1000)
+	var opened atomic.Int64
+	if _, err := b.PutLayer(other, opener(data, &opened)); err == nil || !strings.Contains(err.Error(), "hashes to") {
+		t.Fatalf("PutLayer of a tar under another diffID: err %v, want a mismatch", err)
+	}
+	if _, ok := b.Layer(other); ok {
+		t.Errorf("a refused layer is kept")
+	}
+	for _, sub := range []string{"sha256", "diffid", "tmp"} {
+		if ents, _ := os.ReadDir(filepath.Join(dir, sub)); len(ents) != 0 {
+			t.Errorf("%s holds %d files after a refused layer, want none", sub, len(ents))
+		}
+	}
+	// Nor is a config whose digest is not its own.
+	if err := b.PutConfig(other, []byte(`{}`)); err == nil {
+		t.Errorf("PutConfig under a wrong digest succeeded")
+	}
+}
+
+func TestBlobsPruneTheLeastRecentlyUsed(t *testing.T) {
+	dir := t.TempDir()
+	b, err := OpenBlobs(dir, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var opened atomic.Int64
+	var diffIDs []v1.Hash
+	var size int64
+	for i := range 3 {
+		data, diffID := layerTarOf(t, fmt.Sprintf("layer %d ", i), 50_000+i)
+		d, err := b.PutLayer(diffID, opener(data, &opened))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Used an hour ago, two hours ago, ... the first is the most recent.
+		old := time.Now().Add(-time.Duration(i+1) * time.Hour)
+		os.Chtimes(b.path(d.Digest), old, old)
+		diffIDs = append(diffIDs, diffID)
+		size = d.Size
+	}
+	// Room for two of the three: the least recently used goes.
+	b.Max = 2*size + size/2
+	freed, err := b.Prune()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if freed == 0 {
+		t.Fatalf("Prune freed nothing over its limit")
+	}
+	for i, want := range []bool{true, true, false} {
+		if _, ok := b.Layer(diffIDs[i]); ok != want {
+			t.Errorf("layer %d kept: %v, want %v", i, ok, want)
+		}
+	}
+	// Blobs used within Keep are spared even over the limit.
+	b.Max = 1
+	if _, err := b.Prune(); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := b.Layer(diffIDs[0]); !ok {
+		t.Errorf("a layer used just now was pruned")
+	}
+	// A pruned layer is compressed again when next needed.
+	data, _ := layerTarOf(t, "layer 2 ", 50_002)
+	before := opened.Load()
+	if _, err := b.PutLayer(diffIDs[2], opener(data, &opened)); err != nil {
+		t.Fatal(err)
+	}
+	if opened.Load() != before+1 {
+		t.Errorf("a pruned layer was not read again")
+	}
+}
+
+// countRequests counts the registry requests by method and kind (blobs or
+// manifests).
+type countRequests struct {
+	mu sync.Mutex
+	n  map[string]int
+	h  atomic.Pointer[http.Handler]
+}
+
+func (c *countRequests) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	kind := "other"
+	switch {
+	case strings.Contains(r.URL.Path, "/blobs/"):
+		kind = "blob"
+	case strings.Contains(r.URL.Path, "/manifests/"):
+		kind = "manifest"
+	}
+	c.mu.Lock()
+	c.n[r.Method+" "+kind]++
+	c.mu.Unlock()
+	(*c.h.Load()).ServeHTTP(w, r)
+}
+
+func (c *countRequests) take() map[string]int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := c.n
+	c.n = map[string]int{}
+	return n
+}
+
+func newCountingRegistry(t *testing.T) (string, *countRequests) {
+	c := &countRequests{n: map[string]int{}}
+	h := strictRegistry()
+	c.h.Store(&h)
+	return newRegistry(t, c), c
+}
+
+// strictRegistry is the in-process registry, refusing a manifest whose
+// blobs it does not hold as the distribution registry does
+// (MANIFEST_BLOB_UNKNOWN); the in-process one takes any manifest.
+func strictRegistry() http.Handler {
+	inner := innerRegistry()
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		repo, _, ok := strings.Cut(strings.TrimPrefix(r.URL.Path, "/v2/"), "/manifests/")
+		if r.Method != http.MethodPut || !ok {
+			inner.ServeHTTP(w, r)
+			return
+		}
+		body, _ := io.ReadAll(r.Body)
+		m, err := v1.ParseManifest(bytes.NewReader(body))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		for _, d := range append([]v1.Descriptor{m.Config}, m.Layers...) {
+			rec := httptest.NewRecorder()
+			inner.ServeHTTP(rec, httptest.NewRequest(http.MethodHead, "/v2/"+repo+"/blobs/"+d.Digest.String(), nil))
+			if rec.Code != http.StatusOK {
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(http.StatusBadRequest)
+				fmt.Fprintf(w, `{"errors":[{"code":"MANIFEST_BLOB_UNKNOWN","message":"blob unknown to registry","detail":%q}]}`, d.Digest)
+				return
+			}
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		inner.ServeHTTP(w, r)
+	})
+}
+
+func TestPushSendsOnlyTheManifestOfAnImageWhoseBlobsAreThere(t *testing.T) {
+	host, reqs := newCountingRegistry(t)
+	img, err := random.Image(2048, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	p := New(WithKeychain(authn.NewMultiKeychain()))
+	ref := host + "/iris:1"
+	if _, err := p.Push(ctx, img, []string{ref}, io.Discard); err != nil {
+		t.Fatalf("first push: %v", err)
+	}
+	if n := reqs.take(); n["HEAD blob"] == 0 && n["PUT blob"]+n["POST blob"] == 0 {
+		t.Fatalf("the first push sent no blob: %v", n)
+	}
+	// Again, to two tags: the manifest alone, and the digest check.
+	var progress bytes.Buffer
+	got, err := p.Push(ctx, img, []string{ref, host + "/iris:job-1"}, &progress)
+	if err != nil {
+		t.Fatalf("second push: %v", err)
+	}
+	n := reqs.take()
+	if blobs := n["HEAD blob"] + n["GET blob"] + n["POST blob"] + n["PUT blob"] + n["PATCH blob"]; blobs != 0 {
+		t.Errorf("the push of an image whose blobs the registry has made %d blob requests: %v", blobs, n)
+	}
+	if n["PUT manifest"] != 2 {
+		t.Errorf("%d manifest PUTs, want 2 (one per tag): %v", n["PUT manifest"], n)
+	}
+	if !strings.Contains(progress.String(), "manifest only") {
+		t.Errorf("progress does not say the push sent the manifest only:\n%s", progress.String())
+	}
+	want, _ := img.Digest()
+	for _, g := range got {
+		if g.Digest != want.String() || head(t, g.Ref) != want.String() {
+			t.Errorf("%s: recorded %s, registry serves %s, image is %s", g.Ref, g.Digest, head(t, g.Ref), want)
+		}
+	}
+
+	// The registry loses its blobs (a garbage collection, a new volume):
+	// the manifest alone is refused, and the full push sends them again.
+	h := strictRegistry()
+	reqs.h.Store(&h)
+	if _, err := p.Push(ctx, img, []string{ref}, io.Discard); err != nil {
+		t.Fatalf("push after the registry lost its blobs: %v", err)
+	}
+	if n := reqs.take(); n["PUT blob"]+n["POST blob"]+n["PATCH blob"] == 0 {
+		t.Errorf("the push after the registry lost its blobs sent none: %v", n)
+	}
+	if d := head(t, ref); d != want.String() {
+		t.Errorf("registry serves %s for %s, want %s", d, ref, want)
+	}
+}
+
+func TestUploadSendsBlobsAndPublishesNothing(t *testing.T) {
+	host, reqs := newCountingRegistry(t)
+	img, err := random.Image(2048, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	p := New(WithKeychain(authn.NewMultiKeychain()))
+	ref := host + "/iris:1"
+	if err := p.Upload(ctx, img, []string{ref, host + "/iris:job-1"}); err != nil {
+		t.Fatalf("Upload: %v", err)
+	}
+	n := reqs.take()
+	if n["PUT manifest"] != 0 {
+		t.Errorf("Upload put %d manifests, want none", n["PUT manifest"])
+	}
+	// Every blob is there, and no tag.
+	m, _ := img.Manifest()
+	repo, _ := name.NewRepository(host + "/iris")
+	for _, d := range append([]v1.Descriptor{m.Config}, m.Layers...) {
+		res, err := http.Head(fmt.Sprintf("http://%s/v2/iris/blobs/%s", host, d.Digest))
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != http.StatusOK {
+			t.Errorf("blob %s: registry answers %s after the upload", d.Digest, res.Status)
+		}
+	}
+	if tags, err := remote.List(repo); err == nil && len(tags) != 0 {
+		t.Errorf("tags %v after an upload, want none", tags)
+	}
+	reqs.take()
+	// The push after it sends the manifest only.
+	if _, err := p.Push(ctx, img, []string{ref}, io.Discard); err != nil {
+		t.Fatalf("Push: %v", err)
+	}
+	if n := reqs.take(); n["PUT blob"]+n["POST blob"]+n["HEAD blob"] != 0 {
+		t.Errorf("the push after an upload made blob requests: %v", n)
+	}
+}

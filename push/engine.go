@@ -1,0 +1,297 @@
+package push
+
+import (
+	"compress/gzip"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"path/filepath"
+	"regexp"
+	"strings"
+
+	"github.com/google/go-containerregistry/pkg/v1/daemon"
+	"github.com/google/go-containerregistry/pkg/v1/partial"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/vbatts/tar-split/tar/asm"
+	"github.com/vbatts/tar-split/tar/storage"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/gantry-ml/gantry"
+)
+
+// Source reads local images for pushing, layer by layer, through Blobs: a
+// layer already kept is not read from the engine nor compressed again, so
+// pushing an unchanged image reads no layer at all, and pushing an image
+// after a change reads and compresses the changed layers only.
+//
+// A layer not kept yet is read from the engine's own layer store when
+// gantryd may read it (it runs beside a local engine whose storage driver
+// is overlay2 or vfs, with access to its data root): the engine's tar-split
+// record and the layer's files give back the layer tar byte for byte, which
+// is what the engine itself sends on docker push. Each layer read this way
+// must hash to the diffID the image's config lists, or it is not used.
+// Otherwise (a remote engine, another driver, no access) the whole image is
+// read once with docker save, and its layers are kept from there.
+type Source struct {
+	Blobs *Blobs
+	// Engine answers image inspects and docker save.
+	Engine daemon.Client
+	// Root and Driver are the engine's data root and storage driver
+	// (docker info); Root "" reads through docker save only.
+	Root, Driver string
+	// TmpDir holds docker save files while they are read.
+	TmpDir string
+	// Reads, when set, is told how each layer not kept yet was read:
+	// "store" or "save". Tests and benchmarks count them.
+	Reads func(how string, diffID v1.Hash)
+}
+
+// Image returns the local image ref (a name or ID) as a v1.Image whose layers
+// are kept blobs.
+func (s *Source) Image(ctx context.Context, ref string) (v1.Image, error) {
+	res, err := s.Engine.ImageInspect(ctx, ref)
+	if err != nil {
+		return nil, fmt.Errorf("image %s: %w", ref, err)
+	}
+	id, err := v1.NewHash(res.ID)
+	if err != nil {
+		return nil, fmt.Errorf("image %s: the engine gave the ID %q: %w", ref, res.ID, err)
+	}
+	img, err := s.kept(id)
+	if err == nil {
+		return img, nil
+	}
+	if s.Root != "" {
+		if err = s.fromStore(id); err == nil {
+			return s.kept(id)
+		}
+	}
+	if err := s.fromSave(ctx, ref, id); err != nil {
+		return nil, err
+	}
+	return s.kept(id)
+}
+
+// kept returns image id if its config and every layer are kept.
+func (s *Source) kept(id v1.Hash) (v1.Image, error) {
+	raw, ok := s.Blobs.Config(id)
+	if !ok {
+		return nil, fmt.Errorf("config %s is not kept", id)
+	}
+	cf, err := v1.ParseConfigFile(strings.NewReader(string(raw)))
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", id, err)
+	}
+	m := v1.Manifest{
+		SchemaVersion: 2,
+		MediaType:     types.DockerManifestSchema2,
+		Config:        v1.Descriptor{MediaType: types.DockerConfigJSON, Size: int64(len(raw)), Digest: id},
+	}
+	img := &keptImage{blobs: s.Blobs, config: raw, layers: map[v1.Hash]*keptLayer{}}
+	for _, diffID := range cf.RootFS.DiffIDs {
+		d, ok := s.Blobs.Layer(diffID)
+		if !ok {
+			return nil, fmt.Errorf("layer %s is not kept", diffID)
+		}
+		m.Layers = append(m.Layers, v1.Descriptor{MediaType: types.DockerLayer, Size: d.Size, Digest: d.Digest})
+		img.layers[d.Digest] = &keptLayer{blobs: s.Blobs, desc: d, diffID: diffID}
+	}
+	if img.manifest, err = json.Marshal(m); err != nil {
+		return nil, err
+	}
+	return partial.CompressedToImage(img)
+}
+
+// cacheID is what a layer's cache-id file must hold.
+var cacheID = regexp.MustCompile(`^[0-9a-f]{64}$`)
+
+// fromStore keeps image id's config and layers, read from the engine's data
+// root.
+func (s *Source) fromStore(id v1.Hash) error {
+	imagedb := filepath.Join(s.Root, "image", s.Driver)
+	raw, err := os.ReadFile(filepath.Join(imagedb, "imagedb", "content", "sha256", id.Hex))
+	if err != nil {
+		return err
+	}
+	if err := s.Blobs.PutConfig(id, raw); err != nil {
+		return err
+	}
+	cf, err := v1.ParseConfigFile(strings.NewReader(string(raw)))
+	if err != nil {
+		return err
+	}
+	var chain string
+	for _, diffID := range cf.RootFS.DiffIDs {
+		if chain == "" {
+			chain = diffID.String()
+		} else {
+			chain = "sha256:" + sha256Hex([]byte(chain+" "+diffID.String()))
+		}
+		if _, ok := s.Blobs.Layer(diffID); ok {
+			continue
+		}
+		layerdb := filepath.Join(imagedb, "layerdb", "sha256", strings.TrimPrefix(chain, "sha256:"))
+		open := func() (io.ReadCloser, error) { return s.layerTar(layerdb, diffID) }
+		if _, err := s.Blobs.PutLayer(diffID, open); err != nil {
+			return err
+		}
+		if s.Reads != nil {
+			s.Reads("store", diffID)
+		}
+	}
+	return nil
+}
+
+// layerTar rebuilds a layer's tar from its layerdb entry: the tar-split
+// record of the tar's headers, and the files the driver unpacked it to.
+func (s *Source) layerTar(layerdb string, diffID v1.Hash) (io.ReadCloser, error) {
+	got, err := os.ReadFile(filepath.Join(layerdb, "diff"))
+	if err != nil {
+		return nil, err
+	}
+	if strings.TrimSpace(string(got)) != diffID.String() {
+		return nil, fmt.Errorf("layer store entry %s is for %s, not %s", layerdb, got, diffID)
+	}
+	c, err := os.ReadFile(filepath.Join(layerdb, "cache-id"))
+	if err != nil {
+		return nil, err
+	}
+	cid := strings.TrimSpace(string(c))
+	if !cacheID.MatchString(cid) {
+		return nil, fmt.Errorf("layer store entry %s: unexpected cache-id %q", layerdb, cid)
+	}
+	var dir string
+	switch s.Driver {
+	case "overlay2":
+		dir = filepath.Join(s.Root, "overlay2", cid, "diff")
+	case "vfs":
+		dir = filepath.Join(s.Root, "vfs", "dir", cid)
+	default:
+		return nil, fmt.Errorf("storage driver %s: not read directly", s.Driver)
+	}
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return nil, err
+	}
+	ts, err := os.Open(filepath.Join(layerdb, "tar-split.json.gz"))
+	if err != nil {
+		root.Close()
+		return nil, err
+	}
+	zr, err := gzip.NewReader(ts)
+	if err != nil {
+		root.Close()
+		ts.Close()
+		return nil, err
+	}
+	out := asm.NewOutputTarStream(rootGetter{root}, storage.NewJSONUnpacker(zr))
+	return &closeAll{ReadCloser: out, also: []io.Closer{zr, ts, root}}, nil
+}
+
+// rootGetter serves a layer's files from inside its directory only.
+type rootGetter struct{ r *os.Root }
+
+func (g rootGetter) Get(name string) (io.ReadCloser, error) {
+	name = path.Clean("/" + filepath.ToSlash(name))[1:]
+	if name == "" {
+		name = "."
+	}
+	return g.r.Open(name)
+}
+
+type closeAll struct {
+	io.ReadCloser
+	also []io.Closer
+}
+
+func (c *closeAll) Close() error {
+	err := c.ReadCloser.Close()
+	for _, a := range c.also {
+		a.Close()
+	}
+	return err
+}
+
+// fromSave keeps image id's config and layers, read with docker save.
+func (s *Source) fromSave(ctx context.Context, ref string, id v1.Hash) error {
+	img, err := FromEngine(ctx, s.Engine, ref, s.TmpDir)
+	if err != nil {
+		return err
+	}
+	defer release(img)
+	raw, err := img.RawConfigFile()
+	if err != nil {
+		return fmt.Errorf("read image %s from the engine: %w", ref, err)
+	}
+	if err := s.Blobs.PutConfig(id, raw); err != nil {
+		return fmt.Errorf("read image %s from the engine: %w", ref, err)
+	}
+	layers, err := img.Layers()
+	if err != nil {
+		return fmt.Errorf("read image %s from the engine: %w", ref, err)
+	}
+	for _, l := range layers {
+		diffID, err := l.DiffID()
+		if err != nil {
+			return fmt.Errorf("read image %s from the engine: %w", ref, err)
+		}
+		if _, ok := s.Blobs.Layer(diffID); ok {
+			continue
+		}
+		if _, err := s.Blobs.PutLayer(diffID, l.Uncompressed); err != nil {
+			return fmt.Errorf("read image %s from the engine: %w", ref, err)
+		}
+		if s.Reads != nil {
+			s.Reads("save", diffID)
+		}
+	}
+	return nil
+}
+
+// release lets go of what an image holds (a docker save file).
+func release(img v1.Image) {
+	if c, ok := img.(io.Closer); ok {
+		c.Close()
+	}
+}
+
+// keptImage is an image whose config and layers are kept blobs.
+type keptImage struct {
+	blobs    *Blobs
+	config   []byte
+	manifest []byte
+	layers   map[v1.Hash]*keptLayer
+}
+
+func (i *keptImage) RawConfigFile() ([]byte, error)      { return i.config, nil }
+func (i *keptImage) MediaType() (types.MediaType, error) { return types.DockerManifestSchema2, nil }
+func (i *keptImage) RawManifest() ([]byte, error)        { return i.manifest, nil }
+
+func (i *keptImage) LayerByDigest(h v1.Hash) (partial.CompressedLayer, error) {
+	if l, ok := i.layers[h]; ok {
+		return l, nil
+	}
+	if cfg := sha256.Sum256(i.config); h.Hex == hex.EncodeToString(cfg[:]) {
+		return partial.ConfigLayer(i)
+	}
+	return nil, gantry.Errorf(gantry.ErrNotFound, "image has no blob %s", h)
+}
+
+// keptLayer is a kept compressed layer.
+type keptLayer struct {
+	blobs  *Blobs
+	desc   Desc
+	diffID v1.Hash
+}
+
+func (l *keptLayer) Digest() (v1.Hash, error)            { return l.desc.Digest, nil }
+func (l *keptLayer) DiffID() (v1.Hash, error)            { return l.diffID, nil }
+func (l *keptLayer) Size() (int64, error)                { return l.desc.Size, nil }
+func (l *keptLayer) MediaType() (types.MediaType, error) { return types.DockerLayer, nil }
+func (l *keptLayer) Compressed() (io.ReadCloser, error)  { return l.blobs.Open(l.desc.Digest) }
