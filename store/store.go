@@ -16,6 +16,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -51,6 +52,83 @@ var (
 // Store is gantry's record of jobs. Its methods are safe for concurrent use.
 type Store struct {
 	db *bolt.DB
+
+	// Creates go through one committer, which puts every create waiting
+	// when it starts a transaction into that transaction: concurrent
+	// submissions share a commit and its fsync, and a lone one waits for
+	// nothing.
+	creates chan *create
+	closing chan struct{}
+	stopped chan struct{}
+	once    sync.Once
+}
+
+type create struct {
+	fn   func(*bolt.Tx) error
+	done chan error
+}
+
+// maxGroup bounds the creates committed in one transaction.
+const maxGroup = 512
+
+func openedStore(db *bolt.DB) *Store {
+	s := &Store{db: db, creates: make(chan *create), closing: make(chan struct{}), stopped: make(chan struct{})}
+	go s.commitCreates()
+	return s
+}
+
+func (s *Store) commitCreates() {
+	defer close(s.stopped)
+	for {
+		var first *create
+		select {
+		case first = <-s.creates:
+		case <-s.closing:
+			return
+		}
+		group := []*create{first}
+	more:
+		for len(group) < maxGroup {
+			select {
+			case c := <-s.creates:
+				group = append(group, c)
+			default:
+				break more
+			}
+		}
+		err := s.db.Update(func(tx *bolt.Tx) error {
+			for _, c := range group {
+				if err := c.fn(tx); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err == nil || len(group) == 1 {
+			for _, c := range group {
+				c.done <- err
+			}
+			continue
+		}
+		// One of them failed the transaction: each alone, so that only
+		// that one fails.
+		for _, c := range group {
+			c.done <- s.db.Update(c.fn)
+		}
+	}
+}
+
+// group runs fn in a write transaction shared with the other creates that
+// are waiting; fn may not see its writes kept if another fails, in which
+// case it runs again alone.
+func (s *Store) group(fn func(*bolt.Tx) error) error {
+	c := &create{fn: fn, done: make(chan error, 1)}
+	select {
+	case s.creates <- c:
+	case <-s.closing:
+		return gantry.Errorf(gantry.ErrUnavailable, "the store is closed")
+	}
+	return <-c.done
 }
 
 // Open opens the data file at path, creating it (mode 0600) and its buckets
@@ -74,7 +152,7 @@ func Open(path string) (*Store, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("open store: %w", err)
 	}
-	return &Store{db: db}, nil
+	return openedStore(db), nil
 }
 
 // initFile checks the schema version before creating anything, so that a
@@ -142,6 +220,8 @@ func (s *Store) Instance() (string, error) {
 
 // Close closes the data file, releasing its lock. It returns no error kind.
 func (s *Store) Close() error {
+	s.once.Do(func() { close(s.closing) })
+	<-s.stopped
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("close store: %w", err)
 	}
@@ -170,9 +250,9 @@ func (s *Store) Create(ctx context.Context, j *gantry.Job) error {
 	}
 	key := []byte(j.ID)
 	// Creates that arrive together share one transaction and one fsync
-	// (bbolt may run fn more than once: each run starts from a clean
-	// transaction, so the event is appended once).
-	err = s.db.Batch(func(tx *bolt.Tx) error {
+	// (fn may run twice: each run starts from a clean transaction, so the
+	// event is appended once).
+	err = s.group(func(tx *bolt.Tx) error {
 		jobs := tx.Bucket(bucketJobs)
 		if jobs.Get(key) != nil {
 			return gantry.Errorf(gantry.ErrConflict, "a job with this ID already exists")

@@ -758,3 +758,78 @@ func TestInstanceForAnOlderFile(t *testing.T) {
 		t.Errorf("Instance after reopening = %q, %v; want %s", got, err, id)
 	}
 }
+
+// Concurrent creates share transactions: each job is kept once with its
+// one event, events are numbered without gap or repeat, and a create that
+// fails (an ID taken) fails alone.
+func TestConcurrentCreates(t *testing.T) {
+	s := newStore(t)
+	ctx := context.Background()
+	taken := makeJobs(t, s, 1)[0]
+	const clients, each = 50, 20
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var created []string
+	for c := range clients {
+		wg.Go(func() {
+			for i := range each {
+				j := gantry.NewJob(gantry.Spec{}, base.Add(time.Duration(c*each+i+1)*time.Second))
+				if err := s.Create(ctx, j); err != nil {
+					t.Errorf("Create: %v", err)
+					continue
+				}
+				mu.Lock()
+				created = append(created, j.ID)
+				mu.Unlock()
+				if i == each/2 {
+					dup := *taken
+					if err := s.Create(ctx, &dup); !errors.Is(err, gantry.ErrConflict) {
+						t.Errorf("Create of a taken ID: %v, want ErrConflict", err)
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if len(created) != clients*each {
+		t.Fatalf("%d creates succeeded, want %d", len(created), clients*each)
+	}
+	for _, id := range created {
+		if _, err := s.Get(ctx, id); err != nil {
+			t.Errorf("Get(%s): %v", id, err)
+		}
+	}
+	var evs []gantry.Event
+	for after := uint64(0); ; {
+		page, err := s.Events(ctx, after, "", 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(page) == 0 {
+			break
+		}
+		evs = append(evs, page...)
+		after = page[len(page)-1].Seq
+	}
+	perJob := map[string]int{}
+	for i, e := range evs {
+		if e.Seq != uint64(i+1) {
+			t.Fatalf("event %d has number %d: want numbers without gap or repeat", i, e.Seq)
+		}
+		perJob[e.Job]++
+	}
+	for _, id := range append(created, taken.ID) {
+		if perJob[id] != 1 {
+			t.Errorf("job %s has %d events, want 1", id, perJob[id])
+		}
+	}
+	if len(perJob) != len(created)+1 {
+		t.Errorf("events for %d jobs, want %d", len(perJob), len(created)+1)
+	}
+
+	// Once closed, a create is refused and nothing hangs.
+	s.Close()
+	if err := s.Create(ctx, gantry.NewJob(gantry.Spec{}, base)); err == nil {
+		t.Errorf("Create after Close succeeded")
+	}
+}
