@@ -254,6 +254,11 @@ func (d *Daemon) schedule(ctx context.Context) error {
 	// here, or by Cancel, which takes the lock too.
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if len(d.active) >= d.cfg.MaxJobs {
+		// No slot: a submission to a full queue costs no scan of it. A
+		// job that ends pokes the scheduler again.
+		return nil
+	}
 	jobs, err := d.store.Unfinished(ctx)
 	if err != nil {
 		return err
