@@ -26,6 +26,8 @@ import (
 
 	"github.com/gantry-ml/gantry"
 	"github.com/gantry-ml/gantry/builder"
+	"github.com/gantry-ml/gantry/internal/iox"
+	"github.com/gantry-ml/gantry/internal/keyed"
 	"github.com/gantry-ml/gantry/push"
 	"github.com/gantry-ml/gantry/runner"
 	"github.com/gantry-ml/gantry/store"
@@ -124,7 +126,7 @@ type Daemon struct {
 	mu      sync.Mutex
 	active  map[string]context.CancelCauseFunc // jobs this process runs
 	// tagLocks serialize promotions of each tag.
-	tagLocks map[string]*sync.Mutex
+	tagLocks keyed.Mutex[string]
 	wg       sync.WaitGroup
 }
 
@@ -159,10 +161,9 @@ func New(cfg Config, st jobStore, b imageBuilder, e Engine, p imagePusher, src i
 		cfg: cfg, store: &notifyingStore{jobStore: st, changed: changed},
 		builder: b, engine: e, pusher: p, source: src,
 		log: cfg.Logger, now: time.Now,
-		wake:     make(chan struct{}, 1),
-		changed:  changed,
-		active:   map[string]context.CancelCauseFunc{},
-		tagLocks: map[string]*sync.Mutex{},
+		wake:    make(chan struct{}, 1),
+		changed: changed,
+		active:  map[string]context.CancelCauseFunc{},
 	}, nil
 }
 
@@ -839,7 +840,7 @@ func (d *Daemon) promote(ctx context.Context, j *gantry.Job, logf io.Writer) err
 }
 
 func (d *Daemon) promoteOne(ctx context.Context, ref string, p gantry.Push, acc, minImprovement float64) (gantry.Promotion, error) {
-	unlock := d.lockTag(ref)
+	unlock := d.tagLocks.Lock(ref)
 	defer unlock()
 	var champion *float64
 	cur, err := d.pusher.Resolve(ctx, ref)
@@ -866,19 +867,6 @@ func (d *Daemon) promoteOne(ctx context.Context, ref string, p gantry.Push, acc,
 		}
 	}
 	return dec, nil
-}
-
-// lockTag serializes promotions of one tag.
-func (d *Daemon) lockTag(ref string) func() {
-	d.mu.Lock()
-	m, ok := d.tagLocks[ref]
-	if !ok {
-		m = &sync.Mutex{}
-		d.tagLocks[ref] = m
-	}
-	d.mu.Unlock()
-	m.Lock()
-	return m.Unlock
 }
 
 // withLimit bounds a phase by limit (none when it is zero); the context ends
@@ -938,7 +926,7 @@ func (d *Daemon) train(ctx context.Context, j *gantry.Job, logf io.Writer) (runn
 	defer cancel()
 	for {
 		// The engine replays the log from the start: skip what we hold.
-		exit, err := d.engine.Run(tctx, j.ContainerID, &skipWriter{w: out, skip: out.n})
+		exit, err := d.engine.Run(tctx, j.ContainerID, &iox.SkipWriter{W: out, Skip: out.n})
 		if err == nil {
 			lines.Flush()
 			m := gantry.Metrics{}

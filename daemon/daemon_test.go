@@ -26,6 +26,7 @@ import (
 
 	"github.com/gantry-ml/gantry"
 	"github.com/gantry-ml/gantry/builder"
+	"github.com/gantry-ml/gantry/internal/iox"
 	"github.com/gantry-ml/gantry/runner"
 	"github.com/gantry-ml/gantry/store"
 )
@@ -2743,49 +2744,6 @@ func TestPush(t *testing.T) {
 	})
 }
 
-func TestSkipWriter(t *testing.T) {
-	tests := []struct {
-		name   string
-		skip   int64
-		writes []string
-		want   string
-	}{
-		{name: "nothing to skip", skip: 0, writes: []string{"abc", "def"}, want: "abcdef"},
-		{name: "inside the first write", skip: 2, writes: []string{"abc", "def"}, want: "cdef"},
-		{name: "exactly the first write", skip: 3, writes: []string{"abc", "def"}, want: "def"},
-		{name: "across several writes", skip: 7, writes: []string{"ab", "cd", "ef", "ghij", "k"}, want: "hijk"},
-		{name: "an empty write on the way", skip: 3, writes: []string{"ab", "", "cd", ""}, want: "d"},
-		{name: "more than all", skip: 100, writes: []string{"abc", "def"}, want: ""},
-		{name: "exactly all", skip: 6, writes: []string{"abc", "def"}, want: ""},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			var got bytes.Buffer
-			w := &skipWriter{w: &got, skip: tc.skip}
-			for _, s := range tc.writes {
-				n, err := w.Write([]byte(s))
-				if n != len(s) || err != nil {
-					t.Fatalf("Write(%q) = %d, %v; want %d, nil", s, n, err, len(s))
-				}
-			}
-			if got.String() != tc.want {
-				t.Errorf("passed on %q, want %q", got.String(), tc.want)
-			}
-		})
-	}
-
-	t.Run("an error from below", func(t *testing.T) {
-		errFull := errors.New("no space left on device")
-		w := &skipWriter{w: pipeFailWriter{err: errFull}, skip: 2}
-		if n, err := w.Write([]byte("ab")); n != 2 || err != nil {
-			t.Errorf("Write of skipped bytes = %d, %v; want 2, nil", n, err)
-		}
-		if n, err := w.Write([]byte("cd")); n != 0 || !errors.Is(err, errFull) {
-			t.Errorf("Write = %d, %v; want 0, %v", n, err, errFull)
-		}
-	})
-}
-
 // pipeFailWriter accepts the first n bytes of each write, then fails with
 // err.
 type pipeFailWriter struct {
@@ -2823,9 +2781,9 @@ func TestCountWriter(t *testing.T) {
 	// Together, as train uses them: a replay skips what was counted.
 	var log bytes.Buffer
 	c = &countWriter{w: &log}
-	io.WriteString(&skipWriter{w: c, skip: c.n}, "Epoch 1\nEpo")
-	io.WriteString(&skipWriter{w: c, skip: c.n}, "Epoch 1\nEpoch 2\nacc")
-	io.WriteString(&skipWriter{w: c, skip: c.n}, "Epoch 1\nEpoch 2\naccuracy: 0.9\n")
+	io.WriteString(&iox.SkipWriter{W: c, Skip: c.n}, "Epoch 1\nEpo")
+	io.WriteString(&iox.SkipWriter{W: c, Skip: c.n}, "Epoch 1\nEpoch 2\nacc")
+	io.WriteString(&iox.SkipWriter{W: c, Skip: c.n}, "Epoch 1\nEpoch 2\naccuracy: 0.9\n")
 	if want := "Epoch 1\nEpoch 2\naccuracy: 0.9\n"; log.String() != want {
 		t.Errorf("after three replays the log is %q, want %q", log.String(), want)
 	}

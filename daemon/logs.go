@@ -154,29 +154,6 @@ func (c *countWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// skipWriter drops the first skip bytes written to it: a replayed container
-// log holds first what was already captured.
-type skipWriter struct {
-	w    io.Writer
-	skip int64
-}
-
-func (s *skipWriter) Write(p []byte) (int, error) {
-	n := len(p)
-	if s.skip > 0 {
-		drop := min(s.skip, int64(len(p)))
-		s.skip -= drop
-		p = p[drop:]
-	}
-	if len(p) == 0 {
-		return n, nil
-	}
-	if _, err := s.w.Write(p); err != nil {
-		return 0, err
-	}
-	return n, nil
-}
-
 // cutLog cuts the log at path back to the end of its last marker line, so
 // that a container log replayed from the start follows it without a line
 // lost or repeated. A log without the marker gets it appended.

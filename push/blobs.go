@@ -12,11 +12,12 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/klauspost/pgzip"
+
+	"github.com/gantry-ml/gantry/internal/keyed"
 )
 
 // Blobs keeps each image layer compressed once: the gzip blob a registry
@@ -38,8 +39,9 @@ type Blobs struct {
 	// Level is the gzip level layers are compressed with.
 	Level int
 
-	mu       sync.Mutex
-	inflight map[v1.Hash]*sync.Mutex
+	// inflight serializes work on one layer, so that two pushes of
+	// images that share it compress it once.
+	inflight keyed.Mutex[v1.Hash]
 }
 
 // Keep is how long a blob just used is spared by Prune, whatever the size:
@@ -57,7 +59,7 @@ func OpenBlobs(dir string, max int64) (*Blobs, error) {
 	if err := emptyDir(filepath.Join(dir, "tmp")); err != nil {
 		return nil, fmt.Errorf("blob store: %w", err)
 	}
-	return &Blobs{dir: dir, Max: max, Level: pgzip.BestSpeed, inflight: map[v1.Hash]*sync.Mutex{}}, nil
+	return &Blobs{dir: dir, Max: max, Level: pgzip.BestSpeed}, nil
 }
 
 func emptyDir(dir string) error {
@@ -152,8 +154,7 @@ func (b *Blobs) PutLayer(diffID v1.Hash, open func() (io.ReadCloser, error)) (De
 	if !validHash(diffID) {
 		return Desc{}, fmt.Errorf("layer %s: not a sha256 digest", diffID)
 	}
-	unlock := b.lock(diffID)
-	defer unlock()
+	defer b.inflight.Lock(diffID)()
 	if d, ok := b.Layer(diffID); ok {
 		return d, nil
 	}
@@ -220,20 +221,6 @@ func (b *Blobs) commit(f *os.File, write func() error, dst string) error {
 		os.Remove(f.Name())
 	}
 	return err
-}
-
-// lock serializes work on one layer, so two pushes of images that share it
-// compress it once.
-func (b *Blobs) lock(h v1.Hash) func() {
-	b.mu.Lock()
-	m, ok := b.inflight[h]
-	if !ok {
-		m = &sync.Mutex{}
-		b.inflight[h] = m
-	}
-	b.mu.Unlock()
-	m.Lock()
-	return m.Unlock
 }
 
 // touch marks a blob used now, for Prune.

@@ -21,6 +21,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/gantry-ml/gantry"
+	"github.com/gantry-ml/gantry/internal/iox"
 	"github.com/gantry-ml/gantry/push"
 )
 
@@ -310,7 +311,7 @@ func (v *view) build(ctx context.Context, id string, over <-chan struct{}) error
 	case <-over:
 		stop()
 		<-followed
-		err = v.src.BuildStatus(ctx, id, false, &skipWriter{w: st, skip: st.n})
+		err = v.src.BuildStatus(ctx, id, false, &iox.SkipWriter{W: st, Skip: st.n})
 	}
 	if err == nil {
 		err = st.lw.flush()
@@ -488,25 +489,6 @@ func (s *statusStream) Write(p []byte) (int, error) {
 	n, err := s.lw.Write(p)
 	s.n += int64(n)
 	return n, err
-}
-
-// skipWriter drops the first skip bytes written to it.
-type skipWriter struct {
-	w    io.Writer
-	skip int64
-}
-
-func (s *skipWriter) Write(p []byte) (int, error) {
-	n := len(p)
-	drop := min(s.skip, int64(len(p)))
-	s.skip -= drop
-	if p = p[drop:]; len(p) == 0 {
-		return n, nil
-	}
-	if _, err := s.w.Write(p); err != nil {
-		return 0, err
-	}
-	return n, nil
 }
 
 // eventSource is where gantry watch without a job reads events; *api.Client

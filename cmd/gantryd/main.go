@@ -139,7 +139,10 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	src := &push.Source{Blobs: blobs, Engine: eng.Client(), TmpDir: tmpDir}
+	src := &push.Source{Blobs: blobs, Engine: eng.Client(), TmpDir: tmpDir,
+		Reads: func(how string, diffID v1.Hash) {
+			log.Info("layer read from the engine and compressed", "diff_id", diffID, "via", how)
+		}}
 	if root, driver, err := eng.Storage(ctx); err != nil {
 		return err
 	} else if _, err := os.Stat(filepath.Join(root, "image", driver, "layerdb")); err == nil {

@@ -1,0 +1,48 @@
+// Package keyed serializes work per key: promotions of one tag, the
+// compression of one layer.
+package keyed
+
+import "sync"
+
+// Mutex is a set of mutexes, one per key, each there only while someone
+// holds or waits for it. The zero value is ready to use.
+type Mutex[K comparable] struct {
+	mu sync.Mutex
+	m  map[K]*entry
+}
+
+type entry struct {
+	sync.Mutex
+	users int
+}
+
+// Lock locks key's mutex and returns the function that unlocks it.
+func (k *Mutex[K]) Lock(key K) (unlock func()) {
+	k.mu.Lock()
+	if k.m == nil {
+		k.m = map[K]*entry{}
+	}
+	e, ok := k.m[key]
+	if !ok {
+		e = &entry{}
+		k.m[key] = e
+	}
+	e.users++
+	k.mu.Unlock()
+	e.Lock()
+	return func() {
+		e.Unlock()
+		k.mu.Lock()
+		if e.users--; e.users == 0 {
+			delete(k.m, key)
+		}
+		k.mu.Unlock()
+	}
+}
+
+// Len returns how many keys are held or waited for.
+func (k *Mutex[K]) Len() int {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return len(k.m)
+}
