@@ -51,8 +51,18 @@ BENCHFLAGS ?=
 bench: services
 	GANTRY_BASE_IMAGE=$(BASE_IMAGE) $(GO) run ./bench $(BENCHFLAGS)
 
+# image: gantryd's own image (see the Dockerfile), from static binaries.
+IMAGE ?= gantry/gantryd
+IMAGE_DIR ?= build/image
+.PHONY: image
+image:
+	rm -rf $(IMAGE_DIR) && mkdir -p $(IMAGE_DIR)
+	CGO_ENABLED=0 $(GO) build -ldflags '$(LDFLAGS)' -o $(IMAGE_DIR)/ ./cmd/gantryd ./cmd/gantry
+	cp /etc/ssl/certs/ca-certificates.crt $(IMAGE_DIR)/
+	docker build -t $(IMAGE) -f Dockerfile $(IMAGE_DIR)
+
 clean:
-	rm -rf $(BIN)
+	rm -rf $(BIN) build
 
 # fuzz: each fuzz target for FUZZTIME (make fuzz FUZZTIME=10m); the seed
 # corpora and testdata/fuzz run with the ordinary tests.

@@ -121,6 +121,16 @@ func TestPushAfterTheGateSendsOnlyManifests(t *testing.T) {
 	if !strings.Contains(d.log.String(), "image layers uploaded during training") {
 		t.Errorf("gantryd did not log the upload during training:\n%s", d.log.String())
 	}
+	// Layers BuildKit made are read from the layer store as well, when
+	// gantryd may read it.
+	if strings.Contains(d.log.String(), "are read from the engine's layer store") {
+		if strings.Contains(d.log.String(), "via=save") || strings.Contains(d.log.String(), "not readable from the engine's layer store") {
+			t.Errorf("gantryd fell back to docker save for an image BuildKit built:\n%s", d.log.String())
+		}
+		if !strings.Contains(d.log.String(), "via=store") {
+			t.Errorf("gantryd read no layer from the layer store:\n%s", d.log.String())
+		}
+	}
 	logs := d.mustGantry("logs", id)
 	if n := strings.Count(logs, "manifest only"); n != len(j.Pushes) {
 		t.Errorf("%d of the %d pushes after the gate sent the manifest only:\n%s", n, len(j.Pushes), logs)

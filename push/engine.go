@@ -50,6 +50,9 @@ type Source struct {
 	// Reads, when set, is told how each layer not kept yet was read:
 	// "store" or "save". Tests and benchmarks count them.
 	Reads func(how string, diffID v1.Hash)
+	// Fallback, when set, is told why an image could not be read from the
+	// layer store (and is read with docker save instead).
+	Fallback func(ref string, err error)
 }
 
 // Image returns the local image ref (a name or ID) as a v1.Image whose layers
@@ -70,6 +73,9 @@ func (s *Source) Image(ctx context.Context, ref string) (v1.Image, error) {
 	if s.Root != "" {
 		if err = s.fromStore(id); err == nil {
 			return s.kept(id)
+		}
+		if s.Fallback != nil {
+			s.Fallback(ref, err)
 		}
 	}
 	if err := s.fromSave(ctx, ref, id); err != nil {
@@ -108,8 +114,11 @@ func (s *Source) kept(id v1.Hash) (v1.Image, error) {
 	return partial.CompressedToImage(img)
 }
 
-// cacheID is what a layer's cache-id file must hold.
-var cacheID = regexp.MustCompile(`^[0-9a-f]{64}$`)
+// cacheID is what a layer's cache-id file must hold: the driver's name for
+// the layer's directory, 64 hex digits for the engine's own layers, a
+// shorter base-32 ID for layers BuildKit made. Nothing that could leave the
+// driver's directory.
+var cacheID = regexp.MustCompile(`^[0-9a-z]{1,128}$`)
 
 // fromStore keeps image id's config and layers, read from the engine's data
 // root.

@@ -2,7 +2,7 @@
 # services.sh: make this machine ready for gantry. Idempotent: each step is skipped
 # when its result is already there.
 #   1. Debian packages: docker.io (engine 20.10), docker-registry, debootstrap,
-#      chromium (for the dashboard test)
+#      chromium (for the dashboard test), ca-certificates (for gantryd's image)
 #   2. dockerd, when no engine answers on the local socket
 #   3. a local registry on 127.0.0.1:$GANTRY_REGISTRY_PORT (default 5000), no auth
 #   4. the base image (Python with scikit-learn, pandas, joblib) made from Debian packages
@@ -30,6 +30,8 @@ packages() {
 	command -v docker-registry >/dev/null || missing+=(docker-registry)
 	command -v debootstrap >/dev/null || missing+=(debootstrap)
 	command -v curl >/dev/null || missing+=(curl)
+	# gantryd's own image (make image) carries the CA bundle.
+	[ -f /etc/ssl/certs/ca-certificates.crt ] || missing+=(ca-certificates)
 	# The dashboard test drives a headless browser.
 	command -v chromium >/dev/null || missing+=(chromium)
 	[ ${#missing[@]} -eq 0 ] && return 0

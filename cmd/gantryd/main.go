@@ -142,6 +142,9 @@ func run() error {
 	src := &push.Source{Blobs: blobs, Engine: eng.Client(), TmpDir: tmpDir,
 		Reads: func(how string, diffID v1.Hash) {
 			log.Info("layer read from the engine and compressed", "diff_id", diffID, "via", how)
+		},
+		Fallback: func(ref string, err error) {
+			log.Warn("image not readable from the engine's layer store: reading it with docker save", "image", ref, "err", err)
 		}}
 	if root, driver, err := eng.Storage(ctx); err != nil {
 		return err
