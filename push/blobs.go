@@ -50,7 +50,7 @@ type Blobs struct {
 
 // Keep is how long a blob just used is spared by Prune, whatever the size:
 // a push that is using it may not have opened it yet.
-var Keep = 10 * time.Minute
+var Keep = time.Hour
 
 // OpenBlobs returns the blob store in dir, creating it and removing what a
 // crash left half written.
@@ -90,6 +90,15 @@ func (b *Blobs) path(h v1.Hash) string { return filepath.Join(b.dir, "sha256", h
 // Layer returns the kept blob of the layer whose uncompressed digest is
 // diffID, and whether there is one.
 func (b *Blobs) Layer(diffID v1.Hash) (Desc, bool) {
+	d, ok := b.lookup(diffID)
+	if ok {
+		b.touch(d.Digest)
+	}
+	return d, ok
+}
+
+// lookup is Layer without marking the blob used.
+func (b *Blobs) lookup(diffID v1.Hash) (Desc, bool) {
 	if !validHash(diffID) {
 		return Desc{}, false
 	}
@@ -113,7 +122,6 @@ func (b *Blobs) Layer(diffID v1.Hash) (Desc, bool) {
 	if err != nil || st.Size() != n {
 		return Desc{}, false // pruned, or damaged: compress it again
 	}
-	b.touch(h)
 	return Desc{Digest: h, Size: n}, true
 }
 
@@ -276,7 +284,24 @@ func (b *Blobs) Prune() (int64, error) {
 		total -= bl.size
 		freed += bl.size
 	}
+	if freed > 0 {
+		b.dropStaleIndex()
+	}
 	return freed, nil
+}
+
+// dropStaleIndex removes the index entries of layers whose blob is gone.
+func (b *Blobs) dropStaleIndex() {
+	ents, err := os.ReadDir(filepath.Join(b.dir, "diffid"))
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		h := v1.Hash{Algorithm: "sha256", Hex: e.Name()}
+		if _, ok := b.lookup(h); !ok {
+			os.Remove(filepath.Join(b.dir, "diffid", e.Name()))
+		}
+	}
 }
 
 func validHash(h v1.Hash) bool {

@@ -147,8 +147,9 @@ func TestBlobsPruneTheLeastRecentlyUsed(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		// Used an hour ago, two hours ago, ... the first is the most recent.
-		old := time.Now().Add(-time.Duration(i+1) * time.Hour)
+		// Used two hours ago, three hours ago, ...: the first is the most
+		// recent, and all are older than Keep.
+		old := time.Now().Add(-time.Duration(i+2) * time.Hour)
 		os.Chtimes(b.path(d.Digest), old, old)
 		diffIDs = append(diffIDs, diffID)
 		size = d.Size
@@ -166,6 +167,10 @@ func TestBlobsPruneTheLeastRecentlyUsed(t *testing.T) {
 		if _, ok := b.Layer(diffIDs[i]); ok != want {
 			t.Errorf("layer %d kept: %v, want %v", i, ok, want)
 		}
+	}
+	// The pruned layer's index entry went with it.
+	if ents, _ := os.ReadDir(filepath.Join(dir, "diffid")); len(ents) != 2 {
+		t.Errorf("%d index entries after pruning one of three layers, want 2", len(ents))
 	}
 	// Blobs used within Keep are spared even over the limit.
 	b.Max = 1
