@@ -36,7 +36,7 @@ func TestLayerStoreGivesWhatDockerSaveGives(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(filepath.Join(root, "image", driver, "layerdb")); err != nil {
+	if err := push.Readable(root, driver); err != nil {
 		t.Skipf("the engine's layer store (%s, %s) is not readable here: %v", root, driver, err)
 	}
 

@@ -55,6 +55,19 @@ type Source struct {
 	Fallback func(ref string, err error)
 }
 
+// Readable reports whether the layers of an engine with data root root and
+// storage driver driver can be read here: the driver is one whose layout
+// Source knows, and its layer store is there to read.
+func Readable(root, driver string) error {
+	switch driver {
+	case "overlay2", "vfs":
+	default:
+		return fmt.Errorf("storage driver %s: its layers are not read directly", driver)
+	}
+	_, err := os.Stat(filepath.Join(root, "image", driver, "layerdb"))
+	return err
+}
+
 // Image returns the local image ref (a name or ID) as a v1.Image whose layers
 // are kept blobs.
 func (s *Source) Image(ctx context.Context, ref string) (v1.Image, error) {

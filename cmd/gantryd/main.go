@@ -148,7 +148,7 @@ func run() error {
 		}}
 	if root, driver, err := eng.Storage(ctx); err != nil {
 		return err
-	} else if _, err := os.Stat(filepath.Join(root, "image", driver, "layerdb")); err == nil {
+	} else if err := push.Readable(root, driver); err == nil {
 		src.Root, src.Driver = root, driver
 		log.Info("image layers are read from the engine's layer store", "root", root, "driver", driver)
 	} else {
