@@ -762,3 +762,68 @@ func TestClientWithNobodyListening(t *testing.T) {
 		t.Errorf("Get with a cancelled context: error %v, want context.Canceled, not ErrUnavailable", err)
 	}
 }
+
+// A push asked with progress streams its progress lines, then its outcome;
+// an error before any progress keeps its status code.
+func TestPushProgress(t *testing.T) {
+	ctx := context.Background()
+	done := &gantry.Job{ID: "06h0000000000000", State: gantry.StateSucceeded}
+	tests := []struct {
+		name      string
+		push      func(ctx context.Context, id string, refs []string, progress io.Writer) (*gantry.Job, error)
+		wantLines string
+		wantKind  error
+		wantMsg   string
+	}{
+		{
+			name: "progress, then the record",
+			push: func(_ context.Context, _ string, _ []string, w io.Writer) (*gantry.Job, error) {
+				io.WriteString(w, "pushing: 1 kB of 2 kB [1024/2048]\npushing: 2 kB")
+				io.WriteString(w, " of 2 kB [2048/2048]\npushed r@sha256:1\nno newline")
+				return done, nil
+			},
+			wantLines: "pushing: 1 kB of 2 kB [1024/2048]\npushing: 2 kB of 2 kB [2048/2048]\npushed r@sha256:1\nno newline\n",
+		},
+		{
+			name: "progress, then an error of a kind",
+			push: func(_ context.Context, _ string, _ []string, w io.Writer) (*gantry.Job, error) {
+				io.WriteString(w, "push to r failed: 503; retrying in 1s\n")
+				return done, gantry.Errorf(gantry.ErrUnavailable, "push timed out after 4s")
+			},
+			wantLines: "push to r failed: 503; retrying in 1s\n",
+			wantKind:  gantry.ErrUnavailable, wantMsg: "push timed out after 4s",
+		},
+		{
+			name: "an error before any progress",
+			push: func(context.Context, string, []string, io.Writer) (*gantry.Job, error) {
+				return nil, gantry.Errorf(gantry.ErrConflict, "job is running")
+			},
+			wantKind: gantry.ErrConflict, wantMsg: "job is running",
+		},
+		{
+			name: "no progress, the record",
+			push: func(context.Context, string, []string, io.Writer) (*gantry.Job, error) {
+				return done, nil
+			},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := serveClient(t, &fakeService{push: tc.push})
+			var lines bytes.Buffer
+			j, err := c.PushProgress(ctx, done.ID, []string{"r"}, &lines)
+			if lines.String() != tc.wantLines {
+				t.Errorf("progress %q, want %q", lines.String(), tc.wantLines)
+			}
+			if tc.wantKind != nil {
+				if !errors.Is(err, tc.wantKind) || !strings.Contains(err.Error(), tc.wantMsg) {
+					t.Fatalf("err %v, want %v with %q", err, tc.wantKind, tc.wantMsg)
+				}
+				return
+			}
+			if err != nil || j == nil || j.ID != done.ID || j.State != done.State {
+				t.Fatalf("PushProgress = %+v, %v; want the record", j, err)
+			}
+		})
+	}
+}

@@ -159,12 +159,17 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, body
 		if json.Unmarshal(data, &e) != nil || e.Message == "" {
 			e.Message = fmt.Sprintf("gantryd answered %s: %s", resp.Status, strings.TrimSpace(string(data)))
 		}
-		if k := kindOf(e.Kind); k != nil {
-			return nil, gantry.Errorf(k, "%s", e.Message)
-		}
-		return nil, fmt.Errorf("%s", e.Message)
+		return nil, e.err()
 	}
 	return resp, nil
+}
+
+// err is the error e stands for, of its kind when it has one.
+func (e Error) err() error {
+	if k := kindOf(e.Kind); k != nil {
+		return gantry.Errorf(k, "%s", e.Message)
+	}
+	return fmt.Errorf("%s", e.Message)
 }
 
 func (c *Client) getJSON(ctx context.Context, path string, q url.Values, v any) error {
@@ -265,6 +270,42 @@ func (c *Client) Push(ctx context.Context, id string, refs []string) (*gantry.Jo
 		return nil, err
 	}
 	return c.postJob(ctx, "/v1/jobs/"+url.PathEscape(id)+"/push", data)
+}
+
+// PushProgress is Push, writing the push's progress lines to progress as
+// gantryd sends them.
+func (c *Client) PushProgress(ctx context.Context, id string, refs []string, progress io.Writer) (*gantry.Job, error) {
+	data, err := json.Marshal(PushRequest{To: refs})
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.do(ctx, http.MethodPost, "/v1/jobs/"+url.PathEscape(id)+"/push", url.Values{"progress": {"1"}}, bytes.NewReader(data), "application/json")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	dec := json.NewDecoder(resp.Body)
+	if !strings.HasPrefix(resp.Header.Get("Content-Type"), "application/x-ndjson") {
+		var j gantry.Job
+		return &j, dec.Decode(&j)
+	}
+	for {
+		var l PushLine
+		if err := dec.Decode(&l); err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, fmt.Errorf("the push's answer ended before its outcome: %w", err)
+		}
+		switch {
+		case l.Job != nil:
+			return l.Job, nil
+		case l.Error != nil:
+			return nil, l.Error.err()
+		case l.Progress != "" && progress != nil:
+			fmt.Fprintln(progress, l.Progress)
+		}
+	}
 }
 
 func (c *Client) postJob(ctx context.Context, path string, body []byte) (*gantry.Job, error) {

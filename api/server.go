@@ -37,9 +37,14 @@
 //	                                 answers 202 with the record (the job ends
 //	                                 canceled once its build, container or push
 //	                                 is stopped); harmless on a canceled job
-//	POST /v1/jobs/{id}/push          push a finished job's image again, body
+//	POST /v1/jobs/{id}/push?progress=1
+//	                                 push a finished job's image again, body
 //	                                 {"to": ["REF", ...]} (empty: the job's own
-//	                                 references); answers with the record
+//	                                 references); answers with the record. With
+//	                                 progress=1, once the push has begun, the
+//	                                 answer is JSON lines (application/x-ndjson,
+//	                                 a PushLine each): its progress, then the
+//	                                 record or the error
 //
 // Errors answer {"message": "...", "kind": "invalid"} with the status the kind
 // maps to in statusOf.
@@ -386,10 +391,31 @@ func (s *server) push(w http.ResponseWriter, r *http.Request) {
 		s.error(w, r, gantry.Errorf(gantry.ErrInvalid, "push request: %v", err))
 		return
 	}
-	// The answer is the record; the push's progress goes to gantryd's log.
-	progress := &logLines{log: s.log, job: r.PathValue("id")}
-	j, err := s.svc.Push(r.Context(), r.PathValue("id"), req.To, progress)
-	progress.Write([]byte("\n"))
+	id := r.PathValue("id")
+	// The push's progress goes to gantryd's log, and with progress=1 to
+	// the client as it comes.
+	logged := &lines{fn: func(l string) { s.log.Info("push", "job", id, "progress", l) }}
+	var progress io.Writer = logged
+	var stream *pushStream
+	streamed := &lines{fn: func(string) {}}
+	if r.URL.Query().Get("progress") == "1" {
+		stream = &pushStream{w: w, rc: http.NewResponseController(w), log: s.log}
+		streamed.fn = func(l string) { stream.send(PushLine{Progress: l}) }
+		progress = io.MultiWriter(logged, streamed)
+	}
+	j, err := s.svc.Push(r.Context(), id, req.To, progress)
+	logged.Flush()
+	streamed.Flush()
+	if stream != nil && stream.begun() {
+		// The status line is sent: the outcome goes in the stream.
+		if err != nil {
+			_, body := s.errorBody(r, err)
+			stream.send(PushLine{Error: &body})
+		} else {
+			stream.send(PushLine{Job: j})
+		}
+		return
+	}
 	if err != nil {
 		s.error(w, r, err)
 		return
@@ -397,15 +423,55 @@ func (s *server) push(w http.ResponseWriter, r *http.Request) {
 	s.json(w, http.StatusOK, j)
 }
 
-// logLines logs what is written to it, a line at a time.
-type logLines struct {
-	log     *slog.Logger
-	job     string
+// PushLine is one line of the answer to a push asked with progress=1
+// (application/x-ndjson): progress lines while it runs, then the record or
+// the error.
+type PushLine struct {
+	Progress string      `json:"progress,omitempty"`
+	Job      *gantry.Job `json:"job,omitempty"`
+	Error    *Error      `json:"error,omitempty"`
+}
+
+// pushStream answers a push with JSON lines, from the first one on.
+type pushStream struct {
+	w   http.ResponseWriter
+	rc  *http.ResponseController
+	log *slog.Logger
+
+	mu    sync.Mutex
+	begin bool
+}
+
+func (p *pushStream) send(l PushLine) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.begin {
+		p.begin = true
+		p.w.Header().Set("Content-Type", "application/x-ndjson")
+		p.w.WriteHeader(http.StatusOK)
+	}
+	if err := json.NewEncoder(p.w).Encode(l); err != nil {
+		p.log.Warn("write push progress", "err", err)
+		return
+	}
+	p.rc.Flush()
+}
+
+func (p *pushStream) begun() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.begin
+}
+
+// lines calls fn with each line written to it, without its newline; Flush
+// hands on a last line that has none.
+type lines struct {
+	fn      func(string)
 	mu      sync.Mutex
 	partial []byte
 }
 
-func (l *logLines) Write(p []byte) (int, error) {
+func (l *lines) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.partial = append(l.partial, p...)
@@ -415,11 +481,20 @@ func (l *logLines) Write(p []byte) (int, error) {
 			break
 		}
 		if len(line) > 0 {
-			l.log.Info("push", "job", l.job, "progress", string(line))
+			l.fn(string(line))
 		}
 		l.partial = rest
 	}
 	return len(p), nil
+}
+
+func (l *lines) Flush() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.partial) > 0 {
+		l.fn(string(l.partial))
+		l.partial = nil
+	}
 }
 
 type flushWriter struct {
@@ -441,11 +516,17 @@ func (s *server) json(w http.ResponseWriter, status int, v any) {
 }
 
 func (s *server) error(w http.ResponseWriter, r *http.Request, err error) {
+	status, body := s.errorBody(r, err)
+	s.json(w, status, body)
+}
+
+// errorBody is what an error answers: its status and body.
+func (s *server) errorBody(r *http.Request, err error) (int, Error) {
 	status, kind := statusOf(err)
 	msg := err.Error()
 	if status == http.StatusInternalServerError {
 		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 		msg = fmt.Sprintf("internal error: %v", err)
 	}
-	s.json(w, status, Error{Message: msg, Kind: kind})
+	return status, Error{Message: msg, Kind: kind}
 }

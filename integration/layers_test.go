@@ -143,10 +143,19 @@ func TestPushAfterTheGateSendsOnlyManifests(t *testing.T) {
 
 	// gantry push of the unchanged image, to a new tag of the repository.
 	again := repoOf(ref) + ":again"
-	d.mustGantry("push", id, "--to", again)
-	// gantryd logs the push's progress.
+	out, errOut, code := d.gantry("push", id, "--to", again)
+	if code != 0 {
+		t.Fatalf("gantry push: exit %d\n%s\n%s", code, out, errOut)
+	}
+	// The CLI shows the push's progress; gantryd logs it too.
+	if !strings.Contains(errOut, "sent the manifest only") {
+		t.Errorf("gantry push of an unchanged image sent more than its manifest:\n%s", errOut)
+	}
 	if !regexp.MustCompile(`msg=push job=` + id + ` progress=".*manifest only`).MatchString(d.log.String()) {
-		t.Errorf("gantry push of an unchanged image sent more than its manifest:\n%s", d.log.String())
+		t.Errorf("gantryd did not log the push's progress:\n%s", d.log.String())
+	}
+	if !strings.Contains(out, "pushed "+again+"@"+j.Pushes[0].Digest) || strings.Contains(errOut, "pushed ") {
+		t.Errorf("gantry push printed\nstdout:\n%s\nstderr:\n%s\nwant the pushed reference on stdout only", out, errOut)
 	}
 	if served := servedDigest(t, again); served != j.Pushes[0].Digest {
 		t.Errorf("%s serves %s, want the job's %s", again, served, j.Pushes[0].Digest)

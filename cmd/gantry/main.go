@@ -382,7 +382,10 @@ func waitEnd(ctx context.Context, cl *api.Client, id string) (*gantry.Job, error
 }
 
 func pushCmd(g *globals) *cobra.Command {
-	var to []string
+	var (
+		to    []string
+		quiet bool
+	)
 	c := &cobra.Command{
 		Use:   "push JOB [--to REF]...",
 		Short: "Push a finished job's image again, to its own references or to --to",
@@ -392,7 +395,9 @@ func pushCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			j, err := cl.Push(c.Context(), args[0], to)
+			progress := pushProgress(c.ErrOrStderr(), quiet)
+			j, err := cl.PushProgress(c.Context(), args[0], to, progress)
+			progress.end()
 			if err != nil {
 				return err
 			}
@@ -411,6 +416,7 @@ func pushCmd(g *globals) *cobra.Command {
 		},
 	}
 	c.Flags().StringArrayVar(&to, "to", nil, "push to this reference instead of the job's own (repeatable)")
+	c.Flags().BoolVarP(&quiet, "quiet", "q", false, "print only the pushed references, no progress")
 	return c
 }
 

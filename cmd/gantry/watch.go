@@ -342,6 +342,47 @@ func (v *view) line(l string) {
 	fmt.Fprintln(v.progress, l)
 }
 
+// pushLines shows the progress lines of gantry push: the bar on a
+// terminal, plain lines elsewhere. The "pushed REF@DIGEST" lines are left
+// to the command's output.
+type pushLines struct {
+	v       *view
+	partial []byte
+}
+
+func pushProgress(errOut io.Writer, quiet bool) *pushLines {
+	v := &view{progress: errOut, now: time.Now}
+	if quiet {
+		v.progress = io.Discard
+	} else if f := terminal(errOut); f != nil {
+		v.tty = true
+	}
+	return &pushLines{v: v}
+}
+
+func (p *pushLines) Write(b []byte) (int, error) {
+	p.partial = append(p.partial, b...)
+	for {
+		line, rest, ok := bytes.Cut(p.partial, []byte("\n"))
+		if !ok {
+			break
+		}
+		p.partial = rest
+		l := string(line)
+		switch {
+		case strings.HasPrefix(l, "pushed "):
+		case p.v.tty:
+			p.v.line(l)
+		default:
+			fmt.Fprintln(p.v.progress, l)
+		}
+	}
+	return len(b), nil
+}
+
+// end leaves the bar on its own line.
+func (p *pushLines) end() { p.v.endBar() }
+
 // endBar leaves the push bar as it last stood, on its own line.
 func (v *view) endBar() {
 	if v.bar {
