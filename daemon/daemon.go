@@ -432,8 +432,11 @@ func (d *Daemon) Push(ctx context.Context, id string, refs []string, progress io
 		}
 	}
 	img, err := d.source(ctx, j.ImageName)
-	if err != nil {
+	if errors.Is(err, gantry.ErrNotFound) {
 		return nil, gantry.Errorf(gantry.ErrNotFound, "job %s: its image %s is no longer in the engine: %v", id, j.ImageName, err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("job %s: read its image %s: %w", id, j.ImageName, err)
 	}
 	defer release(img)
 	pctx, cancel := withLimit(ctx, "push", d.cfg.Timeouts.Push)
@@ -634,7 +637,11 @@ func (d *Daemon) life(ctx context.Context, id string, logf io.Writer) error {
 			say("accuracy: %s", j.Metrics.AccuracyError)
 		}
 
-		// Gate.
+		// Gate. A job that will not push stops its upload before it ends:
+		// once it has ended, nothing of it goes on.
+		if !j.GatePassed || len(j.Spec.Push) == 0 {
+			upload.stop()
+		}
 		switch {
 		case j.ExitCode != nil && *j.ExitCode != 0:
 			return errors.New(j.Error)

@@ -2668,7 +2668,7 @@ func TestPush(t *testing.T) {
 		},
 		{
 			name: "image gone", spec: gantry.Spec{Push: []string{a}}, states: passed, gate: true,
-			sourceErr: errors.New("Error response from daemon: No such image: gantry/job"),
+			sourceErr: gantry.Errorf(gantry.ErrNotFound, "image gantry/job: not in the engine"),
 			wantKind:  gantry.ErrNotFound,
 		},
 		{
@@ -2926,6 +2926,37 @@ func TestUploadDuringTraining(t *testing.T) {
 		}
 		if got := f.pusher.pushCalls(); len(got) != 0 {
 			t.Errorf("pushes %v after a rejection, want none", got)
+		}
+	})
+	t.Run("the push waits for the upload", func(t *testing.T) {
+		f := pipeNewFakes(t)
+		entered := make(chan struct{})
+		release := make(chan struct{})
+		f.pusher.upload = func(ctx context.Context, refs []string) error {
+			close(entered)
+			select {
+			case <-release:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		f.engine.run = pipeReplay("Model accuracy: 0.97\n", runner.Exit{})
+		r := pipeNewRig(t, 1, f)
+		pipeRun(t, r.d)
+		id := pipeSubmit(t, r.d, gantry.Spec{Push: []string{ref}}).ID
+		pipeReceive(t, "the upload to start", entered)
+		pipeEventually(t, "the job to reach pushing", func() bool {
+			j, _ := r.d.Get(context.Background(), id)
+			return j.State == gantry.StatePushing
+		})
+		time.Sleep(50 * time.Millisecond)
+		if got := f.pusher.pushCalls(); len(got) != 0 {
+			t.Fatalf("pushed %v while the upload still ran", got)
+		}
+		close(release)
+		if j := pipeWait(t, r.d, id); j.State != gantry.StateSucceeded || len(f.pusher.pushCalls()) != 1 {
+			t.Fatalf("state %s (%s), %d pushes; want succeeded after one push", j.State, j.Error, len(f.pusher.pushCalls()))
 		}
 	})
 	t.Run("no push refs", func(t *testing.T) {

@@ -78,6 +78,9 @@ func TestGantrydImage(t *testing.T) {
 	if j.State != gantry.StateSucceeded || len(j.Pushes) == 0 {
 		t.Fatalf("job %s: %s (%s), pushes %v", j.ID, j.State, j.Error, j.Pushes)
 	}
+	if l := logs(); !strings.Contains(l, "via=store") || strings.Contains(l, "via=save") {
+		t.Errorf("gantryd in its container did not read every layer from the layer store")
+	}
 	if served := servedDigest(t, ref); served != j.Pushes[0].Digest {
 		t.Errorf("%s serves %s, the record says %s", ref, served, j.Pushes[0].Digest)
 	}

@@ -1,6 +1,7 @@
 package push
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -12,6 +13,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -46,10 +48,15 @@ type Blobs struct {
 	// inflight serializes work on one layer, so that two pushes of
 	// images that share it compress it once.
 	inflight keyed.Mutex[v1.Hash]
+
+	// pins counts the users of each blob (images being pushed): Prune
+	// leaves a pinned blob alone.
+	mu   sync.Mutex
+	pins map[v1.Hash]int
 }
 
-// Keep is how long a blob just used is spared by Prune, whatever the size:
-// a push that is using it may not have opened it yet.
+// Keep is how long a blob just used is spared by Prune, whatever the size,
+// besides the pinned ones.
 var Keep = time.Hour
 
 // OpenBlobs returns the blob store in dir, creating it and removing what a
@@ -63,7 +70,7 @@ func OpenBlobs(dir string, max int64) (*Blobs, error) {
 	if err := emptyDir(filepath.Join(dir, "tmp")); err != nil {
 		return nil, fmt.Errorf("blob store: %w", err)
 	}
-	return &Blobs{dir: dir, Max: max, Level: pgzip.DefaultCompression}, nil
+	return &Blobs{dir: dir, Max: max, Level: pgzip.DefaultCompression, pins: map[v1.Hash]int{}}, nil
 }
 
 func emptyDir(dir string) error {
@@ -162,11 +169,17 @@ func (b *Blobs) PutConfig(h v1.Hash, data []byte) error {
 // it, unless a blob for diffID is kept already (or is being kept by another
 // caller, which PutLayer waits for). The tar must hash to diffID: one that
 // does not is refused and nothing is kept.
-func (b *Blobs) PutLayer(diffID v1.Hash, open func() (io.ReadCloser, error)) (Desc, error) {
+//
+// It gives up when ctx ends, keeping nothing.
+func (b *Blobs) PutLayer(ctx context.Context, diffID v1.Hash, open func() (io.ReadCloser, error)) (Desc, error) {
 	if !validHash(diffID) {
 		return Desc{}, fmt.Errorf("layer %s: not a sha256 digest", diffID)
 	}
-	defer b.inflight.Lock(diffID)()
+	unlock, err := b.inflight.LockContext(ctx, diffID)
+	if err != nil {
+		return Desc{}, err
+	}
+	defer unlock()
 	if d, ok := b.Layer(diffID); ok {
 		return d, nil
 	}
@@ -188,7 +201,7 @@ func (b *Blobs) PutLayer(diffID v1.Hash, open func() (io.ReadCloser, error)) (De
 		if err != nil {
 			return err
 		}
-		if _, err := io.Copy(zw, io.TeeReader(rc, uncompressed)); err != nil {
+		if _, err := io.Copy(zw, io.TeeReader(ctxReader{ctx, rc}, uncompressed)); err != nil {
 			return err
 		}
 		if err := zw.Close(); err != nil {
@@ -203,7 +216,7 @@ func (b *Blobs) PutLayer(diffID v1.Hash, open func() (io.ReadCloser, error)) (De
 	if err := b.commit(f, write, ""); err != nil {
 		return Desc{}, err
 	}
-	if err := os.Rename(f.Name(), b.path(desc.Digest)); err != nil {
+	if err := rename(f.Name(), b.path(desc.Digest)); err != nil {
 		os.Remove(f.Name())
 		return Desc{}, err
 	}
@@ -221,18 +234,49 @@ func (b *Blobs) PutLayer(diffID v1.Hash, open func() (io.ReadCloser, error)) (De
 
 // commit runs write on f, closes it and renames it to dst ("" leaves it
 // for the caller); on failure it removes f.
+// Each file is synced before it is renamed, and its directory after, so
+// that after a power loss a name never points at content that is not there.
 func (b *Blobs) commit(f *os.File, write func() error, dst string) error {
 	err := write()
+	if err == nil {
+		err = f.Sync()
+	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	if err == nil && dst != "" {
-		err = os.Rename(f.Name(), dst)
+		err = rename(f.Name(), dst)
 	}
 	if err != nil {
 		os.Remove(f.Name())
 	}
 	return err
+}
+
+// rename renames a synced file and syncs the directory it lands in.
+func rename(from, to string) error {
+	if err := os.Rename(from, to); err != nil {
+		return err
+	}
+	d, err := os.Open(filepath.Dir(to))
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// ctxReader reads r until ctx ends.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
 }
 
 // touch marks a blob used now, for Prune.
@@ -278,16 +322,66 @@ func (b *Blobs) Prune() (int64, error) {
 		if total <= b.Max || time.Since(bl.used) < Keep {
 			break
 		}
-		if err := os.Remove(bl.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		removed, err := b.removeUnused(bl.path)
+		if err != nil {
 			return freed, err
 		}
-		total -= bl.size
-		freed += bl.size
+		if removed {
+			total -= bl.size
+			freed += bl.size
+		}
 	}
 	if freed > 0 {
 		b.dropStaleIndex()
 	}
 	return freed, nil
+}
+
+// removeUnused removes the blob at path unless an image being pushed holds
+// it or it was used since Prune looked (Layers pins under the same lock).
+func (b *Blobs) removeUnused(path string) (bool, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.pins[v1.Hash{Algorithm: "sha256", Hex: filepath.Base(path)}] > 0 {
+		return false, nil
+	}
+	if st, err := os.Stat(path); err != nil || time.Since(st.ModTime()) < Keep {
+		return false, nil
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return false, err
+	}
+	return true, nil
+}
+
+// Layers returns the kept blobs of the layers diffIDs, in order, pinned
+// until unpin is called so that Prune leaves them; ok is false (and nothing
+// pinned) when one is not kept.
+func (b *Blobs) Layers(diffIDs []v1.Hash) (descs []Desc, unpin func(), ok bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, d := range diffIDs {
+		desc, ok := b.lookup(d)
+		if !ok {
+			return nil, nil, false
+		}
+		descs = append(descs, desc)
+	}
+	hs := make([]v1.Hash, len(descs))
+	for i, d := range descs {
+		b.touch(d.Digest)
+		hs[i] = d.Digest
+		b.pins[d.Digest]++
+	}
+	return descs, sync.OnceFunc(func() {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		for _, h := range hs {
+			if b.pins[h]--; b.pins[h] <= 0 {
+				delete(b.pins, h)
+			}
+		}
+	}), true
 }
 
 // dropStaleIndex removes the index entries of layers whose blob is gone.

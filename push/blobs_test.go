@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -66,7 +67,7 @@ func TestBlobsKeepALayerCompressedOnce(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			d, err := b.PutLayer(diffID, opener(data, &opened))
+			d, err := b.PutLayer(context.Background(), diffID, opener(data, &opened))
 			if err != nil {
 				t.Errorf("PutLayer: %v", err)
 			}
@@ -115,7 +116,7 @@ func TestBlobsRefuseALayerThatDoesNotMatchItsDiffID(t *testing.T) {
 	data, _ := layerTarOf(t, "iris", 1000)
 	_, other := layerTarOf(t, "setosa", 1000)
 	var opened atomic.Int64
-	if _, err := b.PutLayer(other, opener(data, &opened)); err == nil || !strings.Contains(err.Error(), "hashes to") {
+	if _, err := b.PutLayer(context.Background(), other, opener(data, &opened)); err == nil || !strings.Contains(err.Error(), "hashes to") {
 		t.Fatalf("PutLayer of a tar under another diffID: err %v, want a mismatch", err)
 	}
 	if _, ok := b.Layer(other); ok {
@@ -143,7 +144,7 @@ func TestBlobsPruneTheLeastRecentlyUsed(t *testing.T) {
 	var size int64
 	for i := range 3 {
 		data, diffID := layerTarOf(t, fmt.Sprintf("layer %d ", i), 50_000+i)
-		d, err := b.PutLayer(diffID, opener(data, &opened))
+		d, err := b.PutLayer(context.Background(), diffID, opener(data, &opened))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -183,7 +184,7 @@ func TestBlobsPruneTheLeastRecentlyUsed(t *testing.T) {
 	// A pruned layer is compressed again when next needed.
 	data, _ := layerTarOf(t, "layer 2 ", 50_002)
 	before := opened.Load()
-	if _, err := b.PutLayer(diffIDs[2], opener(data, &opened)); err != nil {
+	if _, err := b.PutLayer(context.Background(), diffIDs[2], opener(data, &opened)); err != nil {
 		t.Fatal(err)
 	}
 	if opened.Load() != before+1 {
@@ -354,3 +355,75 @@ func TestUploadSendsBlobsAndPublishesNothing(t *testing.T) {
 		t.Errorf("the push after an upload made blob requests: %v", n)
 	}
 }
+
+// A blob an image being pushed holds is not pruned, however old; once the
+// image is let go, it is.
+func TestBlobsPruneSparesPinnedBlobs(t *testing.T) {
+	b, err := OpenBlobs(t.TempDir(), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var opened atomic.Int64
+	data, diffID := layerTarOf(t, "pinned ", 10_000)
+	d, err := b.PutLayer(context.Background(), diffID, opener(data, &opened))
+	if err != nil {
+		t.Fatal(err)
+	}
+	descs, unpin, ok := b.Layers([]v1.Hash{diffID})
+	if !ok || len(descs) != 1 || descs[0] != d {
+		t.Fatalf("Layers = %v, %v", descs, ok)
+	}
+	old := time.Now().Add(-2 * Keep)
+	os.Chtimes(b.path(d.Digest), old, old)
+	if _, err := b.Prune(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(b.path(d.Digest)); err != nil {
+		t.Fatalf("a pinned blob was pruned: %v", err)
+	}
+	unpin()
+	unpin() // harmless twice
+	if _, err := b.Prune(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(b.path(d.Digest)); err == nil {
+		t.Errorf("an old blob nobody holds was not pruned over the limit")
+	}
+	if _, _, ok := b.Layers([]v1.Hash{diffID}); ok {
+		t.Errorf("Layers finds a pruned layer")
+	}
+}
+
+// A canceled PutLayer gives up, keeps nothing, and lets the next one in.
+func TestPutLayerGivesUpWhenCanceled(t *testing.T) {
+	dir := t.TempDir()
+	b, err := OpenBlobs(dir, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, diffID := layerTarOf(t, "canceled ", 1<<20)
+	ctx, cancel := context.WithCancel(context.Background())
+	// The layer's reader cancels the context part-way through.
+	open := func() (io.ReadCloser, error) {
+		return io.NopCloser(io.MultiReader(bytes.NewReader(data[:1000]), readerFunc(func(p []byte) (int, error) {
+			cancel()
+			return copy(p, data[1000:2000]), nil
+		}), bytes.NewReader(data[2000:]))), nil
+	}
+	if _, err := b.PutLayer(ctx, diffID, open); !errors.Is(err, context.Canceled) {
+		t.Fatalf("PutLayer canceled part-way: %v, want context.Canceled", err)
+	}
+	for _, sub := range []string{"sha256", "diffid", "tmp"} {
+		if ents, _ := os.ReadDir(filepath.Join(dir, sub)); len(ents) != 0 {
+			t.Errorf("%s holds %d files after a canceled PutLayer, want none", sub, len(ents))
+		}
+	}
+	var opened atomic.Int64
+	if _, err := b.PutLayer(context.Background(), diffID, opener(data, &opened)); err != nil {
+		t.Fatalf("PutLayer after a canceled one: %v", err)
+	}
+}
+
+type readerFunc func(p []byte) (int, error)
+
+func (f readerFunc) Read(p []byte) (int, error) { return f(p) }

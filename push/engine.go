@@ -14,6 +14,7 @@ import (
 	"regexp"
 	"strings"
 
+	cerrdefs "github.com/containerd/errdefs"
 	"github.com/google/go-containerregistry/pkg/v1/daemon"
 	"github.com/google/go-containerregistry/pkg/v1/partial"
 	"github.com/google/go-containerregistry/pkg/v1/types"
@@ -72,6 +73,9 @@ func Readable(root, driver string) error {
 // are kept blobs.
 func (s *Source) Image(ctx context.Context, ref string) (v1.Image, error) {
 	res, err := s.Engine.ImageInspect(ctx, ref)
+	if cerrdefs.IsNotFound(err) {
+		return nil, gantry.Errorf(gantry.ErrNotFound, "image %s: not in the engine", ref)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("image %s: %w", ref, err)
 	}
@@ -84,7 +88,7 @@ func (s *Source) Image(ctx context.Context, ref string) (v1.Image, error) {
 		return img, nil
 	}
 	if s.Root != "" {
-		if err = s.fromStore(id); err == nil {
+		if err = s.fromStore(ctx, id); err == nil {
 			return s.kept(id)
 		}
 		if s.Fallback != nil {
@@ -112,20 +116,34 @@ func (s *Source) kept(id v1.Hash) (v1.Image, error) {
 		MediaType:     types.DockerManifestSchema2,
 		Config:        v1.Descriptor{MediaType: types.DockerConfigJSON, Size: int64(len(raw)), Digest: id},
 	}
+	descs, unpin, ok := s.Blobs.Layers(cf.RootFS.DiffIDs)
+	if !ok {
+		return nil, fmt.Errorf("a layer of %s is not kept", id)
+	}
 	img := &keptImage{blobs: s.Blobs, config: raw, layers: map[v1.Hash]*keptLayer{}}
-	for _, diffID := range cf.RootFS.DiffIDs {
-		d, ok := s.Blobs.Layer(diffID)
-		if !ok {
-			return nil, fmt.Errorf("layer %s is not kept", diffID)
-		}
+	for i, d := range descs {
 		m.Layers = append(m.Layers, v1.Descriptor{MediaType: types.DockerLayer, Size: d.Size, Digest: d.Digest})
-		img.layers[d.Digest] = &keptLayer{blobs: s.Blobs, desc: d, diffID: diffID}
+		img.layers[d.Digest] = &keptLayer{blobs: s.Blobs, desc: d, diffID: cf.RootFS.DiffIDs[i]}
 	}
 	if img.manifest, err = json.Marshal(m); err != nil {
+		unpin()
 		return nil, err
 	}
-	return partial.CompressedToImage(img)
+	full, err := partial.CompressedToImage(img)
+	if err != nil {
+		unpin()
+		return nil, err
+	}
+	return &pinnedImage{Image: full, unpin: unpin}, nil
 }
+
+// pinnedImage is an image whose blobs Prune leaves until it is closed.
+type pinnedImage struct {
+	v1.Image
+	unpin func()
+}
+
+func (p *pinnedImage) Close() error { p.unpin(); return nil }
 
 // cacheID is what a layer's cache-id file must hold: the driver's name for
 // the layer's directory, 64 hex digits for the engine's own layers, a
@@ -135,7 +153,7 @@ var cacheID = regexp.MustCompile(`^[0-9a-z]{1,128}$`)
 
 // fromStore keeps image id's config and layers, read from the engine's data
 // root.
-func (s *Source) fromStore(id v1.Hash) error {
+func (s *Source) fromStore(ctx context.Context, id v1.Hash) error {
 	imagedb := filepath.Join(s.Root, "image", s.Driver)
 	raw, err := os.ReadFile(filepath.Join(imagedb, "imagedb", "content", "sha256", id.Hex))
 	if err != nil {
@@ -160,7 +178,7 @@ func (s *Source) fromStore(id v1.Hash) error {
 		}
 		layerdb := filepath.Join(imagedb, "layerdb", "sha256", strings.TrimPrefix(chain, "sha256:"))
 		open := func() (io.ReadCloser, error) { return s.layerTar(layerdb, diffID) }
-		if _, err := s.Blobs.PutLayer(diffID, open); err != nil {
+		if _, err := s.Blobs.PutLayer(ctx, diffID, open); err != nil {
 			return err
 		}
 		if s.Reads != nil {
@@ -266,7 +284,7 @@ func (s *Source) fromSave(ctx context.Context, ref string, id v1.Hash) error {
 		if _, ok := s.Blobs.Layer(diffID); ok {
 			continue
 		}
-		if _, err := s.Blobs.PutLayer(diffID, l.Uncompressed); err != nil {
+		if _, err := s.Blobs.PutLayer(ctx, diffID, l.Uncompressed); err != nil {
 			return fmt.Errorf("read image %s from the engine: %w", ref, err)
 		}
 		if s.Reads != nil {

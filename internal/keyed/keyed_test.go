@@ -1,6 +1,7 @@
 package keyed
 
 import (
+	"context"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -43,4 +44,23 @@ func TestMutexSerializesOneKeyOnly(t *testing.T) {
 	if n := k.Len(); n != 0 {
 		t.Errorf("%d keys left after every unlock, want 0", n)
 	}
+}
+
+func TestLockContextGivesUp(t *testing.T) {
+	var k Mutex[string]
+	unlock := k.Lock("a")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if _, err := k.LockContext(ctx, "a"); err != context.DeadlineExceeded {
+		t.Fatalf("LockContext on a held key: %v, want the deadline", err)
+	}
+	unlock()
+	if n := k.Len(); n != 0 {
+		t.Errorf("%d keys left after the waiter gave up and the holder unlocked, want 0", n)
+	}
+	unlock2, err := k.LockContext(context.Background(), "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	unlock2()
 }
