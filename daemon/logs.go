@@ -112,6 +112,9 @@ func (d *Daemon) tail(ctx context.Context, id, path string, follow bool, w io.Wr
 		}
 	}
 	for {
+		// A change of the job's record (its end) wakes the follower at
+		// once; new output is polled for.
+		changed := d.changed.wait()
 		// Read the state before copying: a job seen terminal here has
 		// written its whole log, so the copy that follows gets all of it.
 		j, err := d.store.Get(ctx, id)
@@ -137,6 +140,7 @@ func (d *Daemon) tail(ctx context.Context, id, path string, follow bool, w io.Wr
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-changed:
 		case <-time.After(pollInterval):
 		}
 	}

@@ -295,10 +295,14 @@ func (p *Pusher) allKnown(repo string, hs []v1.Hash) bool {
 	return len(hs) > 0
 }
 
+// maxKnown bounds the blobs remembered per repository; past it the
+// repository starts afresh (its next push checks each blob with a HEAD).
+const maxKnown = 4096
+
 func (p *Pusher) remember(repo string, hs []v1.Hash) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.known[repo] == nil {
+	if p.known[repo] == nil || len(p.known[repo]) > maxKnown {
 		p.known[repo] = map[v1.Hash]bool{}
 	}
 	for _, h := range hs {
