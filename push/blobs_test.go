@@ -405,9 +405,10 @@ func TestPutLayerGivesUpWhenCanceled(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	// The layer's reader cancels the context part-way through.
 	open := func() (io.ReadCloser, error) {
+		middle := bytes.NewReader(data[1000:2000])
 		return io.NopCloser(io.MultiReader(bytes.NewReader(data[:1000]), readerFunc(func(p []byte) (int, error) {
 			cancel()
-			return copy(p, data[1000:2000]), nil
+			return middle.Read(p)
 		}), bytes.NewReader(data[2000:]))), nil
 	}
 	if _, err := b.PutLayer(ctx, diffID, open); !errors.Is(err, context.Canceled) {
