@@ -2867,6 +2867,16 @@ func TestNewRefusesNoSlots(t *testing.T) {
 	}
 }
 
+// pipeTrainAfter is a fake training run that waits for a value on ch, then
+// prints output and exits 0.
+func pipeTrainAfter[T any](t *testing.T, what string, ch <-chan T, output string) func(context.Context, string, io.Writer) (runner.Exit, error) {
+	return func(ctx context.Context, id string, out io.Writer) (runner.Exit, error) {
+		pipeReceive(t, what, ch)
+		io.WriteString(out, output)
+		return runner.Exit{}, nil
+	}
+}
+
 // TestUploadDuringTraining: a job that pushes sends its image's blobs while
 // the container still runs, and pushes its manifests only after the gate;
 // a job the gate rejects has its upload stopped and pushes nothing.
@@ -2880,11 +2890,7 @@ func TestUploadDuringTraining(t *testing.T) {
 			return nil
 		}
 		// Training ends only once the upload is done: it ran meanwhile.
-		f.engine.run = func(ctx context.Context, id string, out io.Writer) (runner.Exit, error) {
-			pipeReceive(t, "the upload during training", uploaded)
-			io.WriteString(out, "Model accuracy: 0.97\n")
-			return runner.Exit{}, nil
-		}
+		f.engine.run = pipeTrainAfter(t, "the upload during training", uploaded, "Model accuracy: 0.97\n")
 		r := pipeNewRig(t, 1, f)
 		pipeRun(t, r.d)
 		j := pipeWait(t, r.d, pipeSubmit(t, r.d, gantry.Spec{Push: []string{ref}, MinAccuracy: pipeFloat(0.9)}).ID)
@@ -2904,11 +2910,7 @@ func TestUploadDuringTraining(t *testing.T) {
 		seen := make(chan [2]error, 1)
 		block := pipeBlock(entered, seen)
 		f.pusher.upload = func(ctx context.Context, refs []string) error { return block(ctx) }
-		f.engine.run = func(ctx context.Context, id string, out io.Writer) (runner.Exit, error) {
-			pipeReceive(t, "the upload to start", entered)
-			io.WriteString(out, "Model accuracy: 0.50\n")
-			return runner.Exit{}, nil
-		}
+		f.engine.run = pipeTrainAfter(t, "the upload to start", entered, "Model accuracy: 0.50\n")
 		r := pipeNewRig(t, 1, f)
 		pipeRun(t, r.d)
 		j := pipeWait(t, r.d, pipeSubmit(t, r.d, gantry.Spec{Push: []string{ref}, MinAccuracy: pipeFloat(0.9)}).ID)
