@@ -432,8 +432,12 @@ func (d *Daemon) Push(ctx context.Context, id string, refs []string, progress io
 		}
 	}
 	img, err := d.source(ctx, j.ImageName)
+	if errors.Is(err, gantry.ErrNotFound) && j.Image != "" {
+		// Removed from the engine: its blobs may still be kept.
+		img, err = d.source(ctx, j.Image)
+	}
 	if errors.Is(err, gantry.ErrNotFound) {
-		return nil, gantry.Errorf(gantry.ErrNotFound, "job %s: its image %s is no longer in the engine: %v", id, j.ImageName, err)
+		return nil, gantry.Errorf(gantry.ErrNotFound, "job %s: its image %s is no longer in the engine, nor are all its layers kept: %v", id, j.ImageName, err)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("job %s: read its image %s: %w", id, j.ImageName, err)

@@ -332,6 +332,9 @@ func pipePushes(refs []string) []gantry.Push {
 type pipeSource struct {
 	img v1.Image
 	err error
+	// gone names answer ErrNotFound, as the engine does for an image
+	// removed.
+	gone map[string]bool
 
 	mu    sync.Mutex
 	names []string
@@ -343,6 +346,9 @@ func (s *pipeSource) read(ctx context.Context, name string) (v1.Image, error) {
 	s.mu.Unlock()
 	if s.err != nil {
 		return nil, s.err
+	}
+	if s.gone[name] {
+		return nil, gantry.Errorf(gantry.ErrNotFound, "image %s: not in the engine", name)
 	}
 	return s.img, nil
 }
@@ -2607,6 +2613,7 @@ func TestPush(t *testing.T) {
 		pushes    []gantry.Push // recorded before
 		refs      []string
 		sourceErr error
+		gone      bool // the engine lost the image's name; its layers are kept
 		pushFail  bool // the pusher does the first ref, then fails
 
 		wantKind   error // nil: no error
@@ -2672,6 +2679,12 @@ func TestPush(t *testing.T) {
 			wantKind:  gantry.ErrNotFound,
 		},
 		{
+			name: "image removed from the engine, its layers kept", spec: gantry.Spec{Push: []string{a}}, states: passed, gate: true,
+			gone:       true,
+			wantRefs:   []string{a},
+			wantPushes: []gantry.Push{{Ref: a, Digest: dig(1)}},
+		},
+		{
 			name: "bad ref", spec: gantry.Spec{Push: []string{a}}, states: passed, gate: true,
 			refs:     []string{c, "Bad Ref:1"},
 			wantKind: gantry.ErrInvalid,
@@ -2692,7 +2705,11 @@ func TestPush(t *testing.T) {
 			rig := pipeNewRig(t, 1, f)
 			j := pipeRecord(t, rig.st, gantry.NewJob(tc.spec, time.Now()), func(j *gantry.Job) {
 				j.GatePassed, j.Pushes = tc.gate, tc.pushes
+				j.Image = pipeImageID(j.ID)
 			}, tc.states...)
+			if tc.gone {
+				f.source.gone = map[string]bool{j.ImageName: true}
+			}
 
 			var progress bytes.Buffer
 			got, err := rig.d.Push(ctx, j.ID, tc.refs, &progress)
@@ -2712,8 +2729,12 @@ func TestPush(t *testing.T) {
 			if len(calls) != 1 || !slices.Equal(calls[0].refs, tc.wantRefs) || calls[0].img != f.source.img {
 				t.Errorf("pusher calls %+v, want one of the source's image to %v", calls, tc.wantRefs)
 			}
-			if names := f.source.asked(); !slices.Equal(names, []string{j.ImageName}) {
-				t.Errorf("image source asked for %v, want [%s]", names, j.ImageName)
+			wantAsked := []string{j.ImageName}
+			if tc.gone {
+				wantAsked = append(wantAsked, j.Image)
+			}
+			if names := f.source.asked(); !slices.Equal(names, wantAsked) {
+				t.Errorf("image source asked for %v, want %v", names, wantAsked)
 			}
 			if !strings.Contains(progress.String(), "pushing") {
 				t.Errorf("progress %q, want the pusher's", progress.String())

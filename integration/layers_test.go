@@ -106,7 +106,8 @@ func TestLayerStoreGivesWhatDockerSaveGives(t *testing.T) {
 
 // A job's layers go to the registry while it trains: the push after the
 // gate sends manifests only. So does gantry push of the same image again.
-// gantryd keeps each layer compressed once.
+// gantryd keeps each layer compressed once, and can push the image from
+// there once the engine has lost it.
 func TestPushAfterTheGateSendsOnlyManifests(t *testing.T) {
 	d := startDaemon(t)
 	app := filepath.Join(t.TempDir(), "ml-docker-app")
@@ -159,6 +160,19 @@ func TestPushAfterTheGateSendsOnlyManifests(t *testing.T) {
 	}
 	if served := servedDigest(t, again); served != j.Pushes[0].Digest {
 		t.Errorf("%s serves %s, want the job's %s", again, served, j.Pushes[0].Digest)
+	}
+
+	// Removed from the engine, the image is still pushed from its kept
+	// blobs.
+	if out, err := exec.Command("docker", "rmi", j.ImageName).CombinedOutput(); err != nil {
+		t.Fatalf("docker rmi %s: %v\n%s", j.ImageName, err, out)
+	}
+	afterRmi := repoOf(ref) + ":after-rmi"
+	if out, errOut, code := d.gantry("push", id, "--to", afterRmi); code != 0 {
+		t.Fatalf("gantry push of a job whose image was removed from the engine: exit %d\n%s\n%s", code, out, errOut)
+	}
+	if served := servedDigest(t, afterRmi); served != j.Pushes[0].Digest {
+		t.Errorf("%s serves %s, want the job's %s", afterRmi, served, j.Pushes[0].Digest)
 	}
 
 	// The kept blobs: the image's config and layers, once each.

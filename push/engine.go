@@ -70,10 +70,18 @@ func Readable(root, driver string) error {
 }
 
 // Image returns the local image ref (a name or ID) as a v1.Image whose layers
-// are kept blobs.
+// are kept blobs. An image ID the engine no longer has is still served when
+// its config and every layer are kept.
 func (s *Source) Image(ctx context.Context, ref string) (v1.Image, error) {
 	res, err := s.Engine.ImageInspect(ctx, ref)
 	if cerrdefs.IsNotFound(err) {
+		// An image ID whose config and layers are all kept can be pushed
+		// without the engine.
+		if id, herr := v1.NewHash(ref); herr == nil {
+			if img, kerr := s.kept(id); kerr == nil {
+				return img, nil
+			}
+		}
 		return nil, gantry.Errorf(gantry.ErrNotFound, "image %s: not in the engine", ref)
 	}
 	if err != nil {
