@@ -216,9 +216,7 @@ func TestMetricsMatchTheJobsRun(t *testing.T) {
 	for _, id := range ids {
 		d.waitJob(id, 3*time.Minute)
 	}
-	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		return (&net.Dialer{}).DialContext(ctx, "unix", d.socket)
-	}}}
+	hc := socketClient(d.socket)
 	want := map[string]float64{
 		`gantry_jobs_finished_total{state="succeeded"}`:  2,
 		`gantry_jobs_finished_total{state="rejected"}`:   1,
@@ -229,6 +227,11 @@ func TestMetricsMatchTheJobsRun(t *testing.T) {
 		`gantry_job_phase_duration_seconds{phase="run"}`: 4,
 		`gantry_pushes_total`:                            0,
 		`gantry_last_accuracy_ratio{image="(no push)"}`:  0.95,
+		// Nothing pushed: no layer read or kept.
+		`gantry_layers_compressed_total{via="store"}`: 0,
+		`gantry_layers_compressed_total{via="save"}`:  0,
+		`gantry_layer_store_fallbacks_total`:          0,
+		`gantry_blob_store_bytes`:                     0,
 	}
 	// The metrics follow the event stream: give them a moment to catch up.
 	deadline := time.Now().Add(30 * time.Second)
@@ -251,6 +254,13 @@ func TestMetricsMatchTheJobsRun(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+}
+
+// socketClient is an HTTP client of gantryd's unix socket.
+func socketClient(socket string) *http.Client {
+	return &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", socket)
+	}}}
 }
 
 // scrapeMetrics returns each sample as "name{label="value"}" -> value

@@ -184,4 +184,19 @@ func TestPushAfterTheGateSendsOnlyManifests(t *testing.T) {
 	if len(layers) == 0 || len(blobs) != len(layers)+1 {
 		t.Errorf("the blob store holds %d blobs for %d layers, want the layers and one config", len(blobs), len(layers))
 	}
+	// The metrics say the same: each layer read and compressed once.
+	var kept int64
+	for _, b := range blobs {
+		if info, err := b.Info(); err == nil {
+			kept += info.Size()
+		}
+	}
+	got, err := scrapeMetrics(socketClient(d.socket))
+	if err != nil {
+		t.Fatal(err)
+	}
+	read := got[`gantry_layers_compressed_total{via="store"}`] + got[`gantry_layers_compressed_total{via="save"}`]
+	if read != float64(len(layers)) || got[`gantry_blob_store_bytes`] != float64(kept) {
+		t.Errorf("metrics: %v layers compressed, blob store %v bytes; want %d layers, %d bytes", read, got[`gantry_blob_store_bytes`], len(layers), kept)
+	}
 }

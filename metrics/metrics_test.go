@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
@@ -158,5 +159,28 @@ func TestMetricsCountWhatRan(t *testing.T) {
 		if mt.Label[0].GetValue() == "build" && mt.Histogram.GetSampleSum() != 8 {
 			t.Errorf("build durations sum to %v s, want 8", mt.Histogram.GetSampleSum())
 		}
+	}
+}
+
+// Collectors registered from outside are served with the rest; one whose
+// name is taken is refused.
+func TestRegister(t *testing.T) {
+	st, err := store.Open(filepath.Join(t.TempDir(), "gantry.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	m := New(storeSource{st})
+	c := prometheus.NewCounter(prometheus.CounterOpts{Name: "gantry_test_layers_total", Help: "test"})
+	c.Add(3)
+	if err := m.Register(c); err != nil {
+		t.Fatalf("Register: %v", err)
+	}
+	if got := value(t, scrape(t, m), "gantry_test_layers_total", nil); got != 3 {
+		t.Errorf("gantry_test_layers_total = %v, want 3", got)
+	}
+	again := prometheus.NewCounter(prometheus.CounterOpts{Name: "gantry_test_layers_total", Help: "test"})
+	if err := m.Register(again); err == nil {
+		t.Errorf("Register of a taken name succeeded")
 	}
 }

@@ -285,6 +285,21 @@ func (b *Blobs) touch(h v1.Hash) {
 	os.Chtimes(b.path(h), now, now)
 }
 
+// Size returns the bytes the kept blobs take.
+func (b *Blobs) Size() (int64, error) {
+	var total int64
+	err := filepath.WalkDir(filepath.Join(b.dir, "sha256"), func(p string, e fs.DirEntry, err error) error {
+		if err != nil || e.IsDir() {
+			return err
+		}
+		if info, err := e.Info(); err == nil {
+			total += info.Size()
+		}
+		return nil
+	})
+	return total, err
+}
+
 // Prune removes the least recently used blobs until the kept ones fit in
 // Max, sparing those used in the last Keep. It returns the bytes removed.
 func (b *Blobs) Prune() (int64, error) {

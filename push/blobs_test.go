@@ -87,6 +87,9 @@ func TestBlobsKeepALayerCompressedOnce(t *testing.T) {
 	if !ok || got != descs[0] {
 		t.Fatalf("Layer(%s) = %v, %v; want %v", diffID, got, ok, descs[0])
 	}
+	if n, err := b.Size(); err != nil || n != got.Size {
+		t.Errorf("Size = %d, %v; want the one blob's %d", n, err, got.Size)
+	}
 	// The blob is the gzip of the tar, and hashes to its digest.
 	rc, err := b.Open(got.Digest)
 	if err != nil {

@@ -12,9 +12,12 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/gantry-ml/gantry"
 	"github.com/gantry-ml/gantry/api"
 	"github.com/gantry-ml/gantry/daemon"
+	"github.com/gantry-ml/gantry/push"
 )
 
 // socketGroup returns the gid that may use the socket: name's, or when name
@@ -113,4 +116,41 @@ type metricsSource struct {
 
 func (s *metricsSource) Counts(ctx context.Context) (map[gantry.State]int, error) {
 	return s.counts(ctx)
+}
+
+// pushMetrics are the push path's: how many layers gantryd read from the
+// engine and compressed (by how it read them), how often the layer store
+// could not be used, and the size of the kept blobs.
+type pushMetrics struct {
+	compressed *prometheus.CounterVec
+	fallbacks  prometheus.Counter
+	size       prometheus.GaugeFunc
+}
+
+func newPushMetrics(blobs *push.Blobs) *pushMetrics {
+	m := &pushMetrics{
+		compressed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gantry_layers_compressed_total",
+			Help: "Layers read from the engine and compressed for a push, by how they were read: store (the engine's layer store) or save (docker save). A layer kept compressed is not counted again.",
+		}, []string{"via"}),
+		fallbacks: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gantry_layer_store_fallbacks_total",
+			Help: "Images that could not be read from the engine's layer store and were read with docker save.",
+		}),
+		size: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "gantry_blob_store_bytes",
+			Help: "Bytes of the compressed layers and configs kept in DATA_DIR/blobs.",
+		}, func() float64 {
+			n, _ := blobs.Size()
+			return float64(n)
+		}),
+	}
+	for _, via := range []string{"store", "save"} {
+		m.compressed.WithLabelValues(via)
+	}
+	return m
+}
+
+func (m *pushMetrics) collectors() []prometheus.Collector {
+	return []prometheus.Collector{m.compressed, m.fallbacks, m.size}
 }

@@ -139,11 +139,14 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	pushMetrics := newPushMetrics(blobs)
 	src := &push.Source{Blobs: blobs, Engine: eng.Client(), TmpDir: tmpDir,
 		Reads: func(how string, diffID v1.Hash) {
+			pushMetrics.compressed.WithLabelValues(how).Inc()
 			log.Info("layer read from the engine and compressed", "diff_id", diffID, "via", how)
 		},
 		Fallback: func(ref string, err error) {
+			pushMetrics.fallbacks.Inc()
 			log.Warn("image not readable from the engine's layer store: reading it with docker save", "image", ref, "err", err)
 		}}
 	if root, driver, err := eng.Storage(ctx); err != nil {
@@ -196,6 +199,9 @@ func run() error {
 		return api.VersionInfo{Version: gantry.Version, APIVersion: api.Version, Engine: engineVersion, EngineAPI: engineAPI}
 	}
 	m := metrics.New(&metricsSource{Daemon: d, counts: st.Counts})
+	if err := m.Register(pushMetrics.collectors()...); err != nil {
+		return err
+	}
 	go m.Run(ctx)
 	apiHandler := api.Handler(d, versions, log)
 	mux := http.NewServeMux()
