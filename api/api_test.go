@@ -35,7 +35,11 @@ type fakeService struct {
 	cancel func(ctx context.Context, id string) (*gantry.Job, error)
 	push   func(ctx context.Context, id string, refs []string, progress io.Writer) (*gantry.Job, error)
 	events func(ctx context.Context, after uint64, job string, follow bool, send func(*gantry.Event) error) error
+	// lastEvent is the newest event's number (0 when unset, not an error).
+	lastEvent uint64
 }
+
+func (f *fakeService) LastEvent(ctx context.Context) (uint64, error) { return f.lastEvent, nil }
 
 func (f *fakeService) History(ctx context.Context, name, tag string) ([]gantry.HistoryEntry, error) {
 	return nil, errUnexpected
@@ -825,5 +829,22 @@ func TestPushProgress(t *testing.T) {
 				t.Fatalf("PushProgress = %+v, %v; want the record", j, err)
 			}
 		})
+	}
+}
+
+// A page of jobs carries the newest event's number, read before the page.
+func TestListCarriesTheEventNumber(t *testing.T) {
+	svc := &fakeService{lastEvent: 41}
+	svc.list = func(context.Context, store.ListOptions) ([]*gantry.Job, string, error) {
+		svc.lastEvent = 42 // a change while the page is read
+		return nil, "", nil
+	}
+	a := do(t, http.MethodGet, serveHTTP(t, svc)+"/v1/jobs", nil)
+	var l JobList
+	if err := json.Unmarshal(a.body, &l); err != nil {
+		t.Fatal(err)
+	}
+	if l.EventSeq != 41 {
+		t.Errorf("event_seq %d, want 41: the number read before the page, so no change is missed", l.EventSeq)
 	}
 }

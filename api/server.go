@@ -12,8 +12,9 @@
 //	                                 gantry.Spec. Answers 201 with the job.
 //	GET  /v1/jobs?limit=N&before=ID&state=S
 //	                                 a page of jobs, newest first:
-//	                                 {"jobs": [...], "next": "ID"}; pass next as
-//	                                 before for the following page
+//	                                 {"jobs": [...], "next": "ID", "event_seq": N};
+//	                                 pass next as before for the following page;
+//	                                 follow /v1/events?since=N to keep it current
 //	GET  /v1/jobs/{id}               one job's record
 //	GET  /v1/jobs/{id}/logs?follow=1 the job's log as text; with follow, the
 //	                                 response streams until the job ends
@@ -84,6 +85,7 @@ type Service interface {
 	Push(ctx context.Context, id string, refs []string, progress io.Writer) (*gantry.Job, error)
 	Events(ctx context.Context, after uint64, job string, follow bool, send func(*gantry.Event) error) error
 	History(ctx context.Context, name, tag string) ([]gantry.HistoryEntry, error)
+	LastEvent(ctx context.Context) (uint64, error)
 }
 
 // PushRequest is the body of POST /v1/jobs/{id}/push.
@@ -103,6 +105,10 @@ type VersionInfo struct {
 type JobList struct {
 	Jobs []*gantry.Job `json:"jobs"`
 	Next string        `json:"next,omitempty"`
+	// EventSeq is the newest event's number when the page was read: a
+	// client that shows the page follows /v1/events?since=EventSeq, with no
+	// need to replay the history before it.
+	EventSeq uint64 `json:"event_seq"`
 }
 
 // Error is the body of every error response.
@@ -259,6 +265,13 @@ func (s *server) list(w http.ResponseWriter, r *http.Request) {
 		}
 		o.States = append(o.States, gantry.State(st))
 	}
+	// The event number first: a change after it may show in the page too,
+	// but none between the two is missed.
+	seq, err := s.svc.LastEvent(r.Context())
+	if err != nil {
+		s.error(w, r, err)
+		return
+	}
 	jobs, next, err := s.svc.List(r.Context(), o)
 	if err != nil {
 		s.error(w, r, err)
@@ -267,7 +280,7 @@ func (s *server) list(w http.ResponseWriter, r *http.Request) {
 	if jobs == nil {
 		jobs = []*gantry.Job{}
 	}
-	s.json(w, http.StatusOK, JobList{Jobs: jobs, Next: next})
+	s.json(w, http.StatusOK, JobList{Jobs: jobs, Next: next, EventSeq: seq})
 }
 
 func (s *server) get(w http.ResponseWriter, r *http.Request) {

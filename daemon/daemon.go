@@ -44,6 +44,7 @@ type (
 		List(ctx context.Context, o store.ListOptions) ([]*gantry.Job, string, error)
 		Unfinished(ctx context.Context) ([]*gantry.Job, error)
 		Events(ctx context.Context, after uint64, job string, limit int) ([]gantry.Event, error)
+		LastEvent(ctx context.Context) (uint64, error)
 	}
 	imageBuilder interface {
 		Build(ctx context.Context, r builder.Request, progress io.Writer) (string, error)
@@ -362,6 +363,12 @@ func (d *Daemon) Get(ctx context.Context, id string) (*gantry.Job, error) {
 }
 
 // List returns a page of jobs, newest first.
+// LastEvent returns the number of the newest event: a reader of a page of
+// jobs follows the events after it, read before the page.
+func (d *Daemon) LastEvent(ctx context.Context) (uint64, error) {
+	return d.store.LastEvent(ctx)
+}
+
 func (d *Daemon) List(ctx context.Context, o store.ListOptions) ([]*gantry.Job, string, error) {
 	return d.store.List(ctx, o)
 }

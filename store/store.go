@@ -538,6 +538,24 @@ func appendEvents(tx *bolt.Tx, evs []gantry.Event) error {
 	return nil
 }
 
+// LastEvent returns the number of the newest event (0 when there is none).
+// Events numbered after it are the changes it does not cover. It returns no
+// error kind.
+func (s *Store) LastEvent(ctx context.Context) (uint64, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, fmt.Errorf("last event: %w", err)
+	}
+	var seq uint64
+	err := s.db.View(func(tx *bolt.Tx) error {
+		seq = tx.Bucket(bucketEvents).Sequence()
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("last event: %w", err)
+	}
+	return seq, nil
+}
+
 // Events returns up to limit events numbered after after, oldest first;
 // with job set, only that job's. Every change to a job's state, accuracy or
 // pushes is an event, recorded with the change itself. It returns no error

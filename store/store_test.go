@@ -833,3 +833,19 @@ func TestConcurrentCreates(t *testing.T) {
 		t.Errorf("Create after Close succeeded")
 	}
 }
+
+func TestLastEvent(t *testing.T) {
+	s := newStore(t)
+	ctx := context.Background()
+	if n, err := s.LastEvent(ctx); err != nil || n != 0 {
+		t.Fatalf("LastEvent of an empty store = %d, %v; want 0", n, err)
+	}
+	makeJobs(t, s, 3)
+	evs, err := s.Events(ctx, 0, "", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.LastEvent(ctx); err != nil || n != evs[len(evs)-1].Seq {
+		t.Errorf("LastEvent = %d, %v; want the newest event's %d", n, err, evs[len(evs)-1].Seq)
+	}
+}

@@ -47,6 +47,9 @@ async function loadPage() {
   const q = new URLSearchParams({limit: String(PAGE)});
   if (before) q.set('before', before);
   const page = await getJSON('v1/jobs?' + q);
+  // The first page says where the event stream stood when it was read: the
+  // stream is followed from there, not replayed from the start.
+  if (lastSeq === '' && typeof page.event_seq === 'number') lastSeq = String(page.event_seq);
   for (const j of page.jobs) jobs.set(j.id, j);
   before = page.next || '';
   render();
