@@ -65,6 +65,7 @@ import (
 	"sync"
 
 	"github.com/gantry-ml/gantry"
+	"github.com/gantry-ml/gantry/internal/iox"
 	"github.com/gantry-ml/gantry/store"
 )
 
@@ -407,18 +408,22 @@ func (s *server) push(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	// The push's progress goes to gantryd's log, and with progress=1 to
 	// the client as it comes.
-	logged := &lines{fn: func(l string) { s.log.Info("push", "job", id, "progress", l) }}
-	var progress io.Writer = logged
 	var stream *pushStream
-	streamed := &lines{fn: func(string) {}}
 	if r.URL.Query().Get("progress") == "1" {
 		stream = &pushStream{w: w, rc: http.NewResponseController(w), log: s.log}
-		streamed.fn = func(l string) { stream.send(PushLine{Progress: l}) }
-		progress = io.MultiWriter(logged, streamed)
 	}
+	// The push writes its progress from one goroutine at a time.
+	progress := iox.NewLineSplitter(0, func(l string) {
+		if l == "" {
+			return
+		}
+		s.log.Info("push", "job", id, "progress", l)
+		if stream != nil {
+			stream.send(PushLine{Progress: l})
+		}
+	})
 	j, err := s.svc.Push(r.Context(), id, req.To, progress)
-	logged.Flush()
-	streamed.Flush()
+	progress.Flush()
 	if stream != nil && stream.begun() {
 		// The status line is sent: the outcome goes in the stream.
 		if err != nil {
@@ -474,40 +479,6 @@ func (p *pushStream) begun() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.begin
-}
-
-// lines calls fn with each line written to it, without its newline; Flush
-// hands on a last line that has none.
-type lines struct {
-	fn      func(string)
-	mu      sync.Mutex
-	partial []byte
-}
-
-func (l *lines) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.partial = append(l.partial, p...)
-	for {
-		line, rest, ok := bytes.Cut(l.partial, []byte("\n"))
-		if !ok {
-			break
-		}
-		if len(line) > 0 {
-			l.fn(string(line))
-		}
-		l.partial = rest
-	}
-	return len(p), nil
-}
-
-func (l *lines) Flush() {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if len(l.partial) > 0 {
-		l.fn(string(l.partial))
-		l.partial = nil
-	}
 }
 
 type flushWriter struct {

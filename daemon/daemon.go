@@ -449,7 +449,7 @@ func (d *Daemon) Push(ctx context.Context, id string, refs []string, progress io
 	if err != nil {
 		return nil, fmt.Errorf("job %s: read its image %s: %w", id, j.ImageName, err)
 	}
-	defer release(img)
+	defer push.Release(img)
 	pctx, cancel := withLimit(ctx, "push", d.cfg.Timeouts.Push)
 	defer cancel()
 	pushes, perr := d.pusher.Push(pctx, img, refs, progress)
@@ -679,7 +679,7 @@ func (d *Daemon) life(ctx context.Context, id string, logf io.Writer) error {
 		if err != nil {
 			return phaseErr(ctx, pctx, err)
 		}
-		defer release(img)
+		defer push.Release(img)
 		pushes, err := d.pusher.Push(pctx, img, refs, logf)
 		// Record what moved, even when the rest failed.
 		if j, err = d.recordPushes(ctx, id, pushes, err); err != nil {
@@ -719,7 +719,7 @@ func (d *Daemon) uploadEarly(ctx context.Context, j *gantry.Job) *earlyUpload {
 		img, err := d.source(uctx, j.ImageName)
 		if err == nil {
 			err = d.pusher.Upload(uctx, img, j.Spec.Push)
-			release(img)
+			push.Release(img)
 		}
 		if err != nil {
 			if uctx.Err() == nil {
@@ -751,13 +751,6 @@ func (u *earlyUpload) stop() {
 	}
 	u.cancel()
 	<-u.done
-}
-
-// release lets go of what an image from the source holds.
-func release(img v1.Image) {
-	if c, ok := img.(io.Closer); ok {
-		c.Close()
-	}
 }
 
 // jobTags returns REPO:job-<id> for each repository the job pushes to.
@@ -927,7 +920,7 @@ func (d *Daemon) train(ctx context.Context, j *gantry.Job, logf io.Writer) (runn
 		return runner.Exit{}, gantry.Metrics{}, err
 	}
 	reader := pattern.NewReader()
-	lines := newLineSplitter(reader.Line)
+	lines := iox.NewLineSplitter(maxLine, reader.Line)
 	// A flood of output fills the log only up to its cap; the metric reader
 	// still reads every line.
 	out := &countWriter{w: io.MultiWriter(&capWriter{w: logf, left: d.cfg.MaxLog}, lines)}

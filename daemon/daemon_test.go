@@ -1971,7 +1971,7 @@ func TestLineSplitter(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			var got []string
-			l := newLineSplitter(func(s string) { got = append(got, s) })
+			l := iox.NewLineSplitter(maxLine, func(s string) { got = append(got, s) })
 			for _, w := range tc.writes {
 				n, err := l.Write([]byte(w))
 				if n != len(w) || err != nil {
@@ -1989,7 +1989,7 @@ func TestLineSplitter(t *testing.T) {
 
 	// After an over-long line ends, the splitter is as new.
 	var got []string
-	l := newLineSplitter(func(s string) { got = append(got, s) })
+	l := iox.NewLineSplitter(maxLine, func(s string) { got = append(got, s) })
 	l.Write([]byte(long))
 	l.Flush()
 	l.Write([]byte("after\n"))

@@ -26,56 +26,6 @@ func validRegex(s string) error {
 // longer line still goes to the log, but is not examined.
 const maxLine = 64 << 10
 
-// lineSplitter is an io.Writer that hands each complete line to fn.
-type lineSplitter struct {
-	fn      func(string)
-	buf     []byte
-	discard bool // the current line ran over maxLine
-}
-
-func newLineSplitter(fn func(string)) *lineSplitter { return &lineSplitter{fn: fn} }
-
-func (l *lineSplitter) Write(p []byte) (int, error) {
-	n := len(p)
-	for len(p) > 0 {
-		i := bytes.IndexByte(p, '\n')
-		if i < 0 {
-			l.add(p)
-			break
-		}
-		l.add(p[:i])
-		l.emit()
-		p = p[i+1:]
-	}
-	return n, nil
-}
-
-func (l *lineSplitter) add(p []byte) {
-	if l.discard {
-		return
-	}
-	if len(l.buf)+len(p) > maxLine {
-		l.discard = true
-		l.buf = l.buf[:0]
-		return
-	}
-	l.buf = append(l.buf, p...)
-}
-
-func (l *lineSplitter) emit() {
-	if !l.discard {
-		l.fn(string(l.buf))
-	}
-	l.buf, l.discard = l.buf[:0], false
-}
-
-// Flush hands on a last line that had no newline.
-func (l *lineSplitter) Flush() {
-	if len(l.buf) > 0 || l.discard {
-		l.emit()
-	}
-}
-
 // pollInterval is how often a followed log is checked for more output.
 const pollInterval = 100 * time.Millisecond
 

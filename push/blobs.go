@@ -62,28 +62,15 @@ var Keep = time.Hour
 // OpenBlobs returns the blob store in dir, creating it and removing what a
 // crash left half written.
 func OpenBlobs(dir string, max int64) (*Blobs, error) {
+	if err := os.RemoveAll(filepath.Join(dir, "tmp")); err != nil {
+		return nil, fmt.Errorf("blob store: %w", err)
+	}
 	for _, sub := range []string{"sha256", "diffid", "tmp"} {
 		if err := os.MkdirAll(filepath.Join(dir, sub), 0o700); err != nil {
 			return nil, fmt.Errorf("blob store: %w", err)
 		}
 	}
-	if err := emptyDir(filepath.Join(dir, "tmp")); err != nil {
-		return nil, fmt.Errorf("blob store: %w", err)
-	}
 	return &Blobs{dir: dir, Max: max, Level: pgzip.DefaultCompression, pins: map[v1.Hash]int{}}, nil
-}
-
-func emptyDir(dir string) error {
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		return err
-	}
-	for _, e := range ents {
-		if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // Desc is a kept layer: its compressed digest and size.
@@ -287,31 +274,20 @@ func (b *Blobs) touch(h v1.Hash) {
 
 // Size returns the bytes the kept blobs take.
 func (b *Blobs) Size() (int64, error) {
-	var total int64
-	err := filepath.WalkDir(filepath.Join(b.dir, "sha256"), func(p string, e fs.DirEntry, err error) error {
-		if err != nil || e.IsDir() {
-			return err
-		}
-		if info, err := e.Info(); err == nil {
-			total += info.Size()
-		}
-		return nil
-	})
+	_, total, err := b.list()
 	return total, err
 }
 
-// Prune removes the least recently used blobs until the kept ones fit in
-// Max, sparing those used in the last Keep. It returns the bytes removed.
-func (b *Blobs) Prune() (int64, error) {
-	if b.Max <= 0 {
-		return 0, nil
-	}
-	type blob struct {
-		path string
-		size int64
-		used time.Time
-	}
-	var all []blob
+// keptBlob is a blob file as Prune sees it.
+type keptBlob struct {
+	path string
+	size int64
+	used time.Time
+}
+
+// list returns the kept blobs and the bytes they take.
+func (b *Blobs) list() ([]keptBlob, int64, error) {
+	var all []keptBlob
 	var total int64
 	err := filepath.WalkDir(filepath.Join(b.dir, "sha256"), func(p string, e fs.DirEntry, err error) error {
 		if err != nil || e.IsDir() {
@@ -324,10 +300,20 @@ func (b *Blobs) Prune() (int64, error) {
 			}
 			return err
 		}
-		all = append(all, blob{p, info.Size(), info.ModTime()})
+		all = append(all, keptBlob{p, info.Size(), info.ModTime()})
 		total += info.Size()
 		return nil
 	})
+	return all, total, err
+}
+
+// Prune removes the least recently used blobs until the kept ones fit in
+// Max, sparing those used in the last Keep. It returns the bytes removed.
+func (b *Blobs) Prune() (int64, error) {
+	if b.Max <= 0 {
+		return 0, nil
+	}
+	all, total, err := b.list()
 	if err != nil {
 		return 0, err
 	}

@@ -1,10 +1,9 @@
 package push
 
 import (
+	"bytes"
 	"compress/gzip"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -60,13 +59,19 @@ type Source struct {
 // storage driver driver can be read here: the driver is one whose layout
 // Source knows, and its layer store is there to read.
 func Readable(root, driver string) error {
-	switch driver {
-	case "overlay2", "vfs":
-	default:
+	if layerDirs[driver] == nil {
 		return fmt.Errorf("storage driver %s: its layers are not read directly", driver)
 	}
 	_, err := os.Stat(filepath.Join(root, "image", driver, "layerdb"))
 	return err
+}
+
+// layerDirs gives, for each storage driver whose layout Source knows, the
+// directory holding a layer's files from the engine's data root and the
+// layer's cache-id.
+var layerDirs = map[string]func(root, cid string) string{
+	"overlay2": func(root, cid string) string { return filepath.Join(root, "overlay2", cid, "diff") },
+	"vfs":      func(root, cid string) string { return filepath.Join(root, "vfs", "dir", cid) },
 }
 
 // Image returns the local image ref (a name or ID) as a v1.Image whose layers
@@ -115,7 +120,7 @@ func (s *Source) kept(id v1.Hash) (v1.Image, error) {
 	if !ok {
 		return nil, fmt.Errorf("config %s is not kept", id)
 	}
-	cf, err := v1.ParseConfigFile(strings.NewReader(string(raw)))
+	cf, err := v1.ParseConfigFile(bytes.NewReader(raw))
 	if err != nil {
 		return nil, fmt.Errorf("config %s: %w", id, err)
 	}
@@ -128,7 +133,7 @@ func (s *Source) kept(id v1.Hash) (v1.Image, error) {
 	if !ok {
 		return nil, fmt.Errorf("a layer of %s is not kept", id)
 	}
-	img := &keptImage{blobs: s.Blobs, config: raw, layers: map[v1.Hash]*keptLayer{}}
+	img := &keptImage{id: id, config: raw, layers: map[v1.Hash]*keptLayer{}}
 	for i, d := range descs {
 		m.Layers = append(m.Layers, v1.Descriptor{MediaType: types.DockerLayer, Size: d.Size, Digest: d.Digest})
 		img.layers[d.Digest] = &keptLayer{blobs: s.Blobs, desc: d, diffID: cf.RootFS.DiffIDs[i]}
@@ -170,7 +175,7 @@ func (s *Source) fromStore(ctx context.Context, id v1.Hash) error {
 	if err := s.Blobs.PutConfig(id, raw); err != nil {
 		return err
 	}
-	cf, err := v1.ParseConfigFile(strings.NewReader(string(raw)))
+	cf, err := v1.ParseConfigFile(bytes.NewReader(raw))
 	if err != nil {
 		return err
 	}
@@ -181,17 +186,26 @@ func (s *Source) fromStore(ctx context.Context, id v1.Hash) error {
 		} else {
 			chain = "sha256:" + sha256Hex([]byte(chain+" "+diffID.String()))
 		}
-		if _, ok := s.Blobs.Layer(diffID); ok {
-			continue
-		}
 		layerdb := filepath.Join(imagedb, "layerdb", "sha256", strings.TrimPrefix(chain, "sha256:"))
 		open := func() (io.ReadCloser, error) { return s.layerTar(layerdb, diffID) }
-		if _, err := s.Blobs.PutLayer(ctx, diffID, open); err != nil {
+		if err := s.keepLayer(ctx, "store", diffID, open); err != nil {
 			return err
 		}
-		if s.Reads != nil {
-			s.Reads("store", diffID)
-		}
+	}
+	return nil
+}
+
+// keepLayer compresses and keeps layer diffID, read with open, unless it is
+// kept already, and tells Reads how it was read.
+func (s *Source) keepLayer(ctx context.Context, how string, diffID v1.Hash, open func() (io.ReadCloser, error)) error {
+	if _, ok := s.Blobs.Layer(diffID); ok {
+		return nil
+	}
+	if _, err := s.Blobs.PutLayer(ctx, diffID, open); err != nil {
+		return err
+	}
+	if s.Reads != nil {
+		s.Reads(how, diffID)
 	}
 	return nil
 }
@@ -214,16 +228,11 @@ func (s *Source) layerTar(layerdb string, diffID v1.Hash) (io.ReadCloser, error)
 	if !cacheID.MatchString(cid) {
 		return nil, fmt.Errorf("layer store entry %s: unexpected cache-id %q", layerdb, cid)
 	}
-	var dir string
-	switch s.Driver {
-	case "overlay2":
-		dir = filepath.Join(s.Root, "overlay2", cid, "diff")
-	case "vfs":
-		dir = filepath.Join(s.Root, "vfs", "dir", cid)
-	default:
-		return nil, fmt.Errorf("storage driver %s: not read directly", s.Driver)
+	dir := layerDirs[s.Driver]
+	if dir == nil {
+		return nil, fmt.Errorf("storage driver %s: its layers are not read directly", s.Driver)
 	}
-	root, err := os.OpenRoot(dir)
+	root, err := os.OpenRoot(dir(s.Root, cid))
 	if err != nil {
 		return nil, err
 	}
@@ -272,7 +281,7 @@ func (s *Source) fromSave(ctx context.Context, ref string, id v1.Hash) error {
 	if err != nil {
 		return err
 	}
-	defer release(img)
+	defer Release(img)
 	raw, err := img.RawConfigFile()
 	if err != nil {
 		return fmt.Errorf("read image %s from the engine: %w", ref, err)
@@ -289,21 +298,16 @@ func (s *Source) fromSave(ctx context.Context, ref string, id v1.Hash) error {
 		if err != nil {
 			return fmt.Errorf("read image %s from the engine: %w", ref, err)
 		}
-		if _, ok := s.Blobs.Layer(diffID); ok {
-			continue
-		}
-		if _, err := s.Blobs.PutLayer(ctx, diffID, l.Uncompressed); err != nil {
+		if err := s.keepLayer(ctx, "save", diffID, l.Uncompressed); err != nil {
 			return fmt.Errorf("read image %s from the engine: %w", ref, err)
-		}
-		if s.Reads != nil {
-			s.Reads("save", diffID)
 		}
 	}
 	return nil
 }
 
-// release lets go of what an image holds (a docker save file).
-func release(img v1.Image) {
+// Release lets go of what an image from FromEngine or Source holds: a
+// docker save file, or the pins on its kept blobs.
+func Release(img v1.Image) {
 	if c, ok := img.(io.Closer); ok {
 		c.Close()
 	}
@@ -311,7 +315,7 @@ func release(img v1.Image) {
 
 // keptImage is an image whose config and layers are kept blobs.
 type keptImage struct {
-	blobs    *Blobs
+	id       v1.Hash // the config's digest
 	config   []byte
 	manifest []byte
 	layers   map[v1.Hash]*keptLayer
@@ -325,7 +329,7 @@ func (i *keptImage) LayerByDigest(h v1.Hash) (partial.CompressedLayer, error) {
 	if l, ok := i.layers[h]; ok {
 		return l, nil
 	}
-	if cfg := sha256.Sum256(i.config); h.Hex == hex.EncodeToString(cfg[:]) {
+	if h == i.id {
 		return partial.ConfigLayer(i)
 	}
 	return nil, gantry.Errorf(gantry.ErrNotFound, "image has no blob %s", h)

@@ -185,19 +185,20 @@ func (p *Pusher) tryPush(ctx context.Context, img v1.Image, t name.Tag, progress
 	if err != nil {
 		return "", 0, err
 	}
-	var n int64
-	if p.allKnown(t.Context().Name(), blobs) {
+	repo := t.Context().Name()
+	n := size
+	sent := false
+	if p.allKnown(repo, blobs) {
 		// Every blob is there: send the manifest alone. Should the
 		// registry have lost one since, the full push below finds out.
-		if err = remote.Put(t, img, p.options(ctx)...); err == nil {
-			n = size
-			fmt.Fprintf(progress, "every layer is in %s already: sent the manifest only\n", t.Context().Name())
+		if sent = remote.Put(t, img, p.options(ctx)...) == nil; sent {
+			fmt.Fprintf(progress, "every layer is in %s already: sent the manifest only\n", repo)
 			fmt.Fprintf(progress, "pushing: %s of %s [%d/%d]\n", Size(n), Size(n), n, n)
 		} else {
-			p.forget(t.Context().Name())
+			p.forget(repo)
 		}
 	}
-	if n == 0 {
+	if !sent {
 		updates := make(chan v1.Update, 16)
 		reported := make(chan int64, 1)
 		go func() { reported <- report(progress, updates) }()
@@ -206,7 +207,7 @@ func (p *Pusher) tryPush(ctx context.Context, img v1.Image, t name.Tag, progress
 		if err != nil {
 			return "", 0, err
 		}
-		p.remember(t.Context().Name(), blobs)
+		p.remember(repo, blobs)
 	}
 	hctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()

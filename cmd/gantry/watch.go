@@ -346,8 +346,8 @@ func (v *view) line(l string) {
 // terminal, plain lines elsewhere. The "pushed REF@DIGEST" lines are left
 // to the command's output.
 type pushLines struct {
-	v       *view
-	partial []byte
+	lineWriter
+	v *view
 }
 
 func pushProgress(errOut io.Writer, quiet bool) *pushLines {
@@ -357,27 +357,20 @@ func pushProgress(errOut io.Writer, quiet bool) *pushLines {
 	} else if f := terminal(errOut); f != nil {
 		v.tty = true
 	}
-	return &pushLines{v: v}
+	p := &pushLines{v: v}
+	p.fn = p.line
+	return p
 }
 
-func (p *pushLines) Write(b []byte) (int, error) {
-	p.partial = append(p.partial, b...)
-	for {
-		line, rest, ok := bytes.Cut(p.partial, []byte("\n"))
-		if !ok {
-			break
-		}
-		p.partial = rest
-		l := string(line)
-		switch {
-		case strings.HasPrefix(l, "pushed "):
-		case p.v.tty:
-			p.v.line(l)
-		default:
-			fmt.Fprintln(p.v.progress, l)
-		}
+func (p *pushLines) line(l string) error {
+	switch {
+	case strings.HasPrefix(l, "pushed "):
+	case p.v.tty:
+		p.v.line(l)
+	default:
+		fmt.Fprintln(p.v.progress, l)
 	}
-	return len(b), nil
+	return nil
 }
 
 // end leaves the bar on its own line.
