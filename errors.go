@@ -14,6 +14,10 @@ var (
 	ErrConflict    = errors.New("conflict")
 	ErrTooLarge    = errors.New("too large")
 	ErrUnavailable = errors.New("unavailable")
+	// ErrForbidden: the operator's policy does not allow what was asked.
+	ErrForbidden = errors.New("forbidden")
+	// ErrTooMany: a bound on work waiting (the queue) is reached; try later.
+	ErrTooMany = errors.New("too many")
 )
 
 // kindError carries a human message and the kind it is of.
@@ -33,7 +37,7 @@ func Errorf(kind error, format string, args ...any) error {
 
 // Kind returns which of the error kinds err is of, or nil when it is none.
 func Kind(err error) error {
-	for _, k := range []error{ErrNotFound, ErrInvalid, ErrConflict, ErrTooLarge, ErrUnavailable} {
+	for _, k := range []error{ErrNotFound, ErrInvalid, ErrConflict, ErrTooLarge, ErrUnavailable, ErrForbidden, ErrTooMany} {
 		if errors.Is(err, k) {
 			return k
 		}

@@ -108,7 +108,8 @@ type Spec struct {
 
 // Sandbox is what a job may relax of the training container's defaults: no
 // network, every capability dropped, no-new-privileges, a pids limit, and no
-// host path or Docker socket mounted (which no option relaxes).
+// host path or Docker socket mounted (which no option relaxes). What it may
+// ask is bounded by gantryd's Policy.
 type Sandbox struct {
 	// Network is the network to join, "" meaning none.
 	Network string `json:"network,omitempty"`
@@ -132,6 +133,9 @@ type Resources struct {
 	CPUs float64 `json:"cpus,omitempty"`
 	// PidsLimit caps the number of processes.
 	PidsLimit int64 `json:"pids_limit,omitempty"`
+	// LogBytes caps the training output kept, in gantry's log and in the
+	// engine's own log of the container.
+	LogBytes int64 `json:"log_bytes,omitempty"`
 }
 
 // Duration is a time.Duration that reads and writes JSON as "1m30s".
@@ -179,7 +183,7 @@ func (s *Spec) Validate(validRef, validRegex func(string) error) error {
 			return Errorf(ErrInvalid, "%s timeout %v: must not be negative", name, time.Duration(t))
 		}
 	}
-	if r := s.Resources; r.Memory < 0 || r.CPUs < 0 || r.CPUs != r.CPUs || r.CPUs > 1e6 || r.PidsLimit < 0 {
+	if r := s.Resources; r.Memory < 0 || r.CPUs < 0 || r.CPUs != r.CPUs || r.CPUs > 1e6 || r.PidsLimit < 0 || r.LogBytes < 0 {
 		return Errorf(ErrInvalid, "resources %+v: limits must not be negative", r)
 	}
 	if r := s.Resources; r.Memory != 0 && r.Memory < 6<<20 {
@@ -189,11 +193,11 @@ func (s *Spec) Validate(validRef, validRegex func(string) error) error {
 		return Errorf(ErrInvalid, "network %q: want a Docker network name", n)
 	}
 	for i, c := range s.Sandbox.CapAdd {
-		c = strings.TrimPrefix(strings.ToUpper(c), "CAP_")
-		if c == "" || c == "ALL" || strings.HasPrefix(c, "CAP_") || strings.Trim(c, "ABCDEFGHIJKLMNOPQRSTUVWXYZ_") != "" {
-			return Errorf(ErrInvalid, "capability %q: name one capability, like NET_BIND_SERVICE", s.Sandbox.CapAdd[i])
+		n, err := NormalizeCapability(c)
+		if err != nil {
+			return err
 		}
-		s.Sandbox.CapAdd[i] = c
+		s.Sandbox.CapAdd[i] = n
 	}
 	if s.Promote != "" && !validTag(s.Promote) {
 		return Errorf(ErrInvalid, "promote %q: want a tag (letters, digits, '_', '.', '-'; 128 at most)", s.Promote)

@@ -37,7 +37,10 @@ type fakeService struct {
 	events func(ctx context.Context, after uint64, job string, follow bool, send func(*gantry.Event) error) error
 	// lastEvent is the newest event's number (0 when unset, not an error).
 	lastEvent uint64
+	policy    gantry.Policy
 }
+
+func (f *fakeService) Policy() gantry.Policy { return f.policy }
 
 func (f *fakeService) LastEvent(ctx context.Context) (uint64, error) { return f.lastEvent, nil }
 
@@ -281,6 +284,8 @@ var kindCases = []struct {
 	{"conflict", gantry.Errorf(gantry.ErrConflict, "job 0123 already ended"), http.StatusConflict, gantry.ErrConflict, "job 0123 already ended"},
 	{"too large", gantry.Errorf(gantry.ErrTooLarge, "build context over 512 MiB"), http.StatusRequestEntityTooLarge, gantry.ErrTooLarge, "build context over 512 MiB"},
 	{"unavailable", gantry.Errorf(gantry.ErrUnavailable, "docker is not running"), http.StatusServiceUnavailable, gantry.ErrUnavailable, "docker is not running"},
+	{"forbidden", gantry.Errorf(gantry.ErrForbidden, "capability SYS_ADMIN: not allowed"), http.StatusForbidden, gantry.ErrForbidden, "capability SYS_ADMIN: not allowed"},
+	{"too many", gantry.Errorf(gantry.ErrTooMany, "the queue is full"), http.StatusTooManyRequests, gantry.ErrTooMany, "the queue is full"},
 	{"wrapped kind", fmt.Errorf("get job: %w", gantry.ErrNotFound), http.StatusNotFound, gantry.ErrNotFound, "get job: not found"},
 	{"no kind", errors.New("bolt: database not open"), http.StatusInternalServerError, nil, "internal error: bolt: database not open"},
 	{"cancelled", context.Canceled, http.StatusInternalServerError, nil, "internal error: context canceled"},

@@ -188,6 +188,13 @@ func (c *Client) Version(ctx context.Context) (VersionInfo, error) {
 	return v, err
 }
 
+// Info returns the daemon's versions and the operator's policy.
+func (c *Client) Info(ctx context.Context) (Info, error) {
+	var i Info
+	err := c.getJSON(ctx, "/v1/info", nil, &i)
+	return i, err
+}
+
 // Submit sends spec and the build context (a tar stream) and returns the
 // recorded job.
 func (c *Client) Submit(ctx context.Context, spec gantry.Spec, tar io.Reader) (*gantry.Job, error) {

@@ -6,6 +6,8 @@
 //
 //	GET  /_ping                      "OK" when the daemon serves
 //	GET  /v1/version                 the daemon's and the engine's versions
+//	GET  /v1/info                    the versions and the operator's policy:
+//	                                 what a job may ask (an Info)
 //	POST /v1/jobs?spec=JSON          submit: the body is the build context as a
 //	                                 tar stream (Content-Type application/x-tar),
 //	                                 the way docker build sends it; spec is a
@@ -87,6 +89,14 @@ type Service interface {
 	Events(ctx context.Context, after uint64, job string, follow bool, send func(*gantry.Event) error) error
 	History(ctx context.Context, name, tag string) ([]gantry.HistoryEntry, error)
 	LastEvent(ctx context.Context) (uint64, error)
+	// Policy is the operator's bound on what a job may ask.
+	Policy() gantry.Policy
+}
+
+// Info is what /v1/info answers: who serves, and what a job may ask of it.
+type Info struct {
+	Version VersionInfo   `json:"version"`
+	Policy  gantry.Policy `json:"policy"`
 }
 
 // PushRequest is the body of POST /v1/jobs/{id}/push.
@@ -129,6 +139,8 @@ var kinds = []struct {
 	{gantry.ErrConflict, "conflict", http.StatusConflict},
 	{gantry.ErrTooLarge, "too_large", http.StatusRequestEntityTooLarge},
 	{gantry.ErrUnavailable, "unavailable", http.StatusServiceUnavailable},
+	{gantry.ErrForbidden, "forbidden", http.StatusForbidden},
+	{gantry.ErrTooMany, "too_many", http.StatusTooManyRequests},
 }
 
 func statusOf(err error) (int, string) {
@@ -159,6 +171,7 @@ func Handler(svc Service, version func(context.Context) VersionInfo, log *slog.L
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /_ping", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "OK") })
 	mux.HandleFunc("GET /v1/version", s.getVersion)
+	mux.HandleFunc("GET /v1/info", s.getInfo)
 	mux.HandleFunc("POST /v1/jobs", s.submit)
 	mux.HandleFunc("GET /v1/jobs", s.list)
 	mux.HandleFunc("GET /v1/jobs/{id}", s.get)
@@ -182,6 +195,10 @@ type server struct {
 
 func (s *server) getVersion(w http.ResponseWriter, r *http.Request) {
 	s.json(w, http.StatusOK, s.version(r.Context()))
+}
+
+func (s *server) getInfo(w http.ResponseWriter, r *http.Request) {
+	s.json(w, http.StatusOK, Info{Version: s.version(r.Context()), Policy: s.svc.Policy()})
 }
 
 // DecodeSpec decodes a job spec strictly: unknown fields and wrong types are

@@ -21,6 +21,7 @@ import (
 	"path/filepath"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
@@ -95,20 +96,16 @@ type Config struct {
 	Instance string
 	// MaxJobs is how many jobs run at once.
 	MaxJobs int
-	// Context bounds submitted build contexts.
-	Context Limits
-	// Timeouts and Resources are the defaults for jobs that set none.
-	Timeouts  gantry.Timeouts
-	Resources gantry.Resources
+	// Policy bounds what a job may ask; its limits are the defaults of
+	// jobs that ask nothing.
+	Policy gantry.Policy
 	// StopTimeout is the grace period between SIGTERM and SIGKILL when a
 	// training container is stopped.
 	StopTimeout time.Duration
 	// OrphanGrace is how long a container that carries this daemon's label
 	// but belongs to no job is left before it is removed.
 	OrphanGrace time.Duration
-	// MaxLog caps the training output kept in a job's log, in bytes.
-	MaxLog int64
-	Logger *slog.Logger
+	Logger      *slog.Logger
 }
 
 // Daemon runs jobs.
@@ -126,6 +123,12 @@ type Daemon struct {
 	changed *broadcaster
 	mu      sync.Mutex
 	active  map[string]context.CancelCauseFunc // jobs this process runs
+	// queued holds the context size of each job waiting for a slot, for
+	// the queue's bounds; queuedBytes is their sum.
+	queued      map[string]int64
+	queuedBytes int64
+	// fetch is what a build's ADD may fetch from.
+	fetch fetchRule
 	// tagLocks serialize promotions of each tag.
 	tagLocks keyed.Mutex[string]
 	wg       sync.WaitGroup
@@ -136,9 +139,8 @@ func New(cfg Config, st jobStore, b imageBuilder, e Engine, p imagePusher, src i
 	if cfg.MaxJobs < 1 {
 		return nil, gantry.Errorf(gantry.ErrInvalid, "max jobs %d: must be at least 1", cfg.MaxJobs)
 	}
-	defaults := gantry.Spec{Timeouts: cfg.Timeouts, Resources: cfg.Resources}
-	if err := defaults.Validate(nil, nil); err != nil {
-		return nil, fmt.Errorf("default limits: %w", err)
+	if err := cfg.Policy.Check(); err != nil {
+		return nil, fmt.Errorf("policy: %w", err)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -149,8 +151,11 @@ func New(cfg Config, st jobStore, b imageBuilder, e Engine, p imagePusher, src i
 	if cfg.OrphanGrace <= 0 {
 		cfg.OrphanGrace = time.Minute
 	}
-	if cfg.MaxLog <= 0 {
-		cfg.MaxLog = 256 << 20
+	if cfg.Policy.Resources.LogBytes <= 0 {
+		cfg.Policy.Resources.LogBytes = 256 << 20
+	}
+	if cfg.Policy.ContextEntries <= 0 {
+		cfg.Policy.ContextEntries = 100000
 	}
 	for _, d := range []string{"logs", "contexts"} {
 		if err := os.MkdirAll(filepath.Join(cfg.DataDir, d), 0o700); err != nil {
@@ -165,6 +170,8 @@ func New(cfg Config, st jobStore, b imageBuilder, e Engine, p imagePusher, src i
 		wake:    make(chan struct{}, 1),
 		changed: changed,
 		active:  map[string]context.CancelCauseFunc{},
+		queued:  map[string]int64{},
+		fetch:   fetchRule{allowPrivate: cfg.Policy.BuildPrivateFetch, resolve: lookupNetIP},
 	}, nil
 }
 
@@ -189,6 +196,12 @@ func (d *Daemon) Prepare(ctx context.Context) error {
 		return fmt.Errorf("recover: %w", err)
 	}
 	for _, j := range jobs {
+		if j.State == gantry.StateQueued {
+			d.mu.Lock()
+			d.queued[j.ID] = j.ContextSize
+			d.queuedBytes += j.ContextSize
+			d.mu.Unlock()
+		}
 		if j.State == gantry.StateRunning && j.ExitCode == nil {
 			if err := cutLog(d.LogPath(j.ID), trainingMarker(j.ContainerID)); err != nil {
 				return fmt.Errorf("recover job %s: %w", j.ID, err)
@@ -282,6 +295,7 @@ func (d *Daemon) schedule(ctx context.Context) error {
 func (d *Daemon) start(ctx context.Context, id string) {
 	jctx, cancel := context.WithCancelCause(ctx)
 	d.active[id] = cancel
+	d.dequeue(id)
 	d.wg.Add(1)
 	go func() {
 		defer d.wg.Done()
@@ -295,29 +309,34 @@ func (d *Daemon) start(ctx context.Context, id string) {
 }
 
 // Submit records a new job for spec, with the build context read from tar.
-// Limits the spec leaves at zero take the daemon's defaults, so the record
-// shows what applies. It returns ErrInvalid for a bad spec or context and
-// ErrTooLarge for a context over the limits; nothing of a refused submission
-// is kept.
+// The spec is checked against the operator's policy, and limits it leaves at
+// zero take the policy's, so the record shows what applies. It returns
+// ErrInvalid for a bad spec or context, ErrForbidden for a request beyond
+// the policy, ErrTooLarge for a context over the limits and ErrTooMany when
+// the queue is full; nothing of a refused submission is kept.
 func (d *Daemon) Submit(ctx context.Context, spec gantry.Spec, tar io.Reader) (*gantry.Job, error) {
 	if err := spec.Validate(validRef, validRegex); err != nil {
 		return nil, err
 	}
-	fill(&spec.Timeouts.Build, d.cfg.Timeouts.Build)
-	fill(&spec.Timeouts.Train, d.cfg.Timeouts.Train)
-	fill(&spec.Timeouts.Push, d.cfg.Timeouts.Push)
-	fill(&spec.Resources.Memory, d.cfg.Resources.Memory)
-	fill(&spec.Resources.CPUs, d.cfg.Resources.CPUs)
-	fill(&spec.Resources.PidsLimit, d.cfg.Resources.PidsLimit)
+	if err := d.cfg.Policy.Apply(&spec); err != nil {
+		return nil, err
+	}
+	if err := d.admit(0); err != nil {
+		return nil, err
+	}
 	j := gantry.NewJob(spec, d.now())
 	dir := d.contextDir(j.ID)
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("submit: %w", err)
 	}
 	sum := sha256.New()
-	size, err := unpack(io.TeeReader(tar, sum), dir, d.cfg.Context)
+	lim := Limits{MaxBytes: d.cfg.Policy.ContextBytes, MaxEntries: d.cfg.Policy.ContextEntries}
+	size, err := unpack(io.TeeReader(tar, sum), dir, lim)
 	if err == nil {
 		err = checkDockerfile(dir, spec.Build.Dockerfile)
+	}
+	if err == nil {
+		err = d.fetch.checkFetches(ctx, dir, spec.Build.Dockerfile, spec.Build.BuildArgs)
 	}
 	if err == nil {
 		j.ContextSize = size
@@ -326,7 +345,7 @@ func (d *Daemon) Submit(ctx context.Context, spec gantry.Spec, tar io.Reader) (*
 		j.Inputs.DockerfileDigest = j.Inputs.Files[spec.Build.Dockerfile]
 	}
 	if err == nil {
-		err = d.store.Create(ctx, j)
+		err = d.enqueue(ctx, j)
 	}
 	if err != nil {
 		os.RemoveAll(dir)
@@ -337,10 +356,55 @@ func (d *Daemon) Submit(ctx context.Context, spec gantry.Spec, tar io.Reader) (*
 	return j, nil
 }
 
-func fill[T comparable](v *T, def T) {
-	var zero T
-	if *v == zero {
-		*v = def
+// admit says whether one more job of size bytes fits in the queue (ErrTooMany
+// when not); d.mu must not be held.
+func (d *Daemon) admit(size int64) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.fits(size)
+}
+
+// fits is admit with d.mu held.
+func (d *Daemon) fits(size int64) error {
+	p := d.cfg.Policy
+	if p.MaxQueue > 0 && len(d.queued)+1 > p.MaxQueue {
+		return gantry.Errorf(gantry.ErrTooMany, "the queue is full: %d jobs wait for a slot, the most gantryd keeps (--max-queue %d); submit again once some have started", len(d.queued), p.MaxQueue)
+	}
+	if p.MaxQueuedBytes > 0 && d.queuedBytes+size > p.MaxQueuedBytes {
+		return gantry.Errorf(gantry.ErrTooMany, "the queue is full: the build contexts of the jobs waiting hold %s, and this one's %s would take them over gantryd's bound of %s (--max-queued-bytes); submit again once some have started",
+			gantry.FormatBytes(d.queuedBytes), gantry.FormatBytes(size), gantry.FormatBytes(p.MaxQueuedBytes))
+	}
+	return nil
+}
+
+// enqueue records job j, counted in the queue until it starts or is
+// canceled; the queue's bounds are checked again with its size known.
+func (d *Daemon) enqueue(ctx context.Context, j *gantry.Job) error {
+	d.mu.Lock()
+	if err := d.fits(j.ContextSize); err != nil {
+		d.mu.Unlock()
+		return err
+	}
+	d.queued[j.ID] = j.ContextSize
+	d.queuedBytes += j.ContextSize
+	d.mu.Unlock()
+	err := d.store.Create(ctx, j)
+	if err != nil {
+		d.mu.Lock()
+		d.dequeue(j.ID)
+		d.mu.Unlock()
+	}
+	if errors.Is(err, gantry.ErrTooLarge) {
+		err = gantry.Errorf(gantry.ErrTooLarge, "%v (the build context's %d files are recorded by name: leave what the build does not need out with .dockerignore)", err, len(j.Inputs.Files))
+	}
+	return err
+}
+
+// dequeue stops counting job id in the queue; d.mu must be held.
+func (d *Daemon) dequeue(id string) {
+	if n, ok := d.queued[id]; ok {
+		d.queuedBytes -= n
+		delete(d.queued, id)
 	}
 }
 
@@ -356,6 +420,9 @@ func checkDockerfile(dir, name string) error {
 	}
 	return nil
 }
+
+// Policy returns the operator's policy: what a job may ask.
+func (d *Daemon) Policy() gantry.Policy { return d.cfg.Policy }
 
 // Get returns the job id. It returns ErrNotFound.
 func (d *Daemon) Get(ctx context.Context, id string) (*gantry.Job, error) {
@@ -391,6 +458,7 @@ func (d *Daemon) Cancel(ctx context.Context, id string) (*gantry.Job, error) {
 		}
 		j.CancelRequested = true
 		if j.State == gantry.StateQueued && cancel == nil {
+			d.dequeue(id)
 			j.Error = errCanceled.Error()
 			return j.Move(gantry.StateCanceled, d.now())
 		}
@@ -450,7 +518,7 @@ func (d *Daemon) Push(ctx context.Context, id string, refs []string, progress io
 		return nil, fmt.Errorf("job %s: read its image %s: %w", id, j.ImageName, err)
 	}
 	defer push.Release(img)
-	pctx, cancel := withLimit(ctx, "push", d.cfg.Timeouts.Push)
+	pctx, cancel := withLimit(ctx, "push", d.cfg.Policy.Timeouts.Push)
 	defer cancel()
 	pushes, perr := d.pusher.Push(pctx, img, refs, progress)
 	if perr != nil {
@@ -593,6 +661,7 @@ func (d *Daemon) life(ctx context.Context, id string, logf io.Writer) error {
 			PidsLimit: r.PidsLimit,
 			Network:   j.Spec.Sandbox.Network,
 			CapAdd:    j.Spec.Sandbox.CapAdd,
+			LogBytes:  d.logCap(j),
 		})
 		if err != nil {
 			return err
@@ -899,6 +968,15 @@ func phaseErr(jobCtx, phaseCtx context.Context, err error) error {
 	return err
 }
 
+// logCap is the training output job j keeps: its own cap, or for a job
+// recorded before jobs had one, the policy's.
+func (d *Daemon) logCap(j *gantry.Job) int64 {
+	if n := j.Spec.Resources.LogBytes; n > 0 {
+		return n
+	}
+	return d.cfg.Policy.Resources.LogBytes
+}
+
 // trainingMarker is the log line after which a container's output starts.
 func trainingMarker(cid string) string {
 	return fmt.Sprintf("==> training in container %.12s\n", cid)
@@ -923,7 +1001,7 @@ func (d *Daemon) train(ctx context.Context, j *gantry.Job, logf io.Writer) (runn
 	lines := iox.NewLineSplitter(maxLine, reader.Line)
 	// A flood of output fills the log only up to its cap; the metric reader
 	// still reads every line.
-	out := &countWriter{w: io.MultiWriter(&capWriter{w: logf, left: d.cfg.MaxLog}, lines)}
+	out := &countWriter{w: io.MultiWriter(&capWriter{w: logf, left: d.logCap(j)}, lines)}
 
 	// The limit counts from when training first started, across restarts.
 	tctx, cancel := context.WithCancel(ctx)
@@ -944,7 +1022,7 @@ func (d *Daemon) train(ctx context.Context, j *gantry.Job, logf io.Writer) (runn
 			if acc, err := reader.Accuracy(); err == nil {
 				m.Accuracy = &acc
 			} else {
-				m.AccuracyError = err.Error()
+				m.AccuracyError = clip(err.Error(), maxReason)
 			}
 			return exit, m, nil
 		}
@@ -1028,6 +1106,7 @@ func (d *Daemon) move(ctx context.Context, id string, to gantry.State, edit func
 // finish ends job id in a terminal state with the reason, which also goes to
 // the log (when logf is given) as its last line.
 func (d *Daemon) finish(ctx context.Context, id string, logf io.Writer, to gantry.State, reason string) error {
+	reason = clip(reason, maxReason)
 	if logf != nil {
 		if reason != "" {
 			fmt.Fprintf(logf, "==> %s: %s\n", to, reason)
@@ -1045,6 +1124,23 @@ func (d *Daemon) finish(ctx context.Context, id string, logf io.Writer, to gantr
 		d.log.Info("job "+string(to), "job", id, "reason", reason)
 	}
 	return err
+}
+
+// maxReason bounds the reasons a record keeps (a build error, a training
+// output line): the log has the whole of them.
+const maxReason = 4 << 10
+
+// clip cuts s to at most n bytes, on a rune boundary, saying so.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	const more = " [...]"
+	cut := n - len(more)
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + more
 }
 
 // cleanup removes what a job that ends early left: its container (stopped

@@ -411,7 +411,7 @@ func pipeNewDaemon(t *testing.T, dataDir string, maxJobs int, st jobStore, f pip
 		DataDir:     dataDir,
 		Instance:    pipeInstance,
 		MaxJobs:     maxJobs,
-		Context:     Limits{MaxBytes: 1 << 20, MaxEntries: 100},
+		Policy:      gantry.Policy{ContextBytes: 1 << 20, ContextEntries: 100},
 		StopTimeout: time.Second,
 		Logger:      slog.New(slog.DiscardHandler),
 	}
@@ -2319,9 +2319,9 @@ func TestSubmitFillsDefaults(t *testing.T) {
 	defTimeouts := gantry.Timeouts{
 		Build: gantry.Duration(30 * time.Minute), Train: gantry.Duration(2 * time.Hour), Push: gantry.Duration(10 * time.Minute),
 	}
-	defResources := gantry.Resources{Memory: 2 << 30, CPUs: 2, PidsLimit: 256}
+	defResources := gantry.Resources{Memory: 2 << 30, CPUs: 2, PidsLimit: 256, LogBytes: 64 << 20}
 	own := gantry.Timeouts{Build: gantry.Duration(time.Minute), Train: gantry.Duration(5 * time.Minute), Push: gantry.Duration(time.Second)}
-	ownRes := gantry.Resources{Memory: 512 << 20, CPUs: 0.5, PidsLimit: 32}
+	ownRes := gantry.Resources{Memory: 512 << 20, CPUs: 0.5, PidsLimit: 32, LogBytes: 1 << 20}
 	tests := []struct {
 		name          string
 		timeouts      gantry.Timeouts
@@ -2336,13 +2336,13 @@ func TestSubmitFillsDefaults(t *testing.T) {
 			timeouts:      gantry.Timeouts{Train: own.Train},
 			resources:     gantry.Resources{CPUs: 0.5},
 			wantTimeouts:  gantry.Timeouts{Build: defTimeouts.Build, Train: own.Train, Push: defTimeouts.Push},
-			wantResources: gantry.Resources{Memory: defResources.Memory, CPUs: 0.5, PidsLimit: defResources.PidsLimit},
+			wantResources: gantry.Resources{Memory: defResources.Memory, CPUs: 0.5, PidsLimit: defResources.PidsLimit, LogBytes: defResources.LogBytes},
 		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			rig := pipeNewRig(t, 1, pipeNewFakes(t), func(c *Config) {
-				c.Timeouts, c.Resources = defTimeouts, defResources
+				c.Policy.Timeouts, c.Policy.Resources = defTimeouts, defResources
 			})
 			j := pipeSubmit(t, rig.d, gantry.Spec{Timeouts: tc.timeouts, Resources: tc.resources})
 			stored, err := rig.d.Get(context.Background(), j.ID)
@@ -2386,6 +2386,7 @@ func TestResourcesReachTheContainer(t *testing.T) {
 			}
 			want := tc.want
 			want.Image, want.Name = pipeImageID(j.ID), containerName(j.ID)
+			want.LogBytes = 256 << 20 // the default log cap
 			want.Labels = map[string]string{runner.LabelJob: j.ID, runner.LabelDaemon: pipeInstance}
 			if got := f.engine.specs(); len(got) != 1 || !reflect.DeepEqual(got[0], want) {
 				t.Errorf("containers created %+v, want one %+v", got, want)

@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"os"
 	"regexp"
+	"syscall"
 
 	"github.com/moby/buildkit/client"
 
@@ -18,13 +19,17 @@ import (
 	"github.com/gantry-ml/gantry/store"
 )
 
-// maxFileDigests bounds the per-file digests a job records; a larger
-// context is pinned by its digest alone.
-const maxFileDigests = 10000
+// maxFileDigests and maxFileDigestBytes bound the per-file digests a job
+// records (their count, and the bytes of their names), so that the record
+// stays small; a larger context is pinned by its digest alone.
+const (
+	maxFileDigests     = 10000
+	maxFileDigestBytes = 256 << 10
+)
 
 // fileDigests returns the sha256 of every regular file under dir, by its
-// slash-separated path, or nil for a context of more than maxFileDigests
-// files.
+// slash-separated path, or nil for a context over maxFileDigests files or
+// maxFileDigestBytes of names. Hard links to one file are read once.
 func fileDigests(dir string) (map[string]string, error) {
 	root, err := os.OpenRoot(dir)
 	if err != nil {
@@ -32,29 +37,58 @@ func fileDigests(dir string) (map[string]string, error) {
 	}
 	defer root.Close()
 	out := map[string]string{}
+	byInode := map[[2]uint64]string{}
+	names := 0
+	tooMany := errors.New("too many files to record")
 	err = fs.WalkDir(root.FS(), ".", func(p string, e fs.DirEntry, err error) error {
 		if err != nil || !e.Type().IsRegular() {
 			return err
 		}
-		if len(out) >= maxFileDigests {
-			return fs.SkipAll
+		if names += len(p); len(out) >= maxFileDigests || names > maxFileDigestBytes {
+			return tooMany
 		}
-		f, err := root.Open(p)
+		fi, err := e.Info()
 		if err != nil {
 			return err
 		}
-		defer f.Close()
-		h := sha256.New()
-		if _, err := io.Copy(h, f); err != nil {
+		var ino [2]uint64
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Nlink > 1 {
+			ino = [2]uint64{uint64(st.Dev), st.Ino}
+			if d, ok := byInode[ino]; ok {
+				out[p] = d
+				return nil
+			}
+		}
+		d, err := hashFile(root, p)
+		if err != nil {
 			return err
 		}
-		out[p] = "sha256:" + hex.EncodeToString(h.Sum(nil))
+		out[p] = d
+		if ino != ([2]uint64{}) {
+			byInode[ino] = d
+		}
 		return nil
 	})
-	if len(out) >= maxFileDigests {
-		return nil, err
+	if errors.Is(err, tooMany) {
+		return nil, nil
 	}
 	return out, err
+}
+
+// hashFile is digestFile; tests count its calls.
+var hashFile = digestFile
+
+func digestFile(root *os.Root, name string) (string, error) {
+	f, err := root.Open(name)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	return "sha256:" + hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // fromStep matches BuildKit's name of a Dockerfile FROM step:

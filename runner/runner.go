@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strconv"
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
@@ -132,6 +133,20 @@ type Spec struct {
 	Network string
 	// CapAdd lists the capabilities kept; all others are dropped.
 	CapAdd []string
+	// LogBytes bounds the engine's own log of the container (zero: the
+	// engine's default, which may be unbounded).
+	LogBytes int64
+}
+
+// logConfig is the engine's log of a container: json-file, which can be read
+// back, holding at most one file of max bytes (it is emptied when full).
+func logConfig(max int64) container.LogConfig {
+	if max <= 0 {
+		return container.LogConfig{Type: "json-file"}
+	}
+	return container.LogConfig{Type: "json-file", Config: map[string]string{
+		"max-size": strconv.FormatInt(max, 10), "max-file": "1",
+	}}
 }
 
 // Create creates the container for s and returns its ID. The container is
@@ -151,6 +166,7 @@ func (e *Engine) Create(ctx context.Context, s Spec) (string, error) {
 		CapDrop:     []string{"ALL"},
 		CapAdd:      s.CapAdd,
 		SecurityOpt: []string{"no-new-privileges"},
+		LogConfig:   logConfig(s.LogBytes),
 	}
 	hc.Memory = s.Memory
 	hc.NanoCPUs = s.NanoCPUs
@@ -324,12 +340,13 @@ func (e *Engine) Stop(ctx context.Context, id string, grace time.Duration) error
 	return nil
 }
 
-// Remove removes container id (an ID or a name), killing it first if it
+// Remove removes container id (an ID or a name) with its anonymous volumes
+// (an image's VOLUME lines make one each), killing it first if it
 // runs. A container that is already gone is not an error.
 func (e *Engine) Remove(ctx context.Context, id string) error {
 	ctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
-	_, err := e.c.ContainerRemove(ctx, id, client.ContainerRemoveOptions{Force: true})
+	_, err := e.c.ContainerRemove(ctx, id, client.ContainerRemoveOptions{Force: true, RemoveVolumes: true})
 	if err != nil && !cerrdefs.IsNotFound(err) {
 		return fmt.Errorf("remove container %.12s: %w", id, err)
 	}

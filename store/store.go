@@ -228,9 +228,21 @@ func (s *Store) Close() error {
 	return nil
 }
 
+// MaxRecordBytes bounds one job's record, so that no input grows it without
+// end (and ls, which reads records, stays fast).
+const MaxRecordBytes = 1 << 20
+
+// fits refuses a record over MaxRecordBytes with ErrTooLarge.
+func fits(v []byte) error {
+	if len(v) > MaxRecordBytes {
+		return gantry.Errorf(gantry.ErrTooLarge, "the job's record would take %d bytes, over the %d a record may hold", len(v), MaxRecordBytes)
+	}
+	return nil
+}
+
 // Create records a new job. It returns an error of kind ErrInvalid when j
-// has no valid ID or state, and of kind ErrConflict when a job with its ID
-// already exists.
+// has no valid ID or state, ErrTooLarge for a record over MaxRecordBytes,
+// and ErrConflict when a job with its ID already exists.
 func (s *Store) Create(ctx context.Context, j *gantry.Job) error {
 	if j == nil {
 		return fmt.Errorf("create job: %w", gantry.Errorf(gantry.ErrInvalid, "no job"))
@@ -245,6 +257,9 @@ func (s *Store) Create(ctx context.Context, j *gantry.Job) error {
 		return fmt.Errorf("create job %s: %w", j.ID, gantry.Errorf(gantry.ErrInvalid, "unknown state %q", j.State))
 	}
 	v, err := json.Marshal(j)
+	if err == nil {
+		err = fits(v)
+	}
 	if err != nil {
 		return fmt.Errorf("create job %s: %w", j.ID, err)
 	}
@@ -302,7 +317,8 @@ func (s *Store) Get(ctx context.Context, id string) (*gantry.Job, error) {
 // When fn returns an error nothing is written and that error is returned
 // unchanged. Otherwise Update returns a copy of the job as stored. It
 // returns an error of kind ErrNotFound when there is no such job, and of
-// kind ErrInvalid when fn changed the job's ID or gave it an unknown state.
+// kind ErrInvalid when fn changed the job's ID or gave it an unknown state,
+// and ErrTooLarge when the record would grow over MaxRecordBytes.
 func (s *Store) Update(ctx context.Context, id string, fn func(*gantry.Job) error) (*gantry.Job, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("update job %s: %w", id, err)
@@ -339,6 +355,9 @@ func (s *Store) Update(ctx context.Context, id string, fn func(*gantry.Job) erro
 			return gantry.Errorf(gantry.ErrInvalid, "the update set unknown state %q", j.State)
 		}
 		if saved, err = json.Marshal(j); err != nil {
+			return err
+		}
+		if err := fits(saved); err != nil {
 			return err
 		}
 		if err := jobs.Put(key, saved); err != nil {

@@ -849,3 +849,35 @@ func TestLastEvent(t *testing.T) {
 		t.Errorf("LastEvent = %d, %v; want the newest event's %d", n, err, evs[len(evs)-1].Seq)
 	}
 }
+
+// TestRecordSizeBounded: no update grows a record past MaxRecordBytes (a job
+// record once grew to 33 MB); the refused update changes nothing.
+func TestRecordSizeBounded(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	j := gantry.NewJob(gantry.Spec{}, time.Now())
+	if err := s.Create(ctx, j); err != nil {
+		t.Fatalf("Create: %v", err)
+	}
+	_, err := s.Update(ctx, j.ID, func(j *gantry.Job) error {
+		for i := range 20000 {
+			j.Pushes = append(j.Pushes, gantry.Push{Ref: fmt.Sprintf("127.0.0.1:5000/repo-%06d:%s", i, strings.Repeat("t", 64)), Digest: "sha256:" + strings.Repeat("0", 64)})
+		}
+		return nil
+	})
+	if !errors.Is(err, gantry.ErrTooLarge) {
+		t.Fatalf("Update growing the record to megabytes: %v, want ErrTooLarge", err)
+	}
+	got, err := s.Get(ctx, j.ID)
+	if err != nil || len(got.Pushes) != 0 {
+		t.Errorf("after the refused update: %d pushes (%v), want the record unchanged", len(got.Pushes), err)
+	}
+	big := gantry.NewJob(gantry.Spec{}, time.Now())
+	big.Inputs.Files = map[string]string{}
+	for i := range 10000 {
+		big.Inputs.Files[fmt.Sprintf("%0200d", i)] = "sha256:" + strings.Repeat("0", 64)
+	}
+	if err := s.Create(ctx, big); !errors.Is(err, gantry.ErrTooLarge) {
+		t.Errorf("Create of a 3 MB record: %v, want ErrTooLarge", err)
+	}
+}

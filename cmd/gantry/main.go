@@ -84,7 +84,7 @@ the job passes its gate.`,
 	root.PersistentFlags().StringVar(&g.tls.CA, "tlscacert", "", "trust only certificates signed by this CA (tcp:// hosts)")
 	root.PersistentFlags().StringVar(&g.tls.Cert, "tlscert", "", "TLS client certificate (tcp:// hosts)")
 	root.PersistentFlags().StringVar(&g.tls.Key, "tlskey", "", "TLS client key (tcp:// hosts)")
-	root.AddCommand(initCmd(), submitCmd(g), lsCmd(g), inspectCmd(g), logsCmd(g), watchCmd(g), cancelCmd(g), pushCmd(g), historyCmd(g), diffCmd(g), versionCmd(g))
+	root.AddCommand(initCmd(), submitCmd(g), lsCmd(g), inspectCmd(g), logsCmd(g), watchCmd(g), cancelCmd(g), pushCmd(g), historyCmd(g), diffCmd(g), versionCmd(g), infoCmd(g))
 	return root
 }
 
@@ -123,6 +123,7 @@ func submitCmd(g *globals) *cobra.Command {
 		minAccuracy float64
 		wait, quiet bool
 		memory      string
+		maxLog      string
 		timeouts    [3]time.Duration
 	)
 	c := &cobra.Command{
@@ -156,6 +157,9 @@ its outcome: 0 succeeded, 1 failed, 3 rejected by the gate, 4 canceled.`,
 			}
 			if spec.Resources.Memory, err = gantry.ParseBytes(memory); err != nil {
 				return &exitError{code: exitUsage, msg: "gantry: --memory: " + err.Error()}
+			}
+			if spec.Resources.LogBytes, err = gantry.ParseBytes(maxLog); err != nil {
+				return &exitError{code: exitUsage, msg: "gantry: --max-log: " + err.Error()}
 			}
 			spec.Timeouts = gantry.Timeouts{
 				Build: gantry.Duration(timeouts[0]), Train: gantry.Duration(timeouts[1]), Push: gantry.Duration(timeouts[2]),
@@ -196,10 +200,11 @@ its outcome: 0 succeeded, 1 failed, 3 rejected by the gate, 4 canceled.`,
 	f.StringVarP(&memory, "memory", "m", "", "memory limit of the training container, e.g. 2g (default: gantryd's)")
 	f.Float64Var(&spec.Resources.CPUs, "cpus", 0, "CPU limit of the training container (default: gantryd's)")
 	f.Int64Var(&spec.Resources.PidsLimit, "pids-limit", 0, "process limit of the training container (default: gantryd's)")
+	f.StringVar(&maxLog, "max-log", "", "training output kept, e.g. 64m (default: gantryd's)")
 	f.StringVar(&spec.Promote, "promote", "", "after the push, move this tag to the image only when its accuracy beats the tag's current image")
 	f.Float64Var(&spec.MinImprovement, "min-improvement", 0, "with --promote, how much better the accuracy must be (default 0: strictly better)")
-	f.StringVar(&spec.Sandbox.Network, "network", "", "network for the training container (default: none)")
-	f.StringArrayVar(&spec.Sandbox.CapAdd, "cap-add", nil, "capability the training container keeps (default: all dropped; repeatable)")
+	f.StringVar(&spec.Sandbox.Network, "network", "", "network for the training container, one gantryd's policy allows (default: none; see gantry info)")
+	f.StringArrayVar(&spec.Sandbox.CapAdd, "cap-add", nil, "capability the training container keeps, one gantryd's policy allows (default: all dropped; repeatable; see gantry info)")
 	f.BoolVar(&wait, "wait", false, "wait for the job to end, showing its progress")
 	f.BoolVarP(&quiet, "quiet", "q", false, "with --wait, show only the outcome")
 	return c

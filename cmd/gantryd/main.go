@@ -55,16 +55,8 @@ func run() error {
 		dockerHost  = flag.String("docker-host", "", "Docker engine address (default: DOCKER_HOST, else the local socket)")
 		bkAddr      = flag.String("buildkit-addr", "", "standalone buildkitd address (default: the Docker engine's embedded BuildKit)")
 		maxJobs     = flag.Int("max-jobs", 2, "jobs running at once")
-		maxContext  = flag.Int64("max-context-size", 512<<20, "largest build context accepted, in bytes")
 		stopTimeout = flag.Duration("stop-timeout", 10*time.Second, "grace period between SIGTERM and SIGKILL when a training container is stopped")
-		buildTO     = flag.Duration("build-timeout", 30*time.Minute, "default limit on a job's build (0: none)")
-		trainTO     = flag.Duration("train-timeout", 2*time.Hour, "default limit on a job's training (0: none)")
-		pushTO      = flag.Duration("push-timeout", 30*time.Minute, "default limit on a job's push, retries included (0: none)")
-		memory      = flag.String("memory", "", "default memory limit of training containers, e.g. 2g (empty: none)")
-		cpus        = flag.Float64("cpus", 0, "default CPU limit of training containers (0: none)")
-		pidsLimit   = flag.Int64("pids-limit", 1024, "default process limit of training containers (0: none)")
 		blobCache   = flag.String("blob-cache", "20g", "size the kept compressed image layers (DATA_DIR/blobs) may reach before the least recently used go (0: no limit)")
-		maxLog      = flag.Int64("max-log", 256<<20, "training output kept in a job's log, in bytes; the rest is dropped")
 		sockGroup   = flag.String("socket-group", "", "group that may use the socket (default: gantry when that group exists, else root only)")
 		tcpAddr     = flag.String("tcp", "", "also serve the API on this TCP address, with mutual TLS (--tlscacert, --tlscert, --tlskey)")
 		tlsCA       = flag.String("tlscacert", "", "CA whose client certificates the TCP listener trusts")
@@ -76,13 +68,15 @@ func run() error {
 		httpUser    = flag.String("http-user", "", "user the dashboard asks for; with --http-password-file it also allows cancel (default: read-only, no login)")
 		httpPass    = flag.String("http-password-file", "", "file holding the password of --http-user")
 	)
+	var pf policyFlags
+	pf.register(flag.CommandLine)
 	flag.Parse()
 	if flag.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q (see gantryd -h)", flag.Args())
 	}
-	memBytes, err := gantry.ParseBytes(*memory)
+	policy, err := pf.policy()
 	if err != nil {
-		return fmt.Errorf("--memory: %w", err)
+		return err
 	}
 	blobMax, err := gantry.ParseBytes(*blobCache)
 	if err != nil {
@@ -167,17 +161,12 @@ func run() error {
 		return img, err
 	}
 	d, err := daemon.New(daemon.Config{
-		DataDir:  *dataDir,
-		Instance: instance,
-		MaxJobs:  *maxJobs,
-		Context:  daemon.Limits{MaxBytes: *maxContext, MaxEntries: 100000},
-		Timeouts: gantry.Timeouts{
-			Build: gantry.Duration(*buildTO), Train: gantry.Duration(*trainTO), Push: gantry.Duration(*pushTO),
-		},
-		Resources:   gantry.Resources{Memory: memBytes, CPUs: *cpus, PidsLimit: *pidsLimit},
+		DataDir:     *dataDir,
+		Instance:    instance,
+		MaxJobs:     *maxJobs,
+		Policy:      policy,
 		StopTimeout: *stopTimeout,
 		OrphanGrace: *orphanGrace,
-		MaxLog:      *maxLog,
 		Logger:      log,
 	}, st, bk, eng, push.New(), source)
 	if err != nil {
