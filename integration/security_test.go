@@ -55,7 +55,7 @@ func inspectRunning(t *testing.T, d *gantryd, id string) containerSettings {
 // and the record says so.
 func TestTrainingContainerLeastPrivilege(t *testing.T) {
 	t.Parallel()
-	d := startDaemon(t, "--pids-limit", "256")
+	d := startDaemon(t, "--pids-limit", "256", "--allow-network", "bridge", "--allow-cap", "NET_BIND_SERVICE")
 	dir := trainerDir(t, fmt.Sprintf(sleeper, 2))
 
 	id := d.submit(dir)
