@@ -76,6 +76,8 @@ func run() error {
 		httpUser    = flag.String("http-user", "", "user the dashboard asks for; with --http-password-file it also allows cancel (default: read-only, no login)")
 		httpPass    = flag.String("http-password-file", "", "file holding the password of --http-user")
 	)
+	var insecureRegs push.Registries
+	flag.Var(&insecureRegs, "insecure-registry", "registry (HOST[:PORT]) that may be spoken to over plain HTTP, besides loopback ones; repeatable")
 	flag.Parse()
 	if flag.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q (see gantryd -h)", flag.Args())
@@ -179,7 +181,7 @@ func run() error {
 		OrphanGrace: *orphanGrace,
 		MaxLog:      *maxLog,
 		Logger:      log,
-	}, st, bk, eng, push.New(), source)
+	}, st, bk, eng, push.New(push.WithInsecureRegistries(insecureRegs)), source)
 	if err != nil {
 		return err
 	}
