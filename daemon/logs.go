@@ -22,9 +22,9 @@ func validRegex(s string) error {
 	return err
 }
 
-// maxLine is the longest line handed to the metric reader; the rest of a
-// longer line still goes to the log, but is not examined.
-const maxLine = 64 << 10
+// maxLine is the longest line handed to the metric reader (the reader's
+// own bound); a longer line still goes to the log, but is not examined.
+const maxLine = trainer.MaxLine
 
 // pollInterval is how often a followed log is checked for more output.
 const pollInterval = 100 * time.Millisecond

@@ -12,6 +12,7 @@ import (
 	"os"
 	"regexp"
 	"syscall"
+	"time"
 
 	"github.com/moby/buildkit/client"
 
@@ -132,6 +133,11 @@ func (d *Daemon) bases(ctx context.Context, id string) []gantry.Base {
 // History returns the jobs that pushed to the image name (a repository,
 // "127.0.0.1:5000/iris"), newest first, each marked whether name:tag holds
 // its image now. It returns ErrInvalid for a bad name or tag.
+//
+// Only a registry that a job of this gantryd pushed to is asked which image
+// the tag holds: a name nobody pushed to gives the records alone (for an
+// unknown name, none), so that the call cannot make gantryd connect to any
+// host and port a client names.
 func (d *Daemon) History(ctx context.Context, name, tag string) ([]gantry.HistoryEntry, error) {
 	if tag == "" {
 		tag = "latest"
@@ -139,16 +145,37 @@ func (d *Daemon) History(ctx context.Context, name, tag string) ([]gantry.Histor
 	if err := validRef(name + ":" + tag); err != nil {
 		return nil, err
 	}
-	champion, err := d.pusher.Resolve(ctx, name+":"+tag)
+	// Compare repositories as go-containerregistry names them, as the
+	// records of pushes and promotions do ("user/repo" is
+	// "index.docker.io/user/repo").
+	name = repoOf(name)
+	out, pushed, err := d.history(ctx, name, tag)
+	if err != nil || !pushed {
+		return out, err
+	}
+	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	champion, err := d.pusher.Resolve(rctx, name+":"+tag)
 	if err != nil && !errors.Is(err, gantry.ErrNotFound) {
 		return nil, err
 	}
+	for i := range out {
+		out[i].Champion = out[i].Digest != "" && out[i].Digest == champion
+	}
+	return out, nil
+}
+
+// history returns the records of the jobs that pushed to the image name, and
+// whether one of them recorded a push there (a push that gantryd did, to
+// that repository, so of that registry).
+func (d *Daemon) history(ctx context.Context, name, tag string) ([]gantry.HistoryEntry, bool, error) {
 	var out []gantry.HistoryEntry
+	pushed := false
 	before := ""
 	for {
 		jobs, next, err := d.store.List(ctx, store.ListOptions{Limit: 1000, Before: before})
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		for _, j := range jobs {
 			if j.Name() != name && !pushedTo(j, name) {
@@ -158,6 +185,7 @@ func (d *Daemon) History(ctx context.Context, name, tag string) ([]gantry.Histor
 			for _, p := range j.Pushes {
 				if repoOf(p.Ref) == name {
 					e.Digest = p.Digest
+					pushed = true
 				}
 			}
 			for _, p := range j.Promotions {
@@ -165,11 +193,10 @@ func (d *Daemon) History(ctx context.Context, name, tag string) ([]gantry.Histor
 					e.Reason = p.Reason
 				}
 			}
-			e.Champion = e.Digest != "" && e.Digest == champion
 			out = append(out, e)
 		}
 		if next == "" {
-			return out, nil
+			return out, pushed, nil
 		}
 		before = next
 	}

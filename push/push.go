@@ -34,6 +34,8 @@ import (
 
 // ParseRef checks that s is a reference an image can be pushed to: a tag
 // (":latest" when none is given), not a digest. It returns ErrInvalid.
+// A Pusher parses references with it, then marks the registries it may
+// speak plain HTTP to as insecure.
 func ParseRef(s string) (name.Tag, error) {
 	t, err := name.NewTag(s, name.StrictValidation)
 	if err != nil {
@@ -50,6 +52,9 @@ func ParseRef(s string) (name.Tag, error) {
 type Pusher struct {
 	keychain  authn.Keychain
 	transport http.RoundTripper
+	// insecure holds the registries, besides loopback ones, that may be
+	// spoken to over plain HTTP (see insecure.go).
+	insecure map[string]bool
 
 	// known remembers, per repository, the blobs this process saw the
 	// registry hold (it sent them, or the registry said it had them), the
@@ -70,11 +75,15 @@ func WithKeychain(k authn.Keychain) Option { return func(p *Pusher) { p.keychain
 func WithTransport(t http.RoundTripper) Option { return func(p *Pusher) { p.transport = t } }
 
 // New returns a Pusher that reads credentials the way the docker CLI does.
+// It speaks plain HTTP only to loopback registries and those given with
+// WithInsecureRegistries, whatever transport it is given.
 func New(opts ...Option) *Pusher {
-	p := &Pusher{keychain: authn.DefaultKeychain, transport: remote.DefaultTransport, known: map[string]map[v1.Hash]bool{}}
+	p := &Pusher{keychain: authn.DefaultKeychain, transport: remote.DefaultTransport,
+		insecure: map[string]bool{}, known: map[string]map[v1.Hash]bool{}}
 	for _, o := range opts {
 		o(p)
 	}
+	p.transport = plainHTTPGuard{p: p, inner: p.transport}
 	return p
 }
 
@@ -132,7 +141,7 @@ func (s *savedImage) Close() error { return os.Remove(s.path) }
 func (p *Pusher) Push(ctx context.Context, img v1.Image, refs []string, progress io.Writer) ([]gantry.Push, error) {
 	tags := make([]name.Tag, 0, len(refs))
 	for _, r := range refs {
-		t, err := ParseRef(r)
+		t, err := p.ref(r)
 		if err != nil {
 			return nil, err
 		}
@@ -165,15 +174,15 @@ func (p *Pusher) pushOne(ctx context.Context, img v1.Image, t name.Tag, progress
 			return d, n, nil
 		}
 		if ctx.Err() != nil {
-			return "", 0, fmt.Errorf("%w (last error: %v)", context.Cause(ctx), describe(t, err))
+			return "", 0, fmt.Errorf("%w (last error: %v)", context.Cause(ctx), p.describe(t, err))
 		}
 		if !retryable(err) {
-			return "", 0, describe(t, err)
+			return "", 0, p.describe(t, err)
 		}
 		fmt.Fprintf(progress, "push to %s failed: %v; retrying in %v\n", t.RegistryStr(), err, wait)
 		select {
 		case <-ctx.Done():
-			return "", 0, fmt.Errorf("%w (last error: %v)", context.Cause(ctx), describe(t, err))
+			return "", 0, fmt.Errorf("%w (last error: %v)", context.Cause(ctx), p.describe(t, err))
 		case <-time.After(wait):
 		}
 		wait = min(2*wait, MaxBackoff)
@@ -238,7 +247,7 @@ func (p *Pusher) Upload(ctx context.Context, img v1.Image, refs []string) error 
 	}
 	seen := map[string]bool{}
 	for _, r := range refs {
-		t, err := ParseRef(r)
+		t, err := p.ref(r)
 		if err != nil {
 			return err
 		}
@@ -257,7 +266,7 @@ func (p *Pusher) Upload(ctx context.Context, img v1.Image, refs []string) error 
 			g.Go(func() error { return rp.Upload(gctx, repo, l) })
 		}
 		if err := g.Wait(); err != nil {
-			return describe(t, err)
+			return p.describe(t, err)
 		}
 		p.remember(repo.Name(), blobs)
 	}
@@ -391,8 +400,12 @@ func Size(n int64) string {
 
 // describe turns a registry error into one a user can act on, naming the
 // registry.
-func describe(t name.Tag, err error) error {
+func (p *Pusher) describe(t name.Tag, err error) error {
 	var terr *transport.Error
+	if !errors.As(err, &terr) && p.plainHTTPRefused(t) {
+		reg := t.RegistryStr()
+		return fmt.Errorf("push to %s: registry %s did not answer over HTTPS, and gantryd speaks plain HTTP only to loopback registries and those given with --insecure-registry (start gantryd with --insecure-registry %s if this registry is meant to be reached without TLS): %w", reg, reg, reg, err)
+	}
 	if errors.As(err, &terr) && (terr.StatusCode == http.StatusUnauthorized || terr.StatusCode == http.StatusForbidden) {
 		return fmt.Errorf("push: registry %s refused the credentials for %s (run docker login %s): %w", t.RegistryStr(), t.RepositoryStr(), t.RegistryStr(), err)
 	}
@@ -405,7 +418,7 @@ func describe(t name.Tag, err error) error {
 // the OCI referrers API index it there; for others the referrers tag scheme
 // ("sha256-<subject hex>") is kept up to date.
 func (p *Pusher) Attach(ctx context.Context, ref, subject, mediaType string, data []byte) (string, error) {
-	t, err := ParseRef(ref)
+	t, err := p.ref(ref)
 	if err != nil {
 		return "", err
 	}
@@ -426,7 +439,7 @@ func (p *Pusher) Attach(ctx context.Context, ref, subject, mediaType string, dat
 		return "", err
 	}
 	if err := remote.Write(t.Context().Digest(d.String()), img, p.options(ctx)...); err != nil {
-		return "", describe(t, err)
+		return "", p.describe(t, err)
 	}
 	return d.String(), nil
 }
@@ -443,7 +456,7 @@ func (p *Pusher) descriptor(ctx context.Context, d name.Digest) (*v1.Descriptor,
 // refers to the manifest subject in the repository of ref. It returns
 // ErrNotFound when there is none.
 func (p *Pusher) Attached(ctx context.Context, ref, subject, mediaType string) ([]byte, error) {
-	t, err := ParseRef(ref)
+	t, err := p.ref(ref)
 	if err != nil {
 		return nil, err
 	}
@@ -481,7 +494,7 @@ func (p *Pusher) Attached(ctx context.Context, ref, subject, mediaType string) (
 // Resolve returns the digest the registry serves for ref. It returns
 // ErrNotFound when the tag does not exist.
 func (p *Pusher) Resolve(ctx context.Context, ref string) (string, error) {
-	t, err := ParseRef(ref)
+	t, err := p.ref(ref)
 	if err != nil {
 		return "", err
 	}
@@ -491,23 +504,23 @@ func (p *Pusher) Resolve(ctx context.Context, ref string) (string, error) {
 		return "", gantry.Errorf(gantry.ErrNotFound, "%s: no such tag", t.Name())
 	}
 	if err != nil {
-		return "", describe(t, err)
+		return "", p.describe(t, err)
 	}
 	return desc.Digest.String(), nil
 }
 
 // Tag points ref at the manifest digest already in ref's repository.
 func (p *Pusher) Tag(ctx context.Context, ref, digest string) error {
-	t, err := ParseRef(ref)
+	t, err := p.ref(ref)
 	if err != nil {
 		return err
 	}
 	desc, err := remote.Get(t.Context().Digest(digest), p.options(ctx)...)
 	if err != nil {
-		return describe(t, err)
+		return p.describe(t, err)
 	}
 	if err := remote.Tag(t, desc, p.options(ctx)...); err != nil {
-		return describe(t, err)
+		return p.describe(t, err)
 	}
 	return nil
 }

@@ -26,6 +26,13 @@ const DefaultPattern = `(?i)\baccuracy\s*[:=]\s*([-+]?(?:(?:\d+(?:\.\d*)?|\.\d+)
 // MaxPatternLen is the longest pattern, in bytes, that Compile accepts.
 const MaxPatternLen = 512
 
+// MaxLine is the longest line of output, in bytes, that a Reader examines;
+// a longer one is ignored (gantryd still logs it). Matching costs the same
+// per byte whatever the length (BenchmarkReaderWorstCase), so the bound
+// is there for memory, and is long enough for the progress lines that
+// Keras draws with '\r' through a whole epoch.
+const MaxLine = 64 << 10
+
 // number is what the value text must be, once spaces and a trailing '%' are
 // gone. It is stricter than strconv.ParseFloat, which also takes hexadecimal
 // and underscores, so that every pattern reads numbers the same way.
@@ -70,7 +77,10 @@ type Pattern struct {
 // every line).
 //
 // Go's regexp is RE2: matching takes time linear in the line's length
-// whatever the pattern, so a user's pattern needs no timeout.
+// whatever the pattern, so a user's pattern needs no timeout. But the factor
+// grows with the pattern, so Compile also refuses, with ErrInvalid, a
+// pattern that repeats more than 16 times ({17}) or whose matching may cost
+// more per byte than DefaultPattern's (see cost.go).
 func Compile(pattern string) (*Pattern, error) {
 	if pattern == "" {
 		return defaultPattern, nil
@@ -85,6 +95,9 @@ func compile(pattern string) (*Pattern, error) {
 	re, err := regexp.Compile(pattern)
 	if err != nil {
 		return nil, gantry.Errorf(gantry.ErrInvalid, "metric pattern does not compile: %v", err)
+	}
+	if err := checkCost(pattern); err != nil {
+		return nil, err
 	}
 	if n := re.NumSubexp(); n > 1 {
 		return nil, gantry.Errorf(gantry.ErrInvalid, "metric pattern has %d capture groups; it may have at most one, around the number (write (?:...) for a group that captures nothing)", n)
@@ -122,11 +135,14 @@ type Reader struct {
 func (p *Pattern) NewReader() *Reader { return &Reader{p: p} }
 
 // Line examines one line of output, without its newline. A trailing '\r' is
-// ignored; a '\r' inside the line is taken as a terminal would, as the start
+// ignored; a line longer than MaxLine is ignored whole; a '\r' inside the line is taken as a terminal would, as the start
 // of a new line drawn over the old one (progress bars do this), so each part
 // counts as a line of its own. Colour and other terminal escape sequences
 // ("\x1b[32m") are removed before the pattern sees the line.
 func (r *Reader) Line(line string) {
+	if len(line) > MaxLine {
+		return
+	}
 	line = strings.TrimRight(line, "\r")
 	// Of the parts, the last one that matches is the one that would
 	// decide, so look from the end and stop at the first match.

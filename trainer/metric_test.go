@@ -111,8 +111,9 @@ func TestReaderLines(t *testing.T) {
 		{"progress bar ends without", []string{"\r1/3 accuracy: 0.5\r2/3 accuracy: 0.6\rdone"}, 0.6, ""},
 		{"progress bar ends invalid", []string{"\raccuracy: 0.5\raccuracy: 2"}, 0, "2 is outside [0,1]"},
 		{"binary junk", []string{"accuracy: 0.8", "\x00\x01\x02\xff\xfe\xfd", string([]byte{0xc3, 0x28, 0xa0, 0xa1})}, 0.8, ""},
-		{"long line", []string{strings.Repeat("x", 1<<20) + " accuracy: 0.42 " + strings.Repeat("y", 1<<20)}, 0.42, ""},
-		{"long invalid line", []string{strings.Repeat("x", 1<<20) + " accuracy: 7"}, 0, `xxxxxxxx accuracy: 7": 7 is outside [0,1]`},
+		{"long line", []string{strings.Repeat("x", MaxLine/2-20) + " accuracy: 0.42 " + strings.Repeat("y", MaxLine/2-20)}, 0.42, ""},
+		{"long invalid line", []string{strings.Repeat("x", MaxLine-12) + " accuracy: 7"}, 0, `xxxxxxxx accuracy: 7": 7 is outside [0,1]`},
+		{"line over MaxLine is ignored", []string{"accuracy: 0.5", strings.Repeat("x", MaxLine-12) + " accuracy: 0.7"}, 0.5, ""},
 		{"long binary junk", []string{strings.Repeat("\x80", 300) + " accuracy: 2 " + strings.Repeat("\x80", 300)}, 0, `accuracy: 2 \x80`},
 		{"long multibyte", []string{strings.Repeat("é", 300) + " accuracy: 2 " + strings.Repeat("€", 300)}, 0, `é accuracy: 2 €`},
 		{"colours", []string{"\x1b[1mAccuracy\x1b[0m: \x1b[32m0.93\x1b[0m"}, 0.93, ""},
@@ -231,7 +232,7 @@ func TestCompile(t *testing.T) {
 	if _, err := Compile(DefaultPattern); err != nil {
 		t.Errorf("Compile(DefaultPattern): %v", err)
 	}
-	if _, err := Compile(strings.Repeat("a", MaxPatternLen)); err != nil {
+	if _, err := Compile("[" + strings.Repeat("a", MaxPatternLen-2) + "]"); err != nil {
 		t.Errorf("Compile of MaxPatternLen bytes: %v", err)
 	}
 	bad := []struct {
@@ -262,6 +263,54 @@ func TestCompile(t *testing.T) {
 	}
 }
 
+// TestCompileBoundsCost checks which patterns are cheap enough to run over
+// every line of a job's output.
+func TestCompileBoundsCost(t *testing.T) {
+	cases := []struct {
+		pattern string
+		ok      bool
+	}{
+		{DefaultPattern, true},
+		{`val_acc=([0-9.]+)`, true},
+		{`accuracy[:=]\s*([0-9.]+)`, true},
+		{`(?i)acc\w*[:=]\s*(\S+)`, true},
+		{`(?i)score\s*(.*)`, true},
+		{`top-1: (\d{1,3}(?:\.\d+)?)%`, true},
+		{`\d{1,4}`, true},
+		{`\d{1,16}`, false},
+		{`[a-y]{7}z`, true},
+		{`\p{L}`, true},
+		{"[" + strings.Repeat("a", MaxPatternLen-2) + "]", true},
+		// The attack: 38 bytes, 14 KB/s.
+		{`(?:[\p{L}\p{N}\p{S}\p{P}\p{Z}]{1000}z)`, false},
+		{`a{17}`, false},
+		{`(?:a{16}){16}`, false},
+		{`\d{1,17}`, false},
+		{`[a-y]{16}z`, false},
+		{`.{16}z`, false},
+		{`(?i:a{16}z)`, false},
+		{`[\p{L}\p{N}\p{S}\p{P}\p{Z}]{8}z`, false},
+		{strings.Repeat("a", MaxPatternLen), false},
+		{strings.Repeat(`\w?`, 40) + "z", false},
+	}
+	for _, c := range cases {
+		_, err := Compile(c.pattern)
+		if (err == nil) != c.ok {
+			t.Errorf("Compile(%.60q) error = %v; want ok=%v", c.pattern, err, c.ok)
+			continue
+		}
+		if err == nil {
+			continue
+		}
+		if !errors.Is(err, gantry.ErrInvalid) {
+			t.Errorf("Compile(%.60q): error %q is not ErrInvalid", c.pattern, err)
+		}
+		if !strings.Contains(err.Error(), "too costly") || !strings.Contains(err.Error(), "simplify") {
+			t.Errorf("Compile(%.60q): got %q; want it to say the pattern is too costly and how to simplify it", c.pattern, err)
+		}
+	}
+}
+
 func FuzzReader(f *testing.F) {
 	for _, c := range defaultCases {
 		f.Add(c.line)
@@ -286,7 +335,7 @@ func FuzzReader(f *testing.F) {
 }
 
 func BenchmarkLineLong(b *testing.B) {
-	line := strings.Repeat("x", 1<<20)
+	line := strings.Repeat("x", MaxLine)
 	b.SetBytes(int64(len(line)))
 	for b.Loop() {
 		var r Reader
@@ -299,7 +348,7 @@ func BenchmarkLineLongUser(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	line := strings.Repeat("x", 1<<20)
+	line := strings.Repeat("x", MaxLine)
 	b.SetBytes(int64(len(line)))
 	for b.Loop() {
 		p.NewReader().Line(line)

@@ -168,7 +168,7 @@ func run() error {
 		StopTimeout: *stopTimeout,
 		OrphanGrace: *orphanGrace,
 		Logger:      log,
-	}, st, bk, eng, push.New(), source)
+	}, st, bk, eng, push.New(push.WithInsecureRegistries(policy.InsecureRegistries)), source)
 	if err != nil {
 		return err
 	}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/gantry-ml/gantry"
+	"github.com/gantry-ml/gantry/push"
 )
 
 // listFlag is a flag that may be given many times ("--allow-cap A --allow-cap
@@ -49,6 +50,7 @@ type policyFlags struct {
 	build, train, push                   time.Duration
 	queue                                int
 	caps, networks                       listFlag
+	insecure                             push.Registries
 	hostRoot, privateFetch               bool
 }
 
@@ -68,6 +70,7 @@ func (p *policyFlags) register(fs *flag.FlagSet) {
 	fs.Var(&p.caps, "allow-cap", "a capability jobs may keep with --cap-add (repeatable; none by default); those that give root on the host also need --allow-host-root")
 	fs.Var(&p.networks, "allow-network", "a Docker network jobs may join with --network (repeatable; none by default); host also needs --allow-host-root")
 	fs.BoolVar(&p.hostRoot, "allow-host-root", false, "THIS GIVES ROOT ON THE HOST to whoever may submit a job: lets --allow-cap list SYS_ADMIN, DAC_READ_SEARCH, NET_RAW and their kin, and --allow-network list host")
+	fs.Var(&p.insecure, "insecure-registry", "registry (HOST[:PORT]) that may be spoken to over plain HTTP, besides loopback ones (repeatable)")
 	fs.BoolVar(&p.privateFetch, "build-allow-private", false, "let a build's ADD fetch from private network addresses (10/8, 172.16/12, 192.168/16, fc00::/7); loopback and link-local stay refused")
 }
 
@@ -78,14 +81,15 @@ func (p *policyFlags) policy() (gantry.Policy, error) {
 		Timeouts: gantry.Timeouts{
 			Build: gantry.Duration(p.build), Train: gantry.Duration(p.train), Push: gantry.Duration(p.push),
 		},
-		ContextBytes:      int64(p.context),
-		ContextEntries:    100000,
-		MaxQueue:          p.queue,
-		MaxQueuedBytes:    int64(p.queuedBytes),
-		CapAdd:            append([]string(nil), p.caps...),
-		Networks:          append([]string(nil), p.networks...),
-		HostRoot:          p.hostRoot,
-		BuildPrivateFetch: p.privateFetch,
+		ContextBytes:       int64(p.context),
+		ContextEntries:     100000,
+		MaxQueue:           p.queue,
+		MaxQueuedBytes:     int64(p.queuedBytes),
+		CapAdd:             append([]string(nil), p.caps...),
+		Networks:           append([]string(nil), p.networks...),
+		HostRoot:           p.hostRoot,
+		BuildPrivateFetch:  p.privateFetch,
+		InsecureRegistries: append([]string(nil), p.insecure...),
 	}
 	if p.maxLog <= 0 {
 		return pol, fmt.Errorf("--max-log %d: gantryd keeps some of a job's output; give a size like 64m", p.maxLog)
