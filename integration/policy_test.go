@@ -299,3 +299,29 @@ func jobCount(t *testing.T, d *gantryd) int {
 	}
 	return len(page.Jobs)
 }
+
+// The 38-byte pattern that made the metric reader crawl at 14 KB/s is
+// refused at submit; a trainer flooding lines a costly accepted pattern
+// must examine only slows its own job.
+func TestSlowMetricPatternRefused(t *testing.T) {
+	t.Parallel()
+	d := startDaemon(t)
+	dir := trainerDir(t, "print('Model accuracy: 0.95')\n")
+	_, errOut, code := d.gantry("submit", dir, "--metric-regex", `(?:[\p{L}\p{N}\p{S}\p{P}\p{Z}]{1000}z)`)
+	if code == 0 || !strings.Contains(errOut, "metric") {
+		t.Errorf("submit with the slow pattern: exit %d, %q; want a refusal of the metric pattern", code, errOut)
+	}
+	if n := jobCount(t, d); n != 0 {
+		t.Errorf("%d jobs recorded, want none", n)
+	}
+	flood := trainerDir(t, `import sys
+line = "acc" * 1000 + "\n"
+for _ in range(700):
+    sys.stdout.write(line)
+print("acc: 0.91", flush=True)
+`)
+	id := d.submit(flood, "--metric-regex", `(?i)acc\w*[:=]\s*(\S+)`, "--cpus", "0.1")
+	if j := d.waitJob(id, 3*time.Minute); j.State != gantry.StateSucceeded || j.Metrics.Accuracy == nil || *j.Metrics.Accuracy != 0.91 {
+		t.Errorf("a 2 MB flood for a costly pattern: %s (%s), accuracy %v; want succeeded, 0.91", j.State, j.Error, j.Metrics.Accuracy)
+	}
+}
