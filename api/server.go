@@ -20,6 +20,7 @@
 //	GET  /v1/jobs/{id}               one job's record
 //	GET  /v1/jobs/{id}/logs?follow=1 the job's log as text; with follow, the
 //	                                 response streams until the job ends
+//	                                 (gantryd's own lines start with 0x1E)
 //	GET  /v1/events?job=ID&since=N&follow=0
 //	                                 the event stream (server-sent events):
 //	                                 each event is "id: SEQ", "event: TYPE"

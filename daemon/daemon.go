@@ -28,6 +28,7 @@ import (
 	"github.com/gantry-ml/gantry"
 	"github.com/gantry-ml/gantry/builder"
 	"github.com/gantry-ml/gantry/internal/iox"
+	"github.com/gantry-ml/gantry/internal/joblog"
 	"github.com/gantry-ml/gantry/internal/keyed"
 	"github.com/gantry-ml/gantry/push"
 	"github.com/gantry-ml/gantry/runner"
@@ -121,8 +122,14 @@ type Daemon struct {
 
 	wake    chan struct{}
 	changed *broadcaster
-	mu      sync.Mutex
-	active  map[string]context.CancelCauseFunc // jobs this process runs
+	// written wakes the followers of a job's log or build status when
+	// it is written.
+	written fileNotifier
+	// onTailRead, when set (by tests), is called before each read of a
+	// followed file.
+	onTailRead func(path string)
+	mu         sync.Mutex
+	active     map[string]context.CancelCauseFunc // jobs this process runs
 	// queued holds the context size of each job waiting for a slot, for
 	// the queue's bounds; queuedBytes is their sum.
 	queued      map[string]int64
@@ -565,20 +572,45 @@ func (d *Daemon) StatusPath(id string) string {
 	return filepath.Join(d.cfg.DataDir, "logs", id+".build.jsonl")
 }
 
+// openLog opens job id's log for appending, as a joblog.Writer that wakes
+// the log's followers after each write.
+func (d *Daemon) openLog(id string) (*joblog.Writer, func() error, error) {
+	path := d.LogPath(id)
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, nil, err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	atStart := true
+	if fi.Size() > 0 {
+		last := make([]byte, 1)
+		if _, err := f.ReadAt(last, fi.Size()-1); err != nil {
+			f.Close()
+			return nil, nil, err
+		}
+		atStart = last[0] == '\n'
+	}
+	return joblog.NewWriter(f, atStart, func() { d.written.notify(path) }), f.Close, nil
+}
+
 // runJob runs job id's life under jctx and settles how it ended. daemonCtx
 // is gantryd's lifetime: when it ends, the job is left to be resumed.
 func (d *Daemon) runJob(daemonCtx, jctx context.Context, id string) {
-	logf, err := os.OpenFile(d.LogPath(id), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	logf, closeLog, err := d.openLog(id)
 	if err != nil {
 		d.finish(jctx, id, nil, gantry.StateFailed, fmt.Sprintf("open job log: %v", err))
 		return
 	}
-	defer logf.Close()
+	defer closeLog()
 	err = d.life(jctx, id, logf)
 	switch {
 	case err == nil:
 	case daemonCtx.Err() != nil:
-		fmt.Fprintf(logf, "==> gantryd stopped; the job goes on when it starts again\n")
+		logf.Linef("==> gantryd stopped; the job goes on when it starts again")
 		d.log.Info("job left to resume", "job", id)
 	case errors.Is(err, errCanceled) || errors.Is(context.Cause(jctx), errCanceled):
 		d.cleanup(jctx, id, true)
@@ -592,8 +624,8 @@ func (d *Daemon) runJob(daemonCtx, jctx context.Context, id string) {
 // life is one job's life: build, run, gate, push. It goes on from whatever
 // state the record holds, so it serves a new job and one a restart resumes.
 // It returns nil once the job has ended, or why it stopped.
-func (d *Daemon) life(ctx context.Context, id string, logf io.Writer) error {
-	say := func(format string, args ...any) { fmt.Fprintf(logf, "==> "+format+"\n", args...) }
+func (d *Daemon) life(ctx context.Context, id string, logf *joblog.Writer) error {
+	say := func(format string, args ...any) { logf.Linef("==> "+format, args...) }
 	j, err := d.store.Get(ctx, id)
 	if err != nil {
 		return err
@@ -627,8 +659,8 @@ func (d *Daemon) life(ctx context.Context, id string, logf io.Writer) error {
 				Spec:       j.Spec.Build,
 				Name:       j.ImageName,
 				Labels:     d.labels(id),
-				Status:     status,
-			}, logf)
+				Status:     d.notifying(status, d.StatusPath(id)),
+			}, logf.Output())
 			cancel()
 			status.Close()
 			if err != nil {
@@ -670,7 +702,7 @@ func (d *Daemon) life(ctx context.Context, id string, logf io.Writer) error {
 			d.engine.Remove(context.WithoutCancel(ctx), cid)
 			return err
 		}
-		fmt.Fprint(logf, trainingMarker(cid))
+		logf.Linef("%s", trainingLine(cid))
 	}
 
 	// While training runs, the image's layers go to the registries
@@ -749,7 +781,7 @@ func (d *Daemon) life(ctx context.Context, id string, logf io.Writer) error {
 			return phaseErr(ctx, pctx, err)
 		}
 		defer push.Release(img)
-		pushes, err := d.pusher.Push(pctx, img, refs, logf)
+		pushes, err := d.pusher.Push(pctx, img, refs, logf.Own())
 		// Record what moved, even when the rest failed.
 		if j, err = d.recordPushes(ctx, id, pushes, err); err != nil {
 			return phaseErr(ctx, pctx, err)
@@ -855,7 +887,7 @@ func (d *Daemon) recordPushes(ctx context.Context, id string, pushes []gantry.Pu
 
 // attachProvenance records the job's provenance and pushes it as an
 // artifact referring to the image in each repository pushed to.
-func (d *Daemon) attachProvenance(ctx context.Context, j *gantry.Job, logf io.Writer) (*gantry.Job, error) {
+func (d *Daemon) attachProvenance(ctx context.Context, j *gantry.Job, logf *joblog.Writer) (*gantry.Job, error) {
 	prov := gantry.NewProvenance(j)
 	data, err := json.Marshal(prov)
 	if err != nil {
@@ -872,7 +904,7 @@ func (d *Daemon) attachProvenance(ctx context.Context, j *gantry.Job, logf io.Wr
 		if err != nil {
 			return nil, fmt.Errorf("attach the provenance record: %w", err)
 		}
-		fmt.Fprintf(logf, "provenance record %s attached to %s@%s\n", a, repo, p.Digest)
+		logf.Linef("provenance record %s attached to %s@%s", a, repo, p.Digest)
 	}
 	return d.store.Update(context.WithoutCancel(ctx), j.ID, func(j *gantry.Job) error {
 		j.Provenance = prov
@@ -892,7 +924,7 @@ func repoOf(ref string) string {
 // to its image when its accuracy beats the image the tag holds now, as that
 // image's provenance record in the registry says. Jobs promoting the same
 // tag take turns, so the better one ends on the tag whatever the order.
-func (d *Daemon) promote(ctx context.Context, j *gantry.Job, logf io.Writer) error {
+func (d *Daemon) promote(ctx context.Context, j *gantry.Job, logf *joblog.Writer) error {
 	if j.Metrics.Accuracy == nil {
 		return nil
 	}
@@ -909,7 +941,7 @@ func (d *Daemon) promote(ctx context.Context, j *gantry.Job, logf io.Writer) err
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(logf, "==> %s: %s\n", ref, dec.Reason)
+		logf.Linef("==> %s: %s", ref, dec.Reason)
 		decisions = append(decisions, dec)
 	}
 	_, err := d.store.Update(context.WithoutCancel(ctx), j.ID, func(j *gantry.Job) error {
@@ -977,10 +1009,12 @@ func (d *Daemon) logCap(j *gantry.Job) int64 {
 	return d.cfg.Policy.Resources.LogBytes
 }
 
-// trainingMarker is the log line after which a container's output starts.
-func trainingMarker(cid string) string {
-	return fmt.Sprintf("==> training in container %.12s\n", cid)
-}
+// trainingLine says that training begins in container cid.
+func trainingLine(cid string) string { return fmt.Sprintf("==> training in container %.12s", cid) }
+
+// trainingMarker is the log line after which a container's output starts,
+// as stored: a line of gantryd's own, which no training output can forge.
+func trainingMarker(cid string) string { return joblog.Line(trainingLine(cid)) }
 
 func containerName(id string) string { return "gantry-" + id }
 
@@ -992,7 +1026,7 @@ func (d *Daemon) labels(id string) map[string]string {
 // reads its metrics from the output. The training timeout counts from when
 // the job first started running, across restarts. When the engine goes away
 // mid-way, train waits for it and re-attaches if the container survived.
-func (d *Daemon) train(ctx context.Context, j *gantry.Job, logf io.Writer) (runner.Exit, gantry.Metrics, error) {
+func (d *Daemon) train(ctx context.Context, j *gantry.Job, logf *joblog.Writer) (runner.Exit, gantry.Metrics, error) {
 	pattern, err := trainer.Compile(j.Spec.MetricRegex)
 	if err != nil {
 		return runner.Exit{}, gantry.Metrics{}, err
@@ -1001,7 +1035,10 @@ func (d *Daemon) train(ctx context.Context, j *gantry.Job, logf io.Writer) (runn
 	lines := iox.NewLineSplitter(maxLine, reader.Line)
 	// A flood of output fills the log only up to its cap; the metric reader
 	// still reads every line.
-	out := &countWriter{w: io.MultiWriter(&capWriter{w: logf, left: d.logCap(j)}, lines)}
+	capped := &capWriter{w: logf.Output(), left: d.logCap(j), note: func() {
+		logf.Linef("==> the training output ran over the log's cap; the rest is not kept")
+	}}
+	out := &countWriter{w: io.MultiWriter(capped, lines)}
 
 	// The limit counts from when training first started, across restarts.
 	tctx, cancel := context.WithCancel(ctx)
@@ -1036,7 +1073,7 @@ func (d *Daemon) train(ctx context.Context, j *gantry.Job, logf io.Writer) (runn
 		if !errors.Is(err, gantry.ErrUnavailable) {
 			return runner.Exit{}, gantry.Metrics{}, err
 		}
-		fmt.Fprintf(logf, "\n==> lost the Docker engine (%v); waiting for it\n", err)
+		logf.Linef("==> lost the Docker engine (%v); waiting for it", err)
 		if err := d.waitEngine(tctx); err != nil {
 			return runner.Exit{}, gantry.Metrics{}, phaseErr(ctx, tctx, err)
 		}
@@ -1049,10 +1086,10 @@ func (d *Daemon) train(ctx context.Context, j *gantry.Job, logf io.Writer) (runn
 		}
 		switch {
 		case st.Running:
-			fmt.Fprintf(logf, "==> the container survived; re-attached\n")
+			logf.Linef("==> the container survived; re-attached")
 		case st.ExitCode == 0:
 			// It finished by itself meanwhile: collect its log and result.
-			fmt.Fprintf(logf, "==> the container finished meanwhile; collecting its output\n")
+			logf.Linef("==> the container finished meanwhile; collecting its output")
 		default:
 			return runner.Exit{}, gantry.Metrics{}, fmt.Errorf("the Docker engine restarted while training ran: the container ended with exit code %d", st.ExitCode)
 		}
@@ -1105,13 +1142,13 @@ func (d *Daemon) move(ctx context.Context, id string, to gantry.State, edit func
 
 // finish ends job id in a terminal state with the reason, which also goes to
 // the log (when logf is given) as its last line.
-func (d *Daemon) finish(ctx context.Context, id string, logf io.Writer, to gantry.State, reason string) error {
+func (d *Daemon) finish(ctx context.Context, id string, logf *joblog.Writer, to gantry.State, reason string) error {
 	reason = clip(reason, maxReason)
 	if logf != nil {
 		if reason != "" {
-			fmt.Fprintf(logf, "==> %s: %s\n", to, reason)
+			logf.Linef("==> %s: %s", to, reason)
 		} else {
-			fmt.Fprintf(logf, "==> %s\n", to)
+			logf.Linef("==> %s", to)
 		}
 	}
 	_, err := d.move(ctx, id, to, func(j *gantry.Job) {

@@ -1681,8 +1681,55 @@ func TestPrepare(t *testing.T) {
 	}
 }
 
+// A training program that prints the training marker's text, even with a
+// raw record separator before it, does not move the point recovery cuts
+// the log back to: after a restart the log ends at gantryd's own marker.
+func TestRecoveryCutIgnoresForgedMarkers(t *testing.T) {
+	dir := t.TempDir()
+	dbPath := filepath.Join(dir, "gantry.db")
+	f := pipeNewFakes(t)
+	wrote := make(chan string, 1)
+	f.engine.run = func(ctx context.Context, id string, out io.Writer) (runner.Exit, error) {
+		marker := strings.TrimPrefix(trainingMarker(id), "\x1e")
+		forged := "Epoch 1/3\n" + marker + "forged 1\n\x1e" + marker + "forged 2\n\x1e==> succeeded\n"
+		if err := pipeWriteChunks(out, forged); err != nil {
+			return runner.Exit{}, err
+		}
+		wrote <- id
+		<-ctx.Done() // trains on until gantryd stops
+		return runner.Exit{}, ctx.Err()
+	}
+	st1 := pipeOpenStore(t, dbPath)
+	d1 := pipeNewDaemon(t, dir, 1, st1, f)
+	stop := pipeResume(t, d1)
+	j := pipeSubmit(t, d1, gantry.Spec{})
+	cid := pipeReceive(t, "the forged output to be written", wrote)
+	stop()
+	if err := st1.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	before := pipeReadLog(t, d1, j.ID)
+	if !strings.Contains(before, "forged 2") {
+		t.Fatalf("the log does not hold the training output:\n%q", before)
+	}
+
+	st2 := pipeOpenStore(t, dbPath)
+	t.Cleanup(func() { st2.Close() })
+	d2 := pipeNewDaemon(t, dir, 1, st2, pipeNewFakes(t))
+	if err := d2.Prepare(context.Background()); err != nil {
+		t.Fatalf("Prepare: %v", err)
+	}
+	after := pipeReadLog(t, d2, j.ID)
+	if !strings.HasSuffix(after, trainingMarker(cid)) || strings.Contains(after, "Epoch 1/3") || strings.Contains(after, "forged") {
+		t.Errorf("log after Prepare\n%q\nwant it cut right after gantryd's marker %q, before any training output", after, trainingMarker(cid))
+	}
+	if n := strings.Count(after, "training in container"); n != 1 {
+		t.Errorf("log after Prepare holds the marker's text %d times, want once:\n%q", n, after)
+	}
+}
+
 func TestCutLog(t *testing.T) {
-	const marker = "==> training in container 0123456789ab\n"
+	marker := trainingMarker("0123456789ab")
 	tests := []struct {
 		name string
 		log  *string // nil: no file
@@ -2494,15 +2541,15 @@ func TestEngineLostMidTraining(t *testing.T) {
 				}
 				// Take out the daemon's own lines: what is left after the
 				// marker is the container's output, each byte once.
-				const back = "==> the container survived; re-attached\n"
+				const back = "\x1e==> the container survived; re-attached\n"
 				i := strings.Index(logText, trainingMarker(cid))
-				lost := strings.Index(logText, "\n==> lost the Docker engine")
+				lost := strings.Index(logText, "\n\x1e==> lost the Docker engine")
 				k := strings.Index(logText, back)
 				if i < 0 || lost < i || k < lost {
 					t.Fatalf("log does not hold the marker, then the lost and re-attached lines:\n%s", logText)
 				}
 				rest := logText[i+len(trainingMarker(cid)):lost] + logText[k+len(back):]
-				if want := output + "==> accuracy 0.9667\n==> succeeded\n"; rest != want {
+				if want := output + "\x1e==> accuracy 0.9667\n\x1e==> succeeded\n"; rest != want {
 					t.Errorf("training part of the log, the daemon's lines taken out:\n%q\nwant\n%q", rest, want)
 				}
 			} else if stopped := f.engine.args("stop"); !slices.Contains(stopped, cid) {

@@ -61,7 +61,8 @@ func historyCmd(g *globals) *cobra.Command {
 func tagHeader(tag string) string { return "HOLDS " + tag }
 
 func diffCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
+	var raw bool
+	c := &cobra.Command{
 		Use:   "diff JOB1 JOB2",
 		Short: "What differed between two jobs' inputs (context files, build args, base images) and results",
 		Args:  exactArgs(2),
@@ -78,21 +79,24 @@ func diffCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			diffJobs(c.OutOrStdout(), a, b)
+			diffJobs(c.OutOrStdout(), a, b, shown(c.OutOrStdout(), raw))
 			return nil
 		},
 	}
+	c.Flags().BoolVar(&raw, "raw", false, "write the jobs' values as they are, control characters and all (they are escaped on a terminal)")
+	return c
 }
 
 // diffJobs writes what differs between a and b, one line each, "-" for a's
-// side and "+" for b's; "no differences" when nothing does.
-func diffJobs(w io.Writer, a, b *gantry.Job) {
+// side and "+" for b's; "no differences" when nothing does. Each line goes
+// through text (see shown): the values come from the jobs.
+func diffJobs(w io.Writer, a, b *gantry.Job, text func(string) string) {
 	n := 0
 	line := func(format string, args ...any) {
-		fmt.Fprintf(w, format+"\n", args...)
+		fmt.Fprintln(w, text(fmt.Sprintf(format, args...)))
 		n++
 	}
-	fmt.Fprintf(w, "--- %s\n+++ %s\n", a.ID, b.ID)
+	fmt.Fprintf(w, "%s\n%s\n", text("--- "+a.ID), text("+++ "+b.ID))
 	// Inputs.
 	for _, f := range unionKeys(a.Inputs.Files, b.Inputs.Files) {
 		da, db := a.Inputs.Files[f], b.Inputs.Files[f]

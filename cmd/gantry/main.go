@@ -122,6 +122,7 @@ func submitCmd(g *globals) *cobra.Command {
 		buildArgs   []string
 		minAccuracy float64
 		wait, quiet bool
+		raw         bool
 		memory      string
 		maxLog      string
 		timeouts    [3]time.Duration
@@ -184,7 +185,7 @@ its outcome: 0 succeeded, 1 failed, 3 rejected by the gate, 4 canceled.`,
 			if !quiet {
 				fmt.Fprintf(c.ErrOrStderr(), "job %s submitted\n", j.ID)
 			}
-			return waitJob(ctx, cl, j.ID, c.OutOrStdout(), c.ErrOrStderr(), quiet)
+			return waitJob(ctx, cl, j.ID, c.OutOrStdout(), c.ErrOrStderr(), quiet, raw)
 		},
 	}
 	f := c.Flags()
@@ -207,14 +208,15 @@ its outcome: 0 succeeded, 1 failed, 3 rejected by the gate, 4 canceled.`,
 	f.StringArrayVar(&spec.Sandbox.CapAdd, "cap-add", nil, "capability the training container keeps, one gantryd's policy allows (default: all dropped; repeatable; see gantry info)")
 	f.BoolVar(&wait, "wait", false, "wait for the job to end, showing its progress")
 	f.BoolVarP(&quiet, "quiet", "q", false, "with --wait, show only the outcome")
+	f.BoolVar(&raw, "raw", false, "with --wait, write the job's output as it is, control characters and all (no live display)")
 	return c
 }
 
 // waitJob shows the job until it ends, as gantry watch does (with quiet,
 // nothing), then prints its outcome to out and returns the exit code it
 // calls for.
-func waitJob(ctx context.Context, cl *api.Client, id string, out, errOut io.Writer, quiet bool) error {
-	return newView(cl, out, errOut, quiet).run(ctx, id)
+func waitJob(ctx context.Context, cl *api.Client, id string, out, errOut io.Writer, quiet, raw bool) error {
+	return newView(cl, out, errOut, quiet, raw).run(ctx, id)
 }
 
 // outcome is the one line that says how a job ended.
@@ -326,20 +328,28 @@ func inspectCmd(g *globals) *cobra.Command {
 }
 
 func logsCmd(g *globals) *cobra.Command {
-	var follow bool
+	var follow, raw bool
 	c := &cobra.Command{
-		Use:   "logs [-f] JOB",
+		Use:   "logs [-f] [--raw] JOB",
 		Short: "Print a job's log: the build, the training output and the push",
-		Args:  exactArgs(1),
+		Long: `Logs prints a job's log. On a terminal, what the build and the training program
+printed is shown with control characters escaped (\x1b, \x07, \u009b, ...), and
+gantryd's own lines are dimmed; --raw writes the log's bytes as they are.`,
+		Args: exactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
 			cl, err := g.client()
 			if err != nil {
 				return err
 			}
-			return cl.Logs(c.Context(), args[0], follow, c.OutOrStdout())
+			lw := newLogWriter(c.OutOrStdout(), logModeFor(c.OutOrStdout(), raw))
+			if err := cl.Logs(c.Context(), args[0], follow, lw); err != nil {
+				return err
+			}
+			return lw.Close()
 		},
 	}
 	c.Flags().BoolVarP(&follow, "follow", "f", false, "follow the log until the job ends")
+	c.Flags().BoolVar(&raw, "raw", false, "write the log as it is stored, control characters and all")
 	return c
 }
 

@@ -22,18 +22,21 @@ import (
 
 	"github.com/gantry-ml/gantry"
 	"github.com/gantry-ml/gantry/internal/iox"
+	"github.com/gantry-ml/gantry/internal/joblog"
 	"github.com/gantry-ml/gantry/push"
 )
 
 func watchCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
+	var raw bool
+	c := &cobra.Command{
 		Use:   "watch [JOB]",
 		Short: "Show a job as it goes (build, training, push) and how it ends; without JOB, every job's events",
 		Long: `Watch shows job JOB until it ends: on a terminal, the build with BuildKit's own
 display, the training output, and the push as a progress bar; otherwise the
 job's log as it comes (like logs -f). The progress goes to stderr, the outcome
 to stdout, and the exit code is the job's: 0 succeeded, 1 failed, 3 rejected
-by the gate, 4 canceled.
+by the gate, 4 canceled. On a terminal, what the job printed is shown with
+control characters escaped; --raw shows the log's bytes as they are.
 
 Without JOB, it prints a line for each event of every job that has not ended,
 and of every new job, until interrupted:
@@ -50,11 +53,13 @@ and of every new job, until interrupted:
 				return err
 			}
 			if len(args) == 0 {
-				return watchAll(c.Context(), cl, c.OutOrStdout(), c.ErrOrStderr(), time.Second)
+				return watchAll(c.Context(), cl, c.OutOrStdout(), c.ErrOrStderr(), time.Second, shown(c.OutOrStdout(), raw))
 			}
-			return newView(cl, c.OutOrStdout(), c.ErrOrStderr(), false).run(c.Context(), args[0])
+			return newView(cl, c.OutOrStdout(), c.ErrOrStderr(), false, raw).run(c.Context(), args[0])
 		},
 	}
+	c.Flags().BoolVar(&raw, "raw", false, "write the job's output as it is, control characters and all (no live display)")
+	return c
 }
 
 // jobSource is where a view reads a job from; *api.Client is one.
@@ -64,15 +69,17 @@ type jobSource interface {
 	BuildStatus(ctx context.Context, id string, follow bool, w io.Writer) error
 }
 
-// view shows one job until it ends, then its outcome. Without a terminal it
-// copies the job's log as it comes. On a terminal (tty) it shows the build
-// with BuildKit's own display, drawn from the build's status stream, then
-// the rest of the log line by line, with the push progress drawn as one bar.
+// view shows one job until it ends, then its outcome. Without a terminal
+// (or with raw) it copies the job's log as it comes. On a terminal (tty) it
+// shows the build with BuildKit's own display, drawn from the build's status
+// stream, then the rest of the log line by line, escaped, with gantryd's
+// own lines dimmed and its push progress drawn as one bar.
 type view struct {
 	src      jobSource
 	out      io.Writer // the outcome: what scripts read
 	progress io.Writer // the job as it goes
 	tty      bool
+	raw      bool // the log's bytes as they are, no live display
 	// display draws the build's status updates until ch is closed; tty only.
 	display func(ctx context.Context, ch chan *client.SolveStatus) error
 	now     func() time.Time
@@ -84,11 +91,15 @@ type view struct {
 
 // newView returns the view of a job for a command writing to out and errOut:
 // the live one when either is a terminal (drawn on that terminal, stderr
-// first), else plain lines on errOut; quiet shows nothing but the outcome.
-func newView(src jobSource, out, errOut io.Writer, quiet bool) *view {
-	v := &view{src: src, out: out, progress: errOut, now: time.Now, poll: 200 * time.Millisecond}
+// first), else plain lines on errOut; quiet shows nothing but the outcome,
+// raw the log's bytes as they are.
+func newView(src jobSource, out, errOut io.Writer, quiet, raw bool) *view {
+	v := &view{src: src, out: out, progress: errOut, raw: raw, now: time.Now, poll: 200 * time.Millisecond}
 	if quiet {
 		v.progress = io.Discard
+		return v
+	}
+	if raw {
 		return v
 	}
 	f := terminal(errOut, out)
@@ -129,7 +140,10 @@ func (v *view) run(ctx context.Context, id string) error {
 	if v.tty {
 		err = v.live(ctx, id)
 	} else {
-		err = v.src.Logs(ctx, id, true, v.progress)
+		lw := newLogWriter(v.progress, logModeFor(v.progress, v.raw))
+		if err = v.src.Logs(ctx, id, true, lw); err == nil {
+			err = lw.Close()
+		}
 	}
 	switch {
 	case err == nil:
@@ -147,9 +161,10 @@ func (v *view) run(ctx context.Context, id string) error {
 		}
 		return err
 	}
-	fmt.Fprintln(v.out, outcome(j))
+	text := shown(v.out, v.raw)
+	fmt.Fprintln(v.out, text(outcome(j)))
 	for _, p := range j.Pushes {
-		fmt.Fprintf(v.out, "pushed %s@%s\n", p.Ref, p.Digest)
+		fmt.Fprintln(v.out, text(fmt.Sprintf("pushed %s@%s", p.Ref, p.Digest)))
 	}
 	return exitFor(j.State)
 }
@@ -183,15 +198,10 @@ func (v *view) waitEnd(ctx context.Context, id string) (*gantry.Job, error) {
 	}
 }
 
-// trainingMarker starts the log line after which the container's output
-// comes (gantryd's daemon.trainingMarker): what precedes it is the build's.
+// trainingMarker starts gantryd's log line (without its joblog.Mark) after
+// which the container's output comes (gantryd's daemon.trainingMarker):
+// what precedes it is the build's.
 const trainingMarker = "==> training in container "
-
-// Terminal attributes for gantryd's own lines.
-const (
-	dim   = "\x1b[2m"
-	reset = "\x1b[0m"
-)
 
 // live is the terminal view. The log and the build's status are read at
 // once: the build's part of the log (up to the training marker) is held back
@@ -245,7 +255,7 @@ func (v *view) live(ctx context.Context, id string) error {
 			fmt.Fprintf(v.progress, "gantry: no build display (%v); the build's log follows\n", buildErr)
 		}
 		for _, l := range held {
-			if all || strings.HasPrefix(l, "==> ") {
+			if _, own := joblog.Own(l); all || own {
 				v.line(l)
 			}
 		}
@@ -257,7 +267,7 @@ func (v *view) live(ctx context.Context, id string) error {
 			continue
 		}
 		held = append(held, l)
-		if strings.HasPrefix(l, trainingMarker) {
+		if text, own := joblog.Own(l); own && strings.HasPrefix(text, trainingMarker) {
 			endBuild()
 		}
 	}
@@ -325,9 +335,20 @@ func (v *view) build(ctx context.Context, id string, over <-chan struct{}) error
 	return err
 }
 
-// line shows one line of the log after the build: push progress as the bar,
-// gantryd's own lines dimmed, the rest as it is.
+// line shows one line of the log: gantryd's own (marked) with ownLine, the
+// rest (what the build and the trainer printed) escaped.
 func (v *view) line(l string) {
+	if text, own := joblog.Own(l); own {
+		v.ownLine(text)
+		return
+	}
+	v.endBar()
+	fmt.Fprintf(v.progress, "%s\n", escape(l))
+}
+
+// ownLine shows one line of gantryd's: push progress as the bar, the rest
+// dimmed (and escaped: it may quote what a job or a registry said).
+func (v *view) ownLine(l string) {
 	if done, total, ok := parsePushing(l); ok {
 		r := v.meter.add(v.now(), done)
 		fmt.Fprintf(v.progress, "\r%s\x1b[K", pushBar(done, total, r))
@@ -335,11 +356,7 @@ func (v *view) line(l string) {
 		return
 	}
 	v.endBar()
-	if strings.HasPrefix(l, "==> ") {
-		fmt.Fprintf(v.progress, "%s%s%s\n", dim, l, reset)
-		return
-	}
-	fmt.Fprintln(v.progress, l)
+	fmt.Fprintf(v.progress, "%s%s%s\n", dim, escape(l), reset)
 }
 
 // pushLines shows the progress lines of gantry push: the bar on a
@@ -365,8 +382,8 @@ func pushProgress(errOut io.Writer, quiet bool) *pushLines {
 func (p *pushLines) line(l string) error {
 	switch {
 	case strings.HasPrefix(l, "pushed "):
-	case p.v.tty:
-		p.v.line(l)
+	case p.v.tty: // gantryd's own progress, not a job log
+		p.v.ownLine(l)
 	default:
 		fmt.Fprintln(p.v.progress, l)
 	}
@@ -536,8 +553,8 @@ type eventSource interface {
 // first (every job's events so far), to learn which jobs are still going
 // and the number to follow on from; a broken stream is joined again from
 // there after retry.
-func watchAll(ctx context.Context, src eventSource, out, errOut io.Writer, retry time.Duration) error {
-	el := &eventLines{loc: time.Local}
+func watchAll(ctx context.Context, src eventSource, out, errOut io.Writer, retry time.Duration, text func(string) string) error {
+	el := &eventLines{loc: time.Local, text: text}
 	type pending struct {
 		seq  uint64
 		line string
@@ -599,6 +616,7 @@ func watchAll(ctx context.Context, src eventSource, out, errOut io.Writer, retry
 // each job's state and accuracy to put on the lines of its later events.
 type eventLines struct {
 	loc  *time.Location
+	text func(string) string // how a job's text is shown (shown)
 	jobs map[string]*jobSeen
 }
 
@@ -654,6 +672,9 @@ func (el *eventLines) line(e gantry.Event) string {
 		b.WriteString(": " + e.Error)
 	case e.Type != gantry.EventState && e.Type != gantry.EventAccuracy && e.Type != gantry.EventPush:
 		b.WriteString(" " + e.Type)
+	}
+	if el.text != nil {
+		return el.text(b.String())
 	}
 	return b.String()
 }

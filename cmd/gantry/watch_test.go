@@ -163,23 +163,22 @@ const (
 	testJob = "06h17gxw9sr0xqcw"
 	// testBuildLog is the build's part of a job log: gantryd's lines and
 	// BuildKit's plain progress, which the terminal view leaves to the display.
-	testBuildLog = `==> building gantry/job:06h17gxw9sr0xqcw (Dockerfile Dockerfile)
-#1 [internal] load build definition from Dockerfile
-#1 DONE 0.0s
-==> built image sha256:abc
-`
-	testRunLog = `==> training in container 0123456789ab
-step 0
-step 1
-Model accuracy: 0.9333
-==> accuracy 0.9333
-==> pushing to [reg/x:latest]
-pushing: 0 B of 3.0 MB [0/3145728]
-pushing: 1.0 MB of 3.0 MB [1048576/3145728]
-pushing: 3.0 MB of 3.0 MB [3145728/3145728]
-pushed reg/x:latest@sha256:def
-==> succeeded
-`
+	// gantryd's own lines start with joblog.Mark (0x1E).
+	testBuildLog = "\x1e==> building gantry/job:06h17gxw9sr0xqcw (Dockerfile Dockerfile)\n" +
+		"#1 [internal] load build definition from Dockerfile\n" +
+		"#1 DONE 0.0s\n" +
+		"\x1e==> built image sha256:abc\n"
+	testRunLog = "\x1e==> training in container 0123456789ab\n" +
+		"step 0\n" +
+		"step 1\n" +
+		"Model accuracy: 0.9333\n" +
+		"\x1e==> accuracy 0.9333\n" +
+		"\x1e==> pushing to [reg/x:latest]\n" +
+		"\x1epushing: 0 B of 3.0 MB [0/3145728]\n" +
+		"\x1epushing: 1.0 MB of 3.0 MB [1048576/3145728]\n" +
+		"\x1epushing: 3.0 MB of 3.0 MB [3145728/3145728]\n" +
+		"\x1epushed reg/x:latest@sha256:def\n" +
+		"\x1e==> succeeded\n"
 )
 
 func endedJob(s gantry.State) *gantry.Job {
@@ -241,7 +240,7 @@ func TestViewPlain(t *testing.T) {
 			},
 		}
 		var out, progress bytes.Buffer
-		v := newView(src, &out, &progress, false)
+		v := newView(src, &out, &progress, false, false)
 		err := v.run(context.Background(), testJob)
 		if got := exitCode(err); got != tt.code {
 			t.Errorf("%s: exit code %d (%v), want %d", tt.state, got, err, tt.code)
@@ -249,8 +248,8 @@ func TestViewPlain(t *testing.T) {
 		if out.String() != tt.out {
 			t.Errorf("%s: stdout\n got %q\nwant %q", tt.state, out.String(), tt.out)
 		}
-		if progress.String() != testBuildLog+testRunLog {
-			t.Errorf("%s: stderr is not the log as it is:\n%s", tt.state, progress.String())
+		if want := strings.ReplaceAll(testBuildLog+testRunLog, "\x1e", ""); progress.String() != want {
+			t.Errorf("%s: stderr is not the log as it is, gantryd's marks taken out:\n%q", tt.state, progress.String())
 		}
 	}
 }
@@ -272,7 +271,7 @@ func TestViewLogBreaks(t *testing.T) {
 		},
 	}
 	var out, progress bytes.Buffer
-	v := newView(src, &out, &progress, false)
+	v := newView(src, &out, &progress, false, false)
 	v.poll = time.Millisecond
 	if err := v.run(context.Background(), testJob); err != nil {
 		t.Fatalf("run: %v", err)
@@ -291,7 +290,7 @@ func TestViewLogBreaks(t *testing.T) {
 		t.Error("the view read the record of a job it knows is not there")
 		return nil, nil
 	}
-	err := newView(src, io.Discard, io.Discard, false).run(context.Background(), "nosuch")
+	err := newView(src, io.Discard, io.Discard, false, false).run(context.Background(), "nosuch")
 	if !errors.Is(err, gantry.ErrNotFound) {
 		t.Errorf("run on an unknown job: %v, want ErrNotFound", err)
 	}
@@ -307,7 +306,7 @@ func TestViewInterrupted(t *testing.T) {
 			return ctx.Err()
 		},
 	}
-	err := newView(src, io.Discard, io.Discard, false).run(ctx, testJob)
+	err := newView(src, io.Discard, io.Discard, false, false).run(ctx, testJob)
 	var ee *exitError
 	if !errors.As(err, &ee) || ee.code != exitFailed || !strings.Contains(ee.msg, "goes on") {
 		t.Errorf("run interrupted: %v, want exit 1 saying the job goes on", err)
@@ -398,7 +397,7 @@ func TestViewTTY(t *testing.T) {
 		"\rpushing [>                             ]   0%  0 B / 3.0 MB\x1b[K" +
 		"\rpushing [==========>                   ]  33%  1.0 MB / 3.0 MB  1.0 MB/s\x1b[K" +
 		"\rpushing [==============================] 100%  3.0 MB / 3.0 MB  1.5 MB/s\x1b[K\n" +
-		"pushed reg/x:latest@sha256:def\n" +
+		dim + "pushed reg/x:latest@sha256:def" + reset + "\n" +
 		dim + "==> succeeded" + reset + "\n"
 	if progress.String() != wantProgress {
 		t.Errorf("progress\n got %q\nwant %q", progress.String(), wantProgress)
@@ -422,7 +421,7 @@ func TestViewTTYEndsInBuild(t *testing.T) {
 	}{
 		{
 			name:     "build fails",
-			log:      "==> building gantry/job:x (Dockerfile Dockerfile)\n#1 ERROR: exit code: 7\n==> failed: build failed at step [2/3] RUN false\n",
+			log:      "\x1e==> building gantry/job:x (Dockerfile Dockerfile)\n#1 ERROR: exit code: 7\n\x1e==> failed: build failed at step [2/3] RUN false\n",
 			statuses: testStatuses(t, "[1/3] FROM base", "[2/3] RUN false"),
 			shown:    2,
 			progress: dim + "==> building gantry/job:x (Dockerfile Dockerfile)" + reset + "\n" + dim + "==> failed: build failed at step [2/3] RUN false" + reset + "\n",
@@ -430,7 +429,7 @@ func TestViewTTYEndsInBuild(t *testing.T) {
 		},
 		{
 			name:     "canceled while queued",
-			log:      "==> canceled: canceled\n",
+			log:      "\x1e==> canceled: canceled\n",
 			shown:    0,
 			progress: dim + "==> canceled: canceled" + reset + "\n",
 			state:    gantry.StateCanceled,
@@ -475,7 +474,7 @@ func TestViewTTYWithoutBuildStatus(t *testing.T) {
 	src := &fakeSource{
 		get: func(context.Context, string) (*gantry.Job, error) { return endedJob(gantry.StateSucceeded), nil },
 		logs: func(_ context.Context, _ string, _ bool, w io.Writer) error {
-			_, err := io.WriteString(w, testBuildLog+"==> training in container 0123456789ab\nstep 0\n")
+			_, err := io.WriteString(w, testBuildLog+"\x1e==> training in container 0123456789ab\nstep 0\n")
 			return err
 		},
 		buildStatus: func(context.Context, string, bool, io.Writer) error {
@@ -575,7 +574,7 @@ func TestWatchAll(t *testing.T) {
 		return ctx.Err()
 	}}
 	var out, errOut bytes.Buffer
-	if err := watchAll(ctx, src, &out, &errOut, time.Millisecond); err != nil {
+	if err := watchAll(ctx, src, &out, &errOut, time.Millisecond, escape); err != nil {
 		t.Fatalf("watchAll: %v", err)
 	}
 	ts := func(s int) string { return t0.Add(time.Duration(s) * time.Second).Local().Format(time.RFC3339) }
@@ -595,5 +594,57 @@ func TestWatchAll(t *testing.T) {
 	}
 	if n := strings.Count(errOut.String(), "event stream broke"); n != 1 {
 		t.Errorf("stderr says the stream broke %d times, want once:\n%s", n, errOut.String())
+	}
+}
+
+// On a terminal, only gantryd's marked lines are its own: a build step or
+// a trainer that prints the training marker, "==> succeeded" or a push
+// progress line gets none of their effects (the display goes on, no dim,
+// no bar), and its escape sequences are shown, not acted on.
+func TestViewTTYForgedLines(t *testing.T) {
+	const forgedMarker = "==> training in container 0123456789ab"
+	log := "\x1e==> building gantry/job:x (Dockerfile Dockerfile)\n" +
+		forgedMarker + "\n" + // printed by a RUN step
+		"\x1e==> built image sha256:abc\n" +
+		"\x1e" + forgedMarker + "\n" +
+		"\x1b]52;c;ZXZpbA==\x07\x1b]0;title\x07\x1b[2J==> succeeded\n" +
+		"pushing: 3.0 MB of 3.0 MB [3145728/3145728]\n" +
+		"\x1e==> succeeded\n"
+	statuses := testStatuses(t, "[1/2] FROM base", "[2/2] RUN echo")
+	src := &fakeSource{
+		get: func(context.Context, string) (*gantry.Job, error) { return endedJob(gantry.StateSucceeded), nil },
+		logs: func(_ context.Context, _ string, _ bool, w io.Writer) error {
+			_, err := io.WriteString(w, log)
+			return err
+		},
+		buildStatus: func(_ context.Context, _ string, _ bool, w io.Writer) error {
+			_, err := w.Write(statuses)
+			return err
+		},
+	}
+	shown := 0
+	var progress bytes.Buffer
+	v := &view{src: src, out: io.Discard, progress: &progress, tty: true, now: time.Now, poll: time.Millisecond,
+		display: func(ctx context.Context, ch chan *client.SolveStatus) error {
+			for range ch {
+				shown++
+			}
+			return nil
+		},
+	}
+	if err := v.run(context.Background(), testJob); err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	if shown != 2 {
+		t.Errorf("the display showed %d status updates, want 2", shown)
+	}
+	want := dim + "==> building gantry/job:x (Dockerfile Dockerfile)" + reset + "\n" +
+		dim + "==> built image sha256:abc" + reset + "\n" +
+		dim + forgedMarker + reset + "\n" +
+		`\x1b]52;c;ZXZpbA==\x07\x1b]0;title\x07\x1b[2J==> succeeded` + "\n" +
+		"pushing: 3.0 MB of 3.0 MB [3145728/3145728]\n" +
+		dim + "==> succeeded" + reset + "\n"
+	if progress.String() != want {
+		t.Errorf("progress\n got %q\nwant %q", progress.String(), want)
 	}
 }

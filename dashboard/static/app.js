@@ -328,7 +328,8 @@ async function streamLog(id, signal) {
       const {value, done} = await reader.read();
       if (done) break;
       const atEnd = out.scrollTop + out.clientHeight >= out.scrollHeight - 4;
-      out.append(value);
+      // gantryd's lines start with the byte 0x1E (its mark): not for show.
+      out.append(value.replaceAll('\x1e', ''));
       if (atEnd) out.scrollTop = out.scrollHeight;
     }
     $('log-state').textContent = '(complete)';
