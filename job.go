@@ -451,15 +451,11 @@ func ParseBytes(s string) (int64, error) {
 }
 
 // Name is the image name a job's results are grouped under: the repository
-// of its first push reference, without the tag ("127.0.0.1:5000/iris"), or
-// "" for a job that pushes nowhere.
+// of its first push reference ("127.0.0.1:5000/iris",
+// "index.docker.io/user/repo"), or "" for a job that pushes nowhere.
 func (j *Job) Name() string {
 	if len(j.Spec.Push) == 0 {
 		return ""
 	}
-	ref := j.Spec.Push[0]
-	if i := strings.LastIndexByte(ref, ':'); i > strings.LastIndexByte(ref, '/') {
-		ref = ref[:i]
-	}
-	return ref
+	return Repository(j.Spec.Push[0])
 }

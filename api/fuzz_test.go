@@ -8,14 +8,13 @@ import (
 	"testing"
 
 	"github.com/gantry-ml/gantry"
-	"github.com/gantry-ml/gantry/push"
 	"github.com/gantry-ml/gantry/trainer"
 )
 
 // The checks the daemon hands to Spec.Validate when a job is submitted, so
 // that a spec the fuzzer finds acceptable is one the daemon would record.
 func validRef(s string) error {
-	_, err := push.ParseRef(s)
+	_, err := gantry.ParseRef(s)
 	return err
 }
 

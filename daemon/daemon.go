@@ -859,7 +859,7 @@ func jobTags(j *gantry.Job) []string {
 	var tags []string
 	seen := map[string]bool{}
 	for _, r := range j.Spec.Push {
-		t, err := push.ParseRef(r)
+		t, err := gantry.ParseRef(r)
 		if err != nil {
 			continue
 		}
@@ -895,7 +895,7 @@ func (d *Daemon) attachProvenance(ctx context.Context, j *gantry.Job, logf *jobl
 	}
 	seen := map[string]bool{}
 	for _, p := range j.Pushes {
-		repo := repoOf(p.Ref)
+		repo := gantry.Repository(p.Ref)
 		if seen[repo] {
 			continue
 		}
@@ -912,14 +912,6 @@ func (d *Daemon) attachProvenance(ctx context.Context, j *gantry.Job, logf *jobl
 	})
 }
 
-func repoOf(ref string) string {
-	t, err := push.ParseRef(ref)
-	if err != nil {
-		return ref
-	}
-	return t.Context().Name()
-}
-
 // promote moves the job's --promote tag, in each repository it pushed to,
 // to its image when its accuracy beats the image the tag holds now, as that
 // image's provenance record in the registry says. Jobs promoting the same
@@ -931,7 +923,7 @@ func (d *Daemon) promote(ctx context.Context, j *gantry.Job, logf *joblog.Writer
 	var decisions []gantry.Promotion
 	seen := map[string]bool{}
 	for _, p := range j.Pushes {
-		repo := repoOf(p.Ref)
+		repo := gantry.Repository(p.Ref)
 		if seen[repo] {
 			continue
 		}

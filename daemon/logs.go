@@ -8,12 +8,12 @@ import (
 	"os"
 	"sync"
 
-	"github.com/gantry-ml/gantry/push"
+	"github.com/gantry-ml/gantry"
 	"github.com/gantry-ml/gantry/trainer"
 )
 
 func validRef(s string) error {
-	_, err := push.ParseRef(s)
+	_, err := gantry.ParseRef(s)
 	return err
 }
 

@@ -148,7 +148,7 @@ func (d *Daemon) History(ctx context.Context, name, tag string) ([]gantry.Histor
 	// Compare repositories as go-containerregistry names them, as the
 	// records of pushes and promotions do ("user/repo" is
 	// "index.docker.io/user/repo").
-	name = repoOf(name)
+	name = gantry.Repository(name)
 	out, pushed, err := d.history(ctx, name, tag)
 	if err != nil || !pushed {
 		return out, err
@@ -183,7 +183,7 @@ func (d *Daemon) history(ctx context.Context, name, tag string) ([]gantry.Histor
 			}
 			e := gantry.HistoryEntry{Job: j.ID, Created: j.Times.Created, State: j.State, Accuracy: j.Metrics.Accuracy, Reason: j.Error}
 			for _, p := range j.Pushes {
-				if repoOf(p.Ref) == name {
+				if gantry.Repository(p.Ref) == name {
 					e.Digest = p.Digest
 					pushed = true
 				}
@@ -204,7 +204,7 @@ func (d *Daemon) history(ctx context.Context, name, tag string) ([]gantry.Histor
 
 func pushedTo(j *gantry.Job, name string) bool {
 	for _, r := range j.Spec.Push {
-		if repoOf(r) == name {
+		if gantry.Repository(r) == name {
 			return true
 		}
 	}

@@ -85,7 +85,7 @@ func (p *Pusher) plainHTTPOK(host string) bool {
 // registry is left as go-containerregistry reads it; the guard refuses its
 // fallback.
 func (p *Pusher) ref(s string) (name.Tag, error) {
-	t, err := ParseRef(s)
+	t, err := gantry.ParseRef(s)
 	if err != nil || !p.plainHTTPOK(t.RegistryStr()) {
 		return t, err
 	}

@@ -32,22 +32,6 @@ import (
 	"github.com/gantry-ml/gantry"
 )
 
-// ParseRef checks that s is a reference an image can be pushed to: a tag
-// (":latest" when none is given), not a digest. It returns ErrInvalid.
-// A Pusher parses references with it, then marks the registries it may
-// speak plain HTTP to as insecure.
-func ParseRef(s string) (name.Tag, error) {
-	t, err := name.NewTag(s, name.StrictValidation)
-	if err != nil {
-		// StrictValidation refuses a missing tag; a user means ":latest".
-		if t2, err2 := name.NewTag(s); err2 == nil {
-			return t2, nil
-		}
-		return name.Tag{}, gantry.Errorf(gantry.ErrInvalid, "%q is not an image reference to push to (want REGISTRY/NAME[:TAG]): %v", s, err)
-	}
-	return t, nil
-}
-
 // Pusher pushes images. The zero value is not usable; use New.
 type Pusher struct {
 	keychain  authn.Keychain

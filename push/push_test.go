@@ -93,36 +93,6 @@ func TestPushNamesARefusingRegistry(t *testing.T) {
 	}
 }
 
-func TestParseRef(t *testing.T) {
-	for _, tc := range []struct {
-		in, want string
-		ok       bool
-	}{
-		{"127.0.0.1:5000/ml-docker-app:latest", "127.0.0.1:5000/ml-docker-app:latest", true},
-		{"127.0.0.1:5000/ml-docker-app", "127.0.0.1:5000/ml-docker-app:latest", true},
-		{"registry.example.com/team/iris:v2", "registry.example.com/team/iris:v2", true},
-		{"", "", false},
-		{"UPPER/case", "", false},
-		{"127.0.0.1:5000/iris@sha256:" + strings.Repeat("a", 64), "", false},
-		{"bad ref with spaces", "", false},
-	} {
-		got, err := ParseRef(tc.in)
-		if (err == nil) != tc.ok {
-			t.Errorf("ParseRef(%q) error = %v, want ok=%v", tc.in, err, tc.ok)
-			continue
-		}
-		if err != nil {
-			if !errors.Is(err, gantry.ErrInvalid) {
-				t.Errorf("ParseRef(%q) error %v is not ErrInvalid", tc.in, err)
-			}
-			continue
-		}
-		if got.Name() != tc.want {
-			t.Errorf("ParseRef(%q) = %q, want %q", tc.in, got.Name(), tc.want)
-		}
-	}
-}
-
 // setBackoff makes the retry waits short for the test and restores them.
 func setBackoff(t *testing.T) {
 	t.Helper()

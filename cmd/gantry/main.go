@@ -20,7 +20,6 @@ import (
 
 	"github.com/gantry-ml/gantry"
 	"github.com/gantry-ml/gantry/api"
-	"github.com/gantry-ml/gantry/push"
 	"github.com/gantry-ml/gantry/store"
 	"github.com/gantry-ml/gantry/trainer"
 )
@@ -422,7 +421,7 @@ func pushCmd(g *globals) *cobra.Command {
 			}
 			for _, p := range j.Pushes {
 				for _, r := range refs {
-					if t, err := push.ParseRef(r); err == nil && t.Name() == p.Ref {
+					if t, err := gantry.ParseRef(r); err == nil && t.Name() == p.Ref {
 						fmt.Fprintf(c.OutOrStdout(), "pushed %s@%s\n", p.Ref, p.Digest)
 					}
 				}
