@@ -22,7 +22,6 @@ import (
 	"time"
 
 	"github.com/gantry-ml/gantry"
-	"github.com/gantry-ml/gantry/store"
 )
 
 // fakeService is a Service whose methods do what the test sets; a method
@@ -30,7 +29,7 @@ import (
 type fakeService struct {
 	submit func(ctx context.Context, spec gantry.Spec, tar io.Reader) (*gantry.Job, error)
 	get    func(ctx context.Context, id string) (*gantry.Job, error)
-	list   func(ctx context.Context, o store.ListOptions) ([]*gantry.Job, string, error)
+	list   func(ctx context.Context, o gantry.JobFilter) ([]*gantry.Job, string, error)
 	logs   func(ctx context.Context, id string, follow bool, w io.Writer) error
 	cancel func(ctx context.Context, id string) (*gantry.Job, error)
 	push   func(ctx context.Context, id string, refs []string, progress io.Writer) (*gantry.Job, error)
@@ -89,7 +88,7 @@ func (f *fakeService) Get(ctx context.Context, id string) (*gantry.Job, error) {
 	return f.get(ctx, id)
 }
 
-func (f *fakeService) List(ctx context.Context, o store.ListOptions) ([]*gantry.Job, string, error) {
+func (f *fakeService) List(ctx context.Context, o gantry.JobFilter) ([]*gantry.Job, string, error) {
 	if f.list == nil {
 		return nil, "", errUnexpected
 	}
@@ -323,13 +322,13 @@ func TestClientMapsErrorsBack(t *testing.T) {
 			svc := &fakeService{
 				submit: func(context.Context, gantry.Spec, io.Reader) (*gantry.Job, error) { return nil, tc.err },
 				get:    func(context.Context, string) (*gantry.Job, error) { return nil, tc.err },
-				list:   func(context.Context, store.ListOptions) ([]*gantry.Job, string, error) { return nil, "", tc.err },
+				list:   func(context.Context, gantry.JobFilter) ([]*gantry.Job, string, error) { return nil, "", tc.err },
 			}
 			c := serveClient(t, svc)
 			calls := map[string]func() error{
 				"Get": func() error { _, err := c.Get(ctx, "0123"); return err },
 				"List": func() error {
-					_, _, err := c.List(ctx, store.ListOptions{})
+					_, _, err := c.List(ctx, gantry.JobFilter{})
 					return err
 				},
 				"Submit": func() error {
@@ -470,13 +469,13 @@ func TestListPassesOptions(t *testing.T) {
 	tests := []struct {
 		name   string
 		query  string
-		want   *store.ListOptions // nil: refused before the service
+		want   *gantry.JobFilter // nil: refused before the service
 		status int
 		say    string
 	}{
-		{name: "none", query: "", want: &store.ListOptions{}},
-		{name: "all", query: "?limit=5&before=0000000000000009&state=running&state=failed", want: &store.ListOptions{Limit: 5, Before: "0000000000000009", States: []gantry.State{gantry.StateRunning, gantry.StateFailed}}},
-		{name: "zero limit", query: "?limit=0", want: &store.ListOptions{}},
+		{name: "none", query: "", want: &gantry.JobFilter{}},
+		{name: "all", query: "?limit=5&before=0000000000000009&state=running&state=failed", want: &gantry.JobFilter{Limit: 5, Before: "0000000000000009", States: []gantry.State{gantry.StateRunning, gantry.StateFailed}}},
+		{name: "zero limit", query: "?limit=0", want: &gantry.JobFilter{}},
 		{name: "bad state", query: "?state=running&state=finished", status: http.StatusBadRequest, say: `state "finished"`},
 		{name: "state in capitals", query: "?state=RUNNING", status: http.StatusBadRequest, say: `state "RUNNING"`},
 		{name: "negative limit", query: "?limit=-1", status: http.StatusBadRequest, say: `limit "-1"`},
@@ -484,8 +483,8 @@ func TestListPassesOptions(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			var got *store.ListOptions
-			svc := &fakeService{list: func(_ context.Context, o store.ListOptions) ([]*gantry.Job, string, error) {
+			var got *gantry.JobFilter
+			svc := &fakeService{list: func(_ context.Context, o gantry.JobFilter) ([]*gantry.Job, string, error) {
 				got = &o
 				return jobs, "0000000000000001", nil
 			}}
@@ -521,7 +520,7 @@ func TestListPassesOptions(t *testing.T) {
 }
 
 func TestListAnswersAnEmptyListNotNull(t *testing.T) {
-	svc := &fakeService{list: func(context.Context, store.ListOptions) ([]*gantry.Job, string, error) { return nil, "", nil }}
+	svc := &fakeService{list: func(context.Context, gantry.JobFilter) ([]*gantry.Job, string, error) { return nil, "", nil }}
 	a := do(t, http.MethodGet, serveHTTP(t, svc)+"/v1/jobs", nil)
 	var raw map[string]json.RawMessage
 	if err := json.Unmarshal(a.body, &raw); err != nil {
@@ -537,13 +536,13 @@ func TestListAnswersAnEmptyListNotNull(t *testing.T) {
 
 func TestClientList(t *testing.T) {
 	jobs := []*gantry.Job{{ID: "0000000000000002", State: gantry.StateRunning}}
-	var got []store.ListOptions
-	svc := &fakeService{list: func(_ context.Context, o store.ListOptions) ([]*gantry.Job, string, error) {
+	var got []gantry.JobFilter
+	svc := &fakeService{list: func(_ context.Context, o gantry.JobFilter) ([]*gantry.Job, string, error) {
 		got = append(got, o)
 		return jobs, "0000000000000002", nil
 	}}
 	c := serveClient(t, svc)
-	o := store.ListOptions{Limit: 7, Before: "0000000000000009", States: []gantry.State{gantry.StateQueued, gantry.StateRejected}}
+	o := gantry.JobFilter{Limit: 7, Before: "0000000000000009", States: []gantry.State{gantry.StateQueued, gantry.StateRejected}}
 	page, next, err := c.List(context.Background(), o)
 	if err != nil {
 		t.Fatalf("List: %v", err)
@@ -551,11 +550,11 @@ func TestClientList(t *testing.T) {
 	if !reflect.DeepEqual(page, jobs) || next != "0000000000000002" {
 		t.Errorf("List = %+v, %q; want %+v, %q", page, next, jobs, "0000000000000002")
 	}
-	_, _, err = c.List(context.Background(), store.ListOptions{States: []gantry.State{"done"}})
+	_, _, err = c.List(context.Background(), gantry.JobFilter{States: []gantry.State{"done"}})
 	if !errors.Is(err, gantry.ErrInvalid) || !strings.Contains(err.Error(), `"done"`) {
 		t.Errorf("List with state done: error %v, want ErrInvalid naming it", err)
 	}
-	if want := []store.ListOptions{o}; !reflect.DeepEqual(got, want) {
+	if want := []gantry.JobFilter{o}; !reflect.DeepEqual(got, want) {
 		t.Errorf("service got %+v, want %+v (and no call for the bad state)", got, want)
 	}
 }
@@ -840,7 +839,7 @@ func TestPushProgress(t *testing.T) {
 // A page of jobs carries the newest event's number, read before the page.
 func TestListCarriesTheEventNumber(t *testing.T) {
 	svc := &fakeService{lastEvent: 41}
-	svc.list = func(context.Context, store.ListOptions) ([]*gantry.Job, string, error) {
+	svc.list = func(context.Context, gantry.JobFilter) ([]*gantry.Job, string, error) {
 		svc.lastEvent = 42 // a change while the page is read
 		return nil, "", nil
 	}

@@ -17,7 +17,6 @@ import (
 	"strings"
 
 	"github.com/gantry-ml/gantry"
-	"github.com/gantry-ml/gantry/store"
 )
 
 // Client speaks the API over a unix socket.
@@ -221,7 +220,7 @@ func (c *Client) Get(ctx context.Context, id string) (*gantry.Job, error) {
 }
 
 // List returns a page of jobs, newest first, and the cursor of the next.
-func (c *Client) List(ctx context.Context, o store.ListOptions) ([]*gantry.Job, string, error) {
+func (c *Client) List(ctx context.Context, o gantry.JobFilter) ([]*gantry.Job, string, error) {
 	q := url.Values{}
 	if o.Limit > 0 {
 		q.Set("limit", strconv.Itoa(o.Limit))

@@ -69,7 +69,6 @@ import (
 
 	"github.com/gantry-ml/gantry"
 	"github.com/gantry-ml/gantry/internal/iox"
-	"github.com/gantry-ml/gantry/store"
 )
 
 // Version is the API's version, the first part of every path.
@@ -82,7 +81,7 @@ const MaxSpecBytes = 64 << 10
 type Service interface {
 	Submit(ctx context.Context, spec gantry.Spec, tar io.Reader) (*gantry.Job, error)
 	Get(ctx context.Context, id string) (*gantry.Job, error)
-	List(ctx context.Context, o store.ListOptions) ([]*gantry.Job, string, error)
+	List(ctx context.Context, o gantry.JobFilter) ([]*gantry.Job, string, error)
 	Logs(ctx context.Context, id string, follow bool, w io.Writer) error
 	BuildStatus(ctx context.Context, id string, follow bool, w io.Writer) error
 	Cancel(ctx context.Context, id string) (*gantry.Job, error)
@@ -268,7 +267,7 @@ func (s *server) submit(w http.ResponseWriter, r *http.Request) {
 
 func (s *server) list(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	o := store.ListOptions{Before: q.Get("before")}
+	o := gantry.JobFilter{Before: q.Get("before")}
 	if l := q.Get("limit"); l != "" {
 		n, err := strconv.Atoi(l)
 		if err != nil || n < 0 {

@@ -153,7 +153,7 @@ func (b *bench) admission(ctx context.Context) error {
 			return fmt.Errorf("run %d: %w", run, firstErr)
 		}
 		// Admission only: the blocker must still hold the slot.
-		running, _, err := d.client.List(ctx, store.ListOptions{Limit: 10, States: []gantry.State{gantry.StateBuilding, gantry.StateRunning}})
+		running, _, err := d.client.List(ctx, gantry.JobFilter{Limit: 10, States: []gantry.State{gantry.StateBuilding, gantry.StateRunning}})
 		if err != nil {
 			return err
 		}
@@ -252,7 +252,7 @@ func (b *bench) list(ctx context.Context) error {
 		for _, page := range []struct{ row, before string }{{"api/ls-first", ""}, {"api/ls-deep", deep}} {
 			for range perRun {
 				t0 := time.Now()
-				jobs, _, err := d.client.List(ctx, store.ListOptions{Limit: 50, Before: page.before})
+				jobs, _, err := d.client.List(ctx, gantry.JobFilter{Limit: 50, Before: page.before})
 				ms := float64(time.Since(t0)) / float64(time.Millisecond)
 				if err != nil {
 					return err

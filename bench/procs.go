@@ -162,7 +162,7 @@ func (d *daemon) stop() {
 	if !d.exited() {
 		active := []gantry.State{gantry.StateQueued, gantry.StateBuilding, gantry.StateRunning, gantry.StatePushing}
 		for {
-			jobs, _, err := d.client.List(ctx, store.ListOptions{Limit: 1000, States: active})
+			jobs, _, err := d.client.List(ctx, gantry.JobFilter{Limit: 1000, States: active})
 			if err != nil || len(jobs) == 0 {
 				break
 			}

@@ -32,7 +32,6 @@ import (
 	"github.com/gantry-ml/gantry/internal/keyed"
 	"github.com/gantry-ml/gantry/push"
 	"github.com/gantry-ml/gantry/runner"
-	"github.com/gantry-ml/gantry/store"
 	"github.com/gantry-ml/gantry/trainer"
 )
 
@@ -43,7 +42,7 @@ type (
 		Create(ctx context.Context, j *gantry.Job) error
 		Get(ctx context.Context, id string) (*gantry.Job, error)
 		Update(ctx context.Context, id string, fn func(*gantry.Job) error) (*gantry.Job, error)
-		List(ctx context.Context, o store.ListOptions) ([]*gantry.Job, string, error)
+		List(ctx context.Context, o gantry.JobFilter) ([]*gantry.Job, string, error)
 		Unfinished(ctx context.Context) ([]*gantry.Job, error)
 		Events(ctx context.Context, after uint64, job string, limit int) ([]gantry.Event, error)
 		LastEvent(ctx context.Context) (uint64, error)
@@ -443,7 +442,7 @@ func (d *Daemon) LastEvent(ctx context.Context) (uint64, error) {
 	return d.store.LastEvent(ctx)
 }
 
-func (d *Daemon) List(ctx context.Context, o store.ListOptions) ([]*gantry.Job, string, error) {
+func (d *Daemon) List(ctx context.Context, o gantry.JobFilter) ([]*gantry.Job, string, error) {
 	return d.store.List(ctx, o)
 }
 

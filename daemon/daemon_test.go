@@ -1180,7 +1180,7 @@ func TestSubmitRefusesBadSpec(t *testing.T) {
 			if j != nil {
 				t.Errorf("Submit returned job %+v with its error, want nil", j)
 			}
-			jobs, _, err := rig.d.List(ctx, store.ListOptions{})
+			jobs, _, err := rig.d.List(ctx, gantry.JobFilter{})
 			if err != nil {
 				t.Fatalf("List: %v", err)
 			}
@@ -1324,7 +1324,7 @@ func TestRestart(t *testing.T) {
 	if j, err := st1.Get(ctx, queued.ID); err != nil || j.State != gantry.StateQueued {
 		t.Fatalf("job queued behind the slot: %+v, %v; want it still queued", j, err)
 	}
-	before, _, err := st1.List(ctx, store.ListOptions{})
+	before, _, err := st1.List(ctx, gantry.JobFilter{})
 	if err != nil {
 		t.Fatalf("List: %v", err)
 	}
@@ -1342,7 +1342,7 @@ func TestRestart(t *testing.T) {
 	st2 := pipeOpenStore(t, dbPath)
 	t.Cleanup(func() { st2.Close() })
 	d2 := pipeNewDaemon(t, dir, 1, st2, f2)
-	after, _, err := d2.List(ctx, store.ListOptions{})
+	after, _, err := d2.List(ctx, gantry.JobFilter{})
 	if err != nil {
 		t.Fatalf("List after reopening: %v", err)
 	}

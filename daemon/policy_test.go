@@ -10,7 +10,6 @@ import (
 	"testing"
 
 	"github.com/gantry-ml/gantry"
-	"github.com/gantry-ml/gantry/store"
 )
 
 // TestSubmitBeyondThePolicy: a request the operator's policy does not allow
@@ -44,7 +43,7 @@ func TestSubmitBeyondThePolicy(t *testing.T) {
 // build context.
 func assertNothingKept(t *testing.T, rig *pipeRig) {
 	t.Helper()
-	jobs, _, err := rig.d.List(context.Background(), store.ListOptions{})
+	jobs, _, err := rig.d.List(context.Background(), gantry.JobFilter{})
 	if err != nil || len(jobs) != 0 {
 		t.Errorf("jobs recorded: %d (%v), want none", len(jobs), err)
 	}

@@ -17,7 +17,6 @@ import (
 	"github.com/moby/buildkit/client"
 
 	"github.com/gantry-ml/gantry"
-	"github.com/gantry-ml/gantry/store"
 )
 
 // maxFileDigests and maxFileDigestBytes bound the per-file digests a job
@@ -173,7 +172,7 @@ func (d *Daemon) history(ctx context.Context, name, tag string) ([]gantry.Histor
 	pushed := false
 	before := ""
 	for {
-		jobs, next, err := d.store.List(ctx, store.ListOptions{Limit: 1000, Before: before})
+		jobs, next, err := d.store.List(ctx, gantry.JobFilter{Limit: 1000, Before: before})
 		if err != nil {
 			return nil, false, err
 		}

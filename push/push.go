@@ -186,7 +186,7 @@ func (p *Pusher) tryPush(ctx context.Context, img v1.Image, t name.Tag, progress
 		// registry have lost one since, the full push below finds out.
 		if sent = remote.Put(t, img, p.options(ctx)...) == nil; sent {
 			fmt.Fprintf(progress, "every layer is in %s already: sent the manifest only\n", repo)
-			fmt.Fprintf(progress, "pushing: %s of %s [%d/%d]\n", Size(n), Size(n), n, n)
+			fmt.Fprintf(progress, "pushing: %s of %s [%d/%d]\n", gantry.HumanBytes(n), gantry.HumanBytes(n), n, n)
 		} else {
 			p.forget(repo)
 		}
@@ -351,7 +351,7 @@ func report(w io.Writer, updates <-chan v1.Update) int64 {
 	var last time.Time
 	var u v1.Update
 	line := func() {
-		fmt.Fprintf(w, "pushing: %s of %s [%d/%d]\n", Size(u.Complete), Size(u.Total), u.Complete, u.Total)
+		fmt.Fprintf(w, "pushing: %s of %s [%d/%d]\n", gantry.HumanBytes(u.Complete), gantry.HumanBytes(u.Total), u.Complete, u.Total)
 	}
 	for u = range updates {
 		if u.Error != nil {
@@ -366,20 +366,6 @@ func report(w io.Writer, updates <-chan v1.Update) int64 {
 		line()
 	}
 	return u.Total
-}
-
-// Size writes a byte count the way push progress lines do (binary units);
-// gantry watch draws its bar with it too.
-func Size(n int64) string {
-	switch {
-	case n >= 1<<30:
-		return fmt.Sprintf("%.2f GB", float64(n)/(1<<30))
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f kB", float64(n)/(1<<10))
-	}
-	return fmt.Sprintf("%d B", n)
 }
 
 // describe turns a registry error into one a user can act on, naming the

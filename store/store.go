@@ -383,22 +383,11 @@ func (s *Store) Update(ctx context.Context, id string, fn func(*gantry.Job) erro
 	return j, nil
 }
 
-// ListOptions selects a page of jobs for List.
-type ListOptions struct {
-	// Limit is the most jobs to return: 100 when zero or less, at most 1000.
-	Limit int
-	// Before, when set, is the cursor from the previous page: only jobs with
-	// a lower ID (submitted earlier) are listed.
-	Before string
-	// States, when not empty, lists only jobs in one of these states.
-	States []gantry.State
-}
-
 // List returns a page of jobs, newest first, and the cursor to pass as
-// ListOptions.Before for the next page, or "" when there are no more. It
+// gantry.JobFilter.Before for the next page, or "" when there are no more. It
 // returns an error of kind ErrInvalid when Before is not a job ID or States
 // holds an unknown state.
-func (s *Store) List(ctx context.Context, o ListOptions) (jobs []*gantry.Job, next string, err error) {
+func (s *Store) List(ctx context.Context, o gantry.JobFilter) (jobs []*gantry.Job, next string, err error) {
 	if err := ctx.Err(); err != nil {
 		return nil, "", fmt.Errorf("list jobs: %w", err)
 	}

@@ -208,7 +208,7 @@ func TestCanceledContext(t *testing.T) {
 			_, err := s.Update(ctx, id, func(j *gantry.Job) error { return j.Move(gantry.StateBuilding, base) })
 			return err
 		},
-		"List":       func() error { _, _, err := s.List(ctx, ListOptions{}); return err },
+		"List":       func() error { _, _, err := s.List(ctx, gantry.JobFilter{}); return err },
 		"Unfinished": func() error { _, err := s.Unfinished(ctx); return err },
 	}
 	for name, call := range calls {
@@ -406,7 +406,7 @@ func TestList(t *testing.T) {
 				if page > 30 {
 					t.Fatalf("more than 30 pages; so far %v", got)
 				}
-				o := ListOptions{Limit: tt.limit, Before: before, States: tt.states}
+				o := gantry.JobFilter{Limit: tt.limit, Before: before, States: tt.states}
 				jobs, next, err := s.List(ctx, o)
 				if err != nil {
 					t.Fatalf("List(%+v): %v", o, err)
@@ -456,7 +456,7 @@ func TestListLimits(t *testing.T) {
 		{5000, 1000},
 	}
 	for _, tt := range tests {
-		jobs, next, err := s.List(ctx, ListOptions{Limit: tt.limit})
+		jobs, next, err := s.List(ctx, gantry.JobFilter{Limit: tt.limit})
 		if err != nil {
 			t.Fatalf("List(Limit %d): %v", tt.limit, err)
 		}
@@ -482,7 +482,7 @@ func TestListCursor(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, next, err := s.List(ctx, ListOptions{Before: tt.before})
+			got, next, err := s.List(ctx, gantry.JobFilter{Before: tt.before})
 			if err != nil {
 				t.Fatalf("List: %v", err)
 			}
@@ -494,7 +494,7 @@ func TestListCursor(t *testing.T) {
 		})
 	}
 
-	for _, o := range []ListOptions{
+	for _, o := range []gantry.JobFilter{
 		{Before: "../etc/passwd"},
 		{States: []gantry.State{"paused"}},
 	} {
@@ -554,7 +554,7 @@ func TestReopen(t *testing.T) {
 	if !slices.Equal(ids(gotUnfinished), ids(wantUnfinished)) {
 		t.Errorf("Unfinished after reopen: got %v, want %v", ids(gotUnfinished), ids(wantUnfinished))
 	}
-	listed, _, err := s.List(ctx, ListOptions{})
+	listed, _, err := s.List(ctx, gantry.JobFilter{})
 	if err != nil {
 		t.Fatalf("List: %v", err)
 	}

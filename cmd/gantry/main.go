@@ -20,7 +20,6 @@ import (
 
 	"github.com/gantry-ml/gantry"
 	"github.com/gantry-ml/gantry/api"
-	"github.com/gantry-ml/gantry/store"
 	"github.com/gantry-ml/gantry/trainer"
 )
 
@@ -246,7 +245,7 @@ func lsCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			o := store.ListOptions{Limit: limit}
+			o := gantry.JobFilter{Limit: limit}
 			for _, s := range states {
 				o.States = append(o.States, gantry.State(s))
 			}

@@ -23,7 +23,6 @@ import (
 	"github.com/gantry-ml/gantry"
 	"github.com/gantry-ml/gantry/internal/iox"
 	"github.com/gantry-ml/gantry/internal/joblog"
-	"github.com/gantry-ml/gantry/push"
 )
 
 func watchCmd(g *globals) *cobra.Command {
@@ -440,9 +439,9 @@ func pushBar(done, total int64, rate float64) string {
 	if n < barWidth {
 		bar += ">" + strings.Repeat(" ", barWidth-n-1)
 	}
-	s := fmt.Sprintf("pushing [%s] %3d%%  %s / %s", bar, int(frac*100), push.Size(done), push.Size(total))
+	s := fmt.Sprintf("pushing [%s] %3d%%  %s / %s", bar, int(frac*100), gantry.HumanBytes(done), gantry.HumanBytes(total))
 	if rate > 0 {
-		s += "  " + push.Size(int64(rate)) + "/s"
+		s += "  " + gantry.HumanBytes(int64(rate)) + "/s"
 	}
 	return s
 }
