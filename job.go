@@ -163,10 +163,10 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// Validate checks a spec before any of it is recorded. validRef and
-// validRegex are the checks that need outside packages; either may be nil.
-// It returns an error of kind ErrInvalid naming the field at fault.
-func (s *Spec) Validate(validRef, validRegex func(string) error) error {
+// Validate checks a spec before any of it is recorded (the metric pattern,
+// which is the trainer contract's, is checked by trainer.Compile). It
+// returns an error of kind ErrInvalid naming the field at fault.
+func (s *Spec) Validate() error {
 	if s.Build.Dockerfile == "" {
 		s.Build.Dockerfile = "Dockerfile"
 	}
@@ -212,16 +212,8 @@ func (s *Spec) Validate(validRef, validRegex func(string) error) error {
 		}
 	}
 	for _, r := range s.Push {
-		if validRef == nil {
-			break
-		}
-		if err := validRef(r); err != nil {
-			return Errorf(ErrInvalid, "push reference %q: %v", r, err)
-		}
-	}
-	if s.MetricRegex != "" && validRegex != nil {
-		if err := validRegex(s.MetricRegex); err != nil {
-			return Errorf(ErrInvalid, "metric_regex %q: %v", s.MetricRegex, err)
+		if _, err := ParseRef(r); err != nil {
+			return Errorf(ErrInvalid, "push reference: %v", err)
 		}
 	}
 	return nil

@@ -120,7 +120,7 @@ func (p *Policy) Check() error {
 		return Errorf(ErrInvalid, "policy limits must not be negative")
 	}
 	spec := Spec{Timeouts: p.Timeouts, Resources: p.Resources}
-	return spec.Validate(nil, nil)
+	return spec.Validate()
 }
 
 // Apply checks spec against the policy and fills what it leaves at zero with

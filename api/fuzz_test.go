@@ -11,18 +11,6 @@ import (
 	"github.com/gantry-ml/gantry/trainer"
 )
 
-// The checks the daemon hands to Spec.Validate when a job is submitted, so
-// that a spec the fuzzer finds acceptable is one the daemon would record.
-func validRef(s string) error {
-	_, err := gantry.ParseRef(s)
-	return err
-}
-
-func validRegex(s string) error {
-	_, err := trainer.Compile(s)
-	return err
-}
-
 // FuzzDecodeSpec feeds DecodeSpec arbitrary bytes, as the spec query
 // parameter of a submission would. Whatever it decodes either fails
 // Validate with ErrInvalid, or is a spec that survives being written out as
@@ -123,7 +111,7 @@ func FuzzDecodeSpec(f *testing.F) {
 			}
 			return
 		}
-		if err := spec.Validate(validRef, validRegex); err != nil {
+		if err := trainer.CheckSpec(&spec); err != nil {
 			if !errors.Is(err, gantry.ErrInvalid) {
 				t.Fatalf("Validate of the spec %.300q: error %q is of kind %v, want ErrInvalid", data, err, gantry.Kind(err))
 			}

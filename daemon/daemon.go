@@ -321,7 +321,7 @@ func (d *Daemon) start(ctx context.Context, id string) {
 // the policy, ErrTooLarge for a context over the limits and ErrTooMany when
 // the queue is full; nothing of a refused submission is kept.
 func (d *Daemon) Submit(ctx context.Context, spec gantry.Spec, tar io.Reader) (*gantry.Job, error) {
-	if err := spec.Validate(validRef, validRegex); err != nil {
+	if err := trainer.CheckSpec(&spec); err != nil {
 		return nil, err
 	}
 	if err := d.cfg.Policy.Apply(&spec); err != nil {
@@ -508,7 +508,7 @@ func (d *Daemon) Push(ctx context.Context, id string, refs []string, progress io
 		return nil, gantry.Errorf(gantry.ErrInvalid, "job %s has no --push references: say where with --to", id)
 	}
 	for _, r := range refs {
-		if err := validRef(r); err != nil {
+		if _, err := gantry.ParseRef(r); err != nil {
 			return nil, err
 		}
 	}

@@ -8,19 +8,8 @@ import (
 	"os"
 	"sync"
 
-	"github.com/gantry-ml/gantry"
 	"github.com/gantry-ml/gantry/trainer"
 )
-
-func validRef(s string) error {
-	_, err := gantry.ParseRef(s)
-	return err
-}
-
-func validRegex(s string) error {
-	_, err := trainer.Compile(s)
-	return err
-}
 
 // maxLine is the longest line handed to the metric reader (the reader's
 // own bound); a longer line still goes to the log, but is not examined.

@@ -141,7 +141,7 @@ func (d *Daemon) History(ctx context.Context, name, tag string) ([]gantry.Histor
 	if tag == "" {
 		tag = "latest"
 	}
-	if err := validRef(name + ":" + tag); err != nil {
+	if _, err := gantry.ParseRef(name + ":" + tag); err != nil {
 		return nil, err
 	}
 	// Compare repositories as go-containerregistry names them, as the

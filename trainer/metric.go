@@ -298,3 +298,18 @@ func lowerASCII(c byte) byte {
 	}
 	return c
 }
+
+// CheckSpec validates a job's spec whole: Spec.Validate, then the metric
+// pattern against this contract's bounds (Compile). It returns ErrInvalid,
+// naming the field at fault.
+func CheckSpec(s *gantry.Spec) error {
+	if err := s.Validate(); err != nil {
+		return err
+	}
+	if s.MetricRegex != "" {
+		if _, err := Compile(s.MetricRegex); err != nil {
+			return gantry.Errorf(gantry.ErrInvalid, "metric_regex %q: %v", s.MetricRegex, err)
+		}
+	}
+	return nil
+}
