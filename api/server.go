@@ -184,24 +184,17 @@ func (s *server) getVersion(w http.ResponseWriter, r *http.Request) {
 	s.json(w, http.StatusOK, s.version(r.Context()))
 }
 
-// DecodeSpec decodes a job spec strictly: unknown fields and wrong types are
-// refused with ErrInvalid, naming the field.
+// DecodeSpec decodes a job spec strictly: unknown fields, keys that match a
+// field only without regard to case, keys given twice and wrong types are
+// refused with ErrInvalid, naming the key; a spec over MaxSpecBytes with
+// ErrTooLarge.
 func DecodeSpec(data []byte) (gantry.Spec, error) {
 	var spec gantry.Spec
 	if len(data) > MaxSpecBytes {
 		return spec, gantry.Errorf(gantry.ErrTooLarge, "spec: over %d bytes", MaxSpecBytes)
 	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&spec); err != nil {
-		var te *json.UnmarshalTypeError
-		if errors.As(err, &te) {
-			return spec, gantry.Errorf(gantry.ErrInvalid, "spec: field %q: want %s, got a JSON %s", te.Field, jsonKind(te.Type), te.Value)
-		}
-		return spec, gantry.Errorf(gantry.ErrInvalid, "spec: %v", err)
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return spec, gantry.Errorf(gantry.ErrInvalid, "spec: trailing data after the JSON object")
+	if err := decodeStrict(data, &spec, "spec"); err != nil {
+		return gantry.Spec{}, err
 	}
 	// What is accepted must be sendable again: JSON escapes some characters
 	// to six bytes, so the spec re-encoded may outgrow the limit.
@@ -398,11 +391,9 @@ func (s *server) cancel(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *server) push(w http.ResponseWriter, r *http.Request) {
-	var req PushRequest
-	dec := json.NewDecoder(io.LimitReader(r.Body, MaxSpecBytes))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil && err != io.EOF {
-		s.error(w, r, gantry.Errorf(gantry.ErrInvalid, "push request: %v", err))
+	req, err := decodePush(r.Body)
+	if err != nil {
+		s.error(w, r, err)
 		return
 	}
 	id := r.PathValue("id")
@@ -439,6 +430,23 @@ func (s *server) push(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.json(w, http.StatusOK, j)
+}
+
+// decodePush reads the body of a push request, strictly as DecodeSpec reads
+// a spec; an empty body asks for the job's own references.
+func decodePush(body io.Reader) (PushRequest, error) {
+	var req PushRequest
+	data, err := io.ReadAll(io.LimitReader(body, MaxSpecBytes+1))
+	if err != nil {
+		return req, gantry.Errorf(gantry.ErrInvalid, "push request: %v", err)
+	}
+	if len(data) > MaxSpecBytes {
+		return req, gantry.Errorf(gantry.ErrTooLarge, "push request: over %d bytes", MaxSpecBytes)
+	}
+	if len(bytes.TrimSpace(data)) == 0 {
+		return req, nil
+	}
+	return req, decodeStrict(data, &req, "push request")
 }
 
 // PushLine is one line of the answer to a push asked with progress=1
