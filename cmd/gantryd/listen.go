@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -78,23 +77,15 @@ func listen(path string, gid int) (net.Listener, error) {
 	return ln, nil
 }
 
-// listenTCP opens the API's TCP listener. It speaks mutual TLS: without the
-// three files it refuses to start, unless addr is loopback (where it warns
-// nobody: the socket is the usual way there).
+// listenTCP opens the API's TCP listener. It speaks mutual TLS only, on
+// loopback too: any local user, and any web page a local browser shows, can
+// reach a loopback port, so without the three files it refuses to start.
 func listenTCP(addr string, files api.TLSFiles) (net.Listener, error) {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
+	if _, _, err := net.SplitHostPort(addr); err != nil {
 		return nil, fmt.Errorf("--tcp %q: want HOST:PORT: %w", addr, err)
 	}
-	noTLS := files.CA == "" && files.Cert == "" && files.Key == ""
-	if noTLS {
-		if !loopback(host) {
-			return nil, fmt.Errorf("--tcp %s: refusing to serve the API on a non-loopback address without TLS; give --tlscacert, --tlscert and --tlskey (clients then need a certificate from that CA)", addr)
-		}
-		return net.Listen("tcp", addr)
-	}
 	if files.CA == "" || files.Cert == "" || files.Key == "" {
-		return nil, errors.New("--tlscacert, --tlscert and --tlskey go together: the TCP listener demands client certificates")
+		return nil, fmt.Errorf("--tcp %s: refusing to serve the API over TCP without TLS: give --tlscacert (the CA whose client certificates are let in), --tlscert and --tlskey (the listener's certificate and key); clients then use gantry -H tcp://%s with their own --tlscacert, --tlscert and --tlskey", addr, addr)
 	}
 	cfg, err := api.ServerTLS(files)
 	if err != nil {
