@@ -514,6 +514,11 @@ func (s *server) error(w http.ResponseWriter, r *http.Request, err error) {
 
 // errorBody is what an error answers: its status and body.
 func (s *server) errorBody(r *http.Request, err error) (int, Error) {
+	// A body that came too slowly fails whatever read it, with the
+	// handler's error around it: the answer says what happened.
+	if slow := slowBody(r); slow != nil {
+		return http.StatusRequestTimeout, Error{Message: slow.Error()}
+	}
 	status, kind := statusOf(err)
 	msg := err.Error()
 	if status == http.StatusInternalServerError {

@@ -2,9 +2,10 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"fmt"
+	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/user"
 	"path/filepath"
@@ -80,7 +81,8 @@ func listen(path string, gid int) (net.Listener, error) {
 // listenTCP opens the API's TCP listener. It speaks mutual TLS only, on
 // loopback too: any local user, and any web page a local browser shows, can
 // reach a loopback port, so without the three files it refuses to start.
-func listenTCP(addr string, files api.TLSFiles) (net.Listener, error) {
+// It keeps at most maxConns connections open (see api.LimitListener).
+func listenTCP(addr string, files api.TLSFiles, maxConns int) (net.Listener, error) {
 	if _, _, err := net.SplitHostPort(addr); err != nil {
 		return nil, fmt.Errorf("--tcp %q: want HOST:PORT: %w", addr, err)
 	}
@@ -95,7 +97,23 @@ func listenTCP(addr string, files api.TLSFiles) (net.Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--tcp: %w", err)
 	}
-	return tls.NewListener(ln, cfg), nil
+	return api.LimitListener(ln, maxConns, cfg), nil
+}
+
+// apiServer is the http.Server of the API's socket and TCP listeners (made
+// with api.LimitListener). Browsers' requests are refused; request bodies
+// must keep coming (api.DefaultBodyLimits); a kept-alive connection closes
+// after idle. No write timeout: followed logs, events and pushes stream
+// for as long as they last. Requests end when ctx does.
+func apiServer(ctx context.Context, h http.Handler, idle time.Duration, log *slog.Logger) *http.Server {
+	return &http.Server{
+		Handler:           api.Logged(api.RefuseBrowsers(api.BoundBodies(h, api.DefaultBodyLimits)), log),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       idle,
+		BaseContext:       func(net.Listener) context.Context { return ctx },
+		ConnContext:       api.ConnContext,
+		ConnState:         api.ConnState,
+	}
 }
 
 // metricsSource gives the metrics the daemon's events and records, and the

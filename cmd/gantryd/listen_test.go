@@ -23,7 +23,7 @@ func TestListenTCPNeedsMutualTLS(t *testing.T) {
 		{"127.0.0.1:0", api.TLSFiles{CA: "ca.pem"}, "--tlscert"},
 		{"8080", api.TLSFiles{}, "want HOST:PORT"},
 	} {
-		ln, err := listenTCP(tc.addr, tc.files)
+		ln, err := listenTCP(tc.addr, tc.files, 8)
 		if ln != nil {
 			ln.Close()
 		}
