@@ -48,7 +48,10 @@
 //	                                 record or the error
 //
 // Errors answer {"message": "...", "kind": "invalid"} with the status the kind
-// maps to in statusOf.
+// maps to in statusOf; a body that came too slowly (BoundBodies) answers 408.
+// JSON in requests is read strictly: exact keys, each once (decodeStrict).
+// gantryd serves this handler behind RefuseBrowsers (403) and BoundBodies,
+// on listeners made with LimitListener (503 when every connection is busy).
 package api
 
 import (
