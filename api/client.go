@@ -96,9 +96,22 @@ func ClientTLS(f TLSFiles) (*tls.Config, error) {
 	return &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
 }
 
+// serverSuites are the TLS 1.2 cipher suites the server accepts: ECDHE key
+// exchange with an AEAD cipher, nothing with CBC or SHA-1. TLS 1.3 chooses
+// among its own suites, all AEAD.
+var serverSuites = []uint16{
+	tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+	tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+	tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+	tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+	tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+	tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+}
+
 // ServerTLS returns the TLS configuration of a server that presents Cert
-// and Key and demands a client certificate signed by the CA in CA. It
-// returns ErrInvalid.
+// and Key and demands a client certificate signed by the CA in CA: TLS 1.2
+// with ECDHE and AES-GCM or ChaCha20-Poly1305 only, or TLS 1.3. It returns
+// ErrInvalid.
 func ServerTLS(f TLSFiles) (*tls.Config, error) {
 	cert, err := tls.LoadX509KeyPair(f.Cert, f.Key)
 	if err != nil {
@@ -113,6 +126,7 @@ func ServerTLS(f TLSFiles) (*tls.Config, error) {
 		ClientCAs:    pool,
 		ClientAuth:   tls.RequireAndVerifyClientCert,
 		MinVersion:   tls.VersionTLS12,
+		CipherSuites: serverSuites,
 	}, nil
 }
 

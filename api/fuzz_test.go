@@ -38,6 +38,12 @@ func FuzzDecodeSpec(f *testing.F) {
 		// Keys matched without regard to case, and given twice.
 		`{"PUSH": ["127.0.0.1:5000/a"], "Min_Accuracy": 0.5}`,
 		`{"push": ["127.0.0.1:5000/a"], "push": ["127.0.0.1:5000/b"]}`,
+		`{"push": [], "\u0070ush": ["127.0.0.1:5000/b"]}`,
+		`{"build": {"Dockerfile": "x"}, "ſandbox": {}}`,
+		`{"build": {"build_args": {"A": "1", "a": "2", "A": "3"}}}`,
+		`{"timeouts": {"build": "1m", "build": "2h"}}`,
+		`{"timeouts": {"train": {"x": 1, "x": [{"y": 1, "y": 2}]}}}`,
+		`{"push": [{"a": 1, "a": 2}]}`,
 		// Wrong types.
 		`{"push": "registry.example.com/iris"}`,
 		`{"min_accuracy": "0.9"}`,

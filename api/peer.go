@@ -22,6 +22,9 @@ type peerKey struct{}
 // ConnContext is an http.Server ConnContext that records a unix socket
 // peer's credentials, for Logged to report.
 func ConnContext(ctx context.Context, c net.Conn) context.Context {
+	if lc, ok := c.(*limitConn); ok {
+		c = lc.Conn
+	}
 	uc, ok := c.(*net.UnixConn)
 	if !ok {
 		return ctx

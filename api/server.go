@@ -51,7 +51,10 @@
 //	                                 record or the error
 //
 // Errors answer {"message": "...", "kind": "invalid"} with the status the kind
-// maps to in statusOf.
+// maps to in statusOf; a body that came too slowly (BoundBodies) answers 408.
+// JSON in requests is read strictly: exact keys, each once (decodeStrict).
+// gantryd serves this handler behind RefuseBrowsers (403) and BoundBodies,
+// on listeners made with LimitListener (503 when every connection is busy).
 package api
 
 import (
@@ -201,24 +204,17 @@ func (s *server) getInfo(w http.ResponseWriter, r *http.Request) {
 	s.json(w, http.StatusOK, Info{Version: s.version(r.Context()), Policy: s.svc.Policy()})
 }
 
-// DecodeSpec decodes a job spec strictly: unknown fields and wrong types are
-// refused with ErrInvalid, naming the field.
+// DecodeSpec decodes a job spec strictly: unknown fields, keys that match a
+// field only without regard to case, keys given twice and wrong types are
+// refused with ErrInvalid, naming the key; a spec over MaxSpecBytes with
+// ErrTooLarge.
 func DecodeSpec(data []byte) (gantry.Spec, error) {
 	var spec gantry.Spec
 	if len(data) > MaxSpecBytes {
 		return spec, gantry.Errorf(gantry.ErrTooLarge, "spec: over %d bytes", MaxSpecBytes)
 	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&spec); err != nil {
-		var te *json.UnmarshalTypeError
-		if errors.As(err, &te) {
-			return spec, gantry.Errorf(gantry.ErrInvalid, "spec: field %q: want %s, got a JSON %s", te.Field, jsonKind(te.Type), te.Value)
-		}
-		return spec, gantry.Errorf(gantry.ErrInvalid, "spec: %v", err)
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return spec, gantry.Errorf(gantry.ErrInvalid, "spec: trailing data after the JSON object")
+	if err := decodeStrict(data, &spec, "spec"); err != nil {
+		return gantry.Spec{}, err
 	}
 	// What is accepted must be sendable again: JSON escapes some characters
 	// to six bytes, so the spec re-encoded may outgrow the limit.
@@ -415,11 +411,9 @@ func (s *server) cancel(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *server) push(w http.ResponseWriter, r *http.Request) {
-	var req PushRequest
-	dec := json.NewDecoder(io.LimitReader(r.Body, MaxSpecBytes))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil && err != io.EOF {
-		s.error(w, r, gantry.Errorf(gantry.ErrInvalid, "push request: %v", err))
+	req, err := decodePush(r.Body)
+	if err != nil {
+		s.error(w, r, err)
 		return
 	}
 	id := r.PathValue("id")
@@ -456,6 +450,23 @@ func (s *server) push(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.json(w, http.StatusOK, j)
+}
+
+// decodePush reads the body of a push request, strictly as DecodeSpec reads
+// a spec; an empty body asks for the job's own references.
+func decodePush(body io.Reader) (PushRequest, error) {
+	var req PushRequest
+	data, err := io.ReadAll(io.LimitReader(body, MaxSpecBytes+1))
+	if err != nil {
+		return req, gantry.Errorf(gantry.ErrInvalid, "push request: %v", err)
+	}
+	if len(data) > MaxSpecBytes {
+		return req, gantry.Errorf(gantry.ErrTooLarge, "push request: over %d bytes", MaxSpecBytes)
+	}
+	if len(bytes.TrimSpace(data)) == 0 {
+		return req, nil
+	}
+	return req, decodeStrict(data, &req, "push request")
 }
 
 // PushLine is one line of the answer to a push asked with progress=1
@@ -523,6 +534,11 @@ func (s *server) error(w http.ResponseWriter, r *http.Request, err error) {
 
 // errorBody is what an error answers: its status and body.
 func (s *server) errorBody(r *http.Request, err error) (int, Error) {
+	// A body that came too slowly fails whatever read it, with the
+	// handler's error around it: the answer says what happened.
+	if slow := slowBody(r); slow != nil {
+		return http.StatusRequestTimeout, Error{Message: slow.Error()}
+	}
 	status, kind := statusOf(err)
 	msg := err.Error()
 	if status == http.StatusInternalServerError {

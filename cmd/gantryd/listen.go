@@ -2,10 +2,10 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
-	"errors"
 	"fmt"
+	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/user"
 	"path/filepath"
@@ -78,23 +78,16 @@ func listen(path string, gid int) (net.Listener, error) {
 	return ln, nil
 }
 
-// listenTCP opens the API's TCP listener. It speaks mutual TLS: without the
-// three files it refuses to start, unless addr is loopback (where it warns
-// nobody: the socket is the usual way there).
-func listenTCP(addr string, files api.TLSFiles) (net.Listener, error) {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
+// listenTCP opens the API's TCP listener. It speaks mutual TLS only, on
+// loopback too: any local user, and any web page a local browser shows, can
+// reach a loopback port, so without the three files it refuses to start.
+// It keeps at most maxConns connections open (see api.LimitListener).
+func listenTCP(addr string, files api.TLSFiles, maxConns int) (net.Listener, error) {
+	if _, _, err := net.SplitHostPort(addr); err != nil {
 		return nil, fmt.Errorf("--tcp %q: want HOST:PORT: %w", addr, err)
 	}
-	noTLS := files.CA == "" && files.Cert == "" && files.Key == ""
-	if noTLS {
-		if !loopback(host) {
-			return nil, fmt.Errorf("--tcp %s: refusing to serve the API on a non-loopback address without TLS; give --tlscacert, --tlscert and --tlskey (clients then need a certificate from that CA)", addr)
-		}
-		return net.Listen("tcp", addr)
-	}
 	if files.CA == "" || files.Cert == "" || files.Key == "" {
-		return nil, errors.New("--tlscacert, --tlscert and --tlskey go together: the TCP listener demands client certificates")
+		return nil, fmt.Errorf("--tcp %s: refusing to serve the API over TCP without TLS: give --tlscacert (the CA whose client certificates are let in), --tlscert and --tlskey (the listener's certificate and key); clients then use gantry -H tcp://%s with their own --tlscacert, --tlscert and --tlskey", addr, addr)
 	}
 	cfg, err := api.ServerTLS(files)
 	if err != nil {
@@ -104,7 +97,23 @@ func listenTCP(addr string, files api.TLSFiles) (net.Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--tcp: %w", err)
 	}
-	return tls.NewListener(ln, cfg), nil
+	return api.LimitListener(ln, maxConns, cfg), nil
+}
+
+// apiServer is the http.Server of the API's socket and TCP listeners (made
+// with api.LimitListener). Browsers' requests are refused; request bodies
+// must keep coming (api.DefaultBodyLimits); a kept-alive connection closes
+// after idle. No write timeout: followed logs, events and pushes stream
+// for as long as they last. Requests end when ctx does.
+func apiServer(ctx context.Context, h http.Handler, idle time.Duration, log *slog.Logger) *http.Server {
+	return &http.Server{
+		Handler:           api.Logged(api.RefuseBrowsers(api.BoundBodies(h, api.DefaultBodyLimits)), log),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       idle,
+		BaseContext:       func(net.Listener) context.Context { return ctx },
+		ConnContext:       api.ConnContext,
+		ConnState:         api.ConnState,
+	}
 }
 
 // metricsSource gives the metrics the daemon's events and records, and the

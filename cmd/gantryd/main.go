@@ -9,7 +9,6 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -62,6 +61,7 @@ func run() error {
 		tlsCA       = flag.String("tlscacert", "", "CA whose client certificates the TCP listener trusts")
 		tlsCert     = flag.String("tlscert", "", "the TCP listener's certificate")
 		tlsKey      = flag.String("tlskey", "", "the TCP listener's key")
+		maxConns    = flag.Int("max-connections", 1024, "connections each API listener keeps open; at the limit a new one closes the longest idle, or is answered 503 when none is idle")
 		orphanGrace = flag.Duration("orphan-grace", time.Minute, "how long a container with gantryd's label but no job is left before it is removed")
 		debug       = flag.Bool("debug", false, "log at debug level")
 		httpAddr    = flag.String("http", "", "serve the dashboard on this loopback address, e.g. 127.0.0.1:8080 (empty: no dashboard)")
@@ -196,23 +196,18 @@ func run() error {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", m.Handler())
 	mux.Handle("/", apiHandler)
-	srv := &http.Server{
-		Handler:           api.Logged(mux, log),
-		ReadHeaderTimeout: 10 * time.Second,
-		BaseContext:       func(net.Listener) context.Context { return ctx },
-		ConnContext:       api.ConnContext,
-	}
+	srv := apiServer(ctx, mux, 2*time.Minute, log)
 	served := make(chan error, 2)
-	go func() { served <- srv.Serve(ln) }()
+	go func() { served <- srv.Serve(api.LimitListener(ln, *maxConns, nil)) }()
 	if *tcpAddr != "" {
-		tln, err := listenTCP(*tcpAddr, api.TLSFiles{CA: *tlsCA, Cert: *tlsCert, Key: *tlsKey})
+		tln, err := listenTCP(*tcpAddr, api.TLSFiles{CA: *tlsCA, Cert: *tlsCert, Key: *tlsKey}, *maxConns)
 		if err != nil {
 			srv.Close()
 			os.Remove(*socket)
 			return err
 		}
 		go func() { served <- srv.Serve(tln) }()
-		log.Info("serving the API over mutual TLS", "addr", tln.Addr().String())
+		log.Info("serving the API over mutual TLS: clients need a certificate from --tlscacert", "addr", tln.Addr().String(), "tlscacert", *tlsCA)
 	}
 	log.Info("gantryd serving", "socket", *socket, "data_dir", *dataDir, "instance", instance,
 		"engine", engineVersion, "engine_api", engineAPI, "max_jobs", *maxJobs)
