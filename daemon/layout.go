@@ -1,0 +1,56 @@
+package daemon
+
+// The data dir's layout and the names gantryd gives what it creates.
+
+import (
+	"os"
+	"path/filepath"
+
+	"github.com/gantry-ml/gantry/internal/joblog"
+	"github.com/gantry-ml/gantry/runner"
+)
+
+func (d *Daemon) contextDir(id string) string { return filepath.Join(d.cfg.DataDir, "contexts", id) }
+
+// LogPath is where job id's log lives: the build output, the training
+// output and the push progress, in that order.
+func (d *Daemon) LogPath(id string) string {
+	return filepath.Join(d.cfg.DataDir, "logs", id+".log")
+}
+
+// StatusPath is where job id's build status lives: BuildKit's status
+// updates as JSON lines, for gantry watch to draw BuildKit's own display.
+func (d *Daemon) StatusPath(id string) string {
+	return filepath.Join(d.cfg.DataDir, "logs", id+".build.jsonl")
+}
+
+// openLog opens job id's log for appending, as a joblog.Writer that wakes
+// the log's followers after each write.
+func (d *Daemon) openLog(id string) (*joblog.Writer, func() error, error) {
+	path := d.LogPath(id)
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, nil, err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	atStart := true
+	if fi.Size() > 0 {
+		last := make([]byte, 1)
+		if _, err := f.ReadAt(last, fi.Size()-1); err != nil {
+			f.Close()
+			return nil, nil, err
+		}
+		atStart = last[0] == '\n'
+	}
+	return joblog.NewWriter(f, atStart, func() { d.written.notify(path) }), f.Close, nil
+}
+
+func containerName(id string) string { return "gantry-" + id }
+
+func (d *Daemon) labels(id string) map[string]string {
+	return map[string]string{runner.LabelJob: id, runner.LabelDaemon: d.cfg.Instance}
+}

@@ -1,0 +1,48 @@
+package daemon
+
+// Recovery: what a gantryd that stopped (or was killed) left is readied
+// before the API serves.
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/gantry-ml/gantry"
+)
+
+// Prepare readies what a previous gantryd left before the API serves: the
+// log of every job caught training is cut back to where training began (its
+// container's log is replayed from the start when the job resumes), and
+// build contexts of jobs that no longer need them are removed.
+func (d *Daemon) Prepare(ctx context.Context) error {
+	jobs, err := d.store.Unfinished(ctx)
+	if err != nil {
+		return fmt.Errorf("recover: %w", err)
+	}
+	for _, j := range jobs {
+		if j.State == gantry.StateQueued {
+			d.mu.Lock()
+			d.queued[j.ID] = j.ContextSize
+			d.queuedBytes += j.ContextSize
+			d.mu.Unlock()
+		}
+		if j.State == gantry.StateRunning && j.ExitCode == nil {
+			if err := cutLog(d.LogPath(j.ID), trainingMarker(j.ContainerID)); err != nil {
+				return fmt.Errorf("recover job %s: %w", j.ID, err)
+			}
+		}
+	}
+	entries, err := os.ReadDir(filepath.Join(d.cfg.DataDir, "contexts"))
+	if err != nil {
+		return fmt.Errorf("recover: %w", err)
+	}
+	for _, e := range entries {
+		j, err := d.store.Get(ctx, e.Name())
+		if err != nil || j.State != gantry.StateQueued && (j.State != gantry.StateBuilding || j.Image != "") {
+			os.RemoveAll(d.contextDir(e.Name()))
+		}
+	}
+	return nil
+}
