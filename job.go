@@ -298,12 +298,18 @@ type Job struct {
 	// ImageName is the local name the build tags the image with.
 	ImageName string `json:"image_name,omitempty"`
 	// Image is the local image ID the build produced.
-	Image       string  `json:"image,omitempty"`
-	ContainerID string  `json:"container_id,omitempty"`
-	ExitCode    *int    `json:"exit_code,omitempty"`
-	Metrics     Metrics `json:"metrics"`
-	Pushes      []Push  `json:"pushes,omitempty"`
-	Times       Times   `json:"times"`
+	Image       string `json:"image,omitempty"`
+	ContainerID string `json:"container_id,omitempty"`
+	// TrainLogOffset is where the training container's output starts in
+	// the job's log: recovery cuts the log back to it before the
+	// container's log is replayed.
+	TrainLogOffset int64 `json:"train_log_offset,omitempty"`
+	// Checkpoint is the last step of the run whose outcome is recorded.
+	Checkpoint Checkpoint `json:"checkpoint,omitempty"`
+	ExitCode   *int       `json:"exit_code,omitempty"`
+	Metrics    Metrics    `json:"metrics"`
+	Pushes     []Push     `json:"pushes,omitempty"`
+	Times      Times      `json:"times"`
 	// ContextSize is the size in bytes of the build context as received.
 	ContextSize int64 `json:"context_size"`
 	// CancelRequested is set when a user asked to cancel the job; a

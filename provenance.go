@@ -83,6 +83,20 @@ func NewProvenance(j *Job) *Provenance {
 	}
 }
 
+// Judge is the gate's verdict on a job that trained with exit 0: it passes
+// when it has no minimum accuracy, or reported one at least as high.
+func Judge(min *float64, m Metrics) Gate {
+	g := Gate{MinAccuracy: min, Passed: true}
+	switch {
+	case min == nil:
+	case m.Accuracy == nil:
+		g.Passed, g.Reason = false, fmt.Sprintf("the gate needs accuracy >= %g, but %s", *min, m.AccuracyError)
+	case *m.Accuracy < *min:
+		g.Passed, g.Reason = false, fmt.Sprintf("accuracy %.4f is below the gate %g", *m.Accuracy, *min)
+	}
+	return g
+}
+
 // Decide says whether a candidate accuracy beats the champion's by at least
 // minImprovement (strictly, when it is 0), and why. champion is nil when the
 // tag holds no image with a provenance record; then the candidate wins.

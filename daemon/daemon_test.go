@@ -2774,8 +2774,11 @@ func TestPush(t *testing.T) {
 				}
 				return
 			}
-			if len(calls) != 1 || !slices.Equal(calls[0].refs, tc.wantRefs) || calls[0].img != f.source.img {
-				t.Errorf("pusher calls %+v, want one of the source's image to %v", calls, tc.wantRefs)
+			// As the job's own push: the references, then the job tag of
+			// each of their repositories.
+			wantRefs := append(slices.Clone(tc.wantRefs), jobTags(j.ID, tc.wantRefs)...)
+			if len(calls) != 1 || !slices.Equal(calls[0].refs, wantRefs) || calls[0].img != f.source.img {
+				t.Errorf("pusher calls %+v, want one of the source's image to %v", calls, wantRefs)
 			}
 			wantAsked := []string{j.ImageName}
 			if tc.gone {
@@ -2795,8 +2798,9 @@ func TestPush(t *testing.T) {
 				t.Fatal(err)
 			}
 			for _, r := range []*gantry.Job{got, stored} {
-				if !reflect.DeepEqual(r.Pushes, tc.wantPushes) {
-					t.Errorf("pushes recorded %v, want %v", r.Pushes, tc.wantPushes)
+				pushes := slices.DeleteFunc(slices.Clone(r.Pushes), func(p gantry.Push) bool { return strings.Contains(p.Ref, ":job-") })
+				if !reflect.DeepEqual(pushes, tc.wantPushes) {
+					t.Errorf("pushes recorded %v, want %v (and the job tags)", pushes, tc.wantPushes)
 				}
 				if r.State != j.State {
 					t.Errorf("state %s after gantry push, want it as it was (%s)", r.State, j.State)
@@ -3042,4 +3046,39 @@ func TestUploadDuringTraining(t *testing.T) {
 			t.Errorf("uploads %v for a job that pushes nowhere, want none", got)
 		}
 	})
+}
+
+// TestPushOfAPromotingJobAsItsOwn: gantry push of a job that promotes does
+// what the job's own push did: the job tag, the provenance record beside
+// the image, and the champion rule, in the repository pushed to.
+func TestPushOfAPromotingJobAsItsOwn(t *testing.T) {
+	ctx := context.Background()
+	f := pipeNewFakes(t)
+	rig := pipeNewRig(t, 1, f)
+	acc := 0.97
+	spec := gantry.Spec{Push: []string{"registry.example/iris:1"}, Promote: "champion"}
+	j := pipeRecord(t, rig.st, gantry.NewJob(spec, time.Now()), func(j *gantry.Job) {
+		j.GatePassed, j.Image = true, pipeImageID(j.ID)
+		j.Metrics.Accuracy = &acc
+	}, gantry.StateBuilding, gantry.StateRunning, gantry.StatePushing, gantry.StateSucceeded)
+
+	got, err := rig.d.Push(ctx, j.ID, []string{"other.example/team/iris:v2"}, io.Discard)
+	if err != nil {
+		t.Fatalf("Push: %v", err)
+	}
+	calls := f.pusher.pushCalls()
+	want := []string{"other.example/team/iris:v2", "other.example/team/iris:job-" + j.ID}
+	if len(calls) != 1 || !slices.Equal(calls[0].refs, want) {
+		t.Fatalf("pusher calls %+v, want one to %v", calls, want)
+	}
+	digest := calls[0].returned[0].Digest
+	if _, ok := f.pusher.attached[digest]; !ok {
+		t.Errorf("no provenance record attached to %s", digest)
+	}
+	if tag := f.pusher.tags["other.example/team/iris:champion"]; tag != digest {
+		t.Errorf("champion tag holds %q, want the pushed image %s", tag, digest)
+	}
+	if len(got.Promotions) != 1 || got.Promotions[0].Tag != "other.example/team/iris:champion" || !got.Promotions[0].Promoted {
+		t.Errorf("promotions recorded %+v, want one on other.example/team/iris:champion, promoted", got.Promotions)
+	}
 }

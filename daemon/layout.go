@@ -24,29 +24,47 @@ func (d *Daemon) StatusPath(id string) string {
 	return filepath.Join(d.cfg.DataDir, "logs", id+".build.jsonl")
 }
 
-// openLog opens job id's log for appending, as a joblog.Writer that wakes
-// the log's followers after each write.
-func (d *Daemon) openLog(id string) (*joblog.Writer, func() error, error) {
+// jobLog is a job's log, open for the run: its text goes through a
+// joblog.Writer, which marks gantryd's own lines.
+type jobLog struct {
+	*joblog.Writer
+	f *os.File
+}
+
+// Size is the log's length: where what is written next starts.
+func (l *jobLog) Size() (int64, error) {
+	fi, err := l.f.Stat()
+	if err != nil {
+		return 0, err
+	}
+	return fi.Size(), nil
+}
+
+func (l *jobLog) Close() error { return l.f.Close() }
+
+// openLog opens job id's log for appending; the followers of its path are
+// woken by each write.
+func (d *Daemon) openLog(id string) (*jobLog, error) {
 	path := d.LogPath(id)
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR|os.O_APPEND, 0o600)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	fi, err := f.Stat()
 	if err != nil {
 		f.Close()
-		return nil, nil, err
+		return nil, err
 	}
 	atStart := true
 	if fi.Size() > 0 {
 		last := make([]byte, 1)
 		if _, err := f.ReadAt(last, fi.Size()-1); err != nil {
 			f.Close()
-			return nil, nil, err
+			return nil, err
 		}
 		atStart = last[0] == '\n'
 	}
-	return joblog.NewWriter(f, atStart, func() { d.written.notify(path) }), f.Close, nil
+	return &jobLog{Writer: joblog.NewWriter(f, atStart, func() { d.written.notify(path) }), f: f}, nil
 }
 
 func containerName(id string) string { return "gantry-" + id }

@@ -37,11 +37,11 @@ func TestFollowerWokenByWrite(t *testing.T) {
 			name:   "log",
 			follow: func(d *Daemon) func(context.Context, string, bool, io.Writer) error { return d.Logs },
 			writer: func(t *testing.T, d *Daemon, id string) io.Writer {
-				logf, closeLog, err := d.openLog(id)
+				logf, err := d.openLog(id)
 				if err != nil {
 					t.Fatalf("openLog: %v", err)
 				}
-				t.Cleanup(func() { closeLog() })
+				t.Cleanup(func() { logf.Close() })
 				return logf.Output()
 			},
 		},
@@ -114,10 +114,10 @@ func TestIdleFollowersDoNotRead(t *testing.T) {
 			t.Errorf("%d followers of an idle job read the log %d times in a minute, want 0", followers, n)
 		}
 
-		logf, closeLog, err := d.openLog(id)
+		logf, err := d.openLog(id)
 		if err == nil {
 			logf.Linef("==> one line")
-			closeLog()
+			logf.Close()
 		} else {
 			t.Errorf("openLog: %v", err)
 		}

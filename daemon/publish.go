@@ -10,20 +10,23 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"time"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
 	"github.com/gantry-ml/gantry"
-	"github.com/gantry-ml/gantry/internal/joblog"
 	"github.com/gantry-ml/gantry/push"
 )
 
 // Push pushes a finished job's image again: to refs, or when refs is empty to
-// the job's own --push references, within the daemon's default push timeout.
-// Only a job whose training passed the gate may be pushed. It is idempotent,
-// and records each push in the job. It returns ErrNotFound (no such job, or
-// its image is gone), ErrConflict (the job has not passed, or has not
-// ended), ErrInvalid (a bad reference) and ErrUnavailable (the registry
-// failed).
+// the job's own --push references, the way the job's own push did (job tags,
+// provenance, the champion rule: see publish), within the job's push
+// timeout. Only a job whose training passed the gate may be pushed. It is
+// idempotent, and records each push in the job. It returns ErrNotFound (no
+// such job, or its image is gone), ErrConflict (the job has not passed, or
+// has not ended), ErrInvalid (a bad reference) and ErrUnavailable (the
+// registry failed).
 func (d *Daemon) Push(ctx context.Context, id string, refs []string, progress io.Writer) (*gantry.Job, error) {
 	j, err := d.store.Get(ctx, id)
 	if err != nil {
@@ -46,32 +49,82 @@ func (d *Daemon) Push(ctx context.Context, id string, refs []string, progress io
 			return nil, err
 		}
 	}
+	j, err = d.publish(ctx, j, refs, nil, plainReporter{progress})
+	if err != nil && gantry.Kind(err) == nil {
+		err = gantry.Errorf(gantry.ErrUnavailable, "%v", err)
+	}
+	return j, err
+}
+
+// reporter is where publishing says what it does: the job's log, or the
+// client of gantry push.
+type reporter interface {
+	Linef(format string, args ...any) error
+	// Own takes the push's progress lines.
+	Own() io.Writer
+}
+
+// plainReporter reports to a writer of plain lines.
+type plainReporter struct{ w io.Writer }
+
+func (p plainReporter) Linef(format string, args ...any) error {
+	_, err := fmt.Fprintf(p.w, format+"\n", args...)
+	return err
+}
+
+func (p plainReporter) Own() io.Writer { return p.w }
+
+// publish pushes job j's image to refs and to the immutable job-<id> tag of
+// each of their repositories (so every result can be found and rolled back
+// to), records the pushes, attaches the provenance record beside the image
+// in each repository, and, for a job that promotes, moves its tag there when
+// the champion rule says so. It is the one path to a registry: a job's own
+// push and gantry push both take it. upload, when not nil, is the job's
+// upload of its blobs, waited for first.
+func (d *Daemon) publish(ctx context.Context, j *gantry.Job, refs []string, upload *earlyUpload, rep reporter) (*gantry.Job, error) {
+	refs = append(append([]string(nil), refs...), jobTags(j.ID, refs)...)
+	rep.Linef("==> pushing to %v", refs)
+	pctx, cancel := withLimit(ctx, "push", j.Spec.Timeouts.Push)
+	defer cancel()
+	upload.wait(pctx)
+	img, err := d.image(pctx, j)
+	if err != nil {
+		return j, phaseErr(ctx, pctx, err)
+	}
+	defer push.Release(img)
+	pushes, err := d.pusher.Push(pctx, img, refs, rep.Own())
+	// Record what moved, even when the rest failed.
+	if j, err = d.recordPushes(ctx, j.ID, pushes, err); err != nil {
+		return j, phaseErr(ctx, pctx, err)
+	}
+	// The provenance record goes beside the image, by digest: the image's
+	// own digest does not change.
+	if j, err = d.attachProvenance(pctx, j, pushes, rep); err != nil {
+		return j, phaseErr(ctx, pctx, err)
+	}
+	if j.Spec.Promote != "" {
+		if j, err = d.promote(pctx, j, pushes, rep); err != nil {
+			return j, phaseErr(ctx, pctx, err)
+		}
+	}
+	return j, nil
+}
+
+// image reads job j's image for a push: by its name, or, once that is gone
+// from the engine, by its ID (its blobs may still be kept). It returns
+// ErrNotFound when neither can be read.
+func (d *Daemon) image(ctx context.Context, j *gantry.Job) (v1.Image, error) {
 	img, err := d.source(ctx, j.ImageName)
 	if errors.Is(err, gantry.ErrNotFound) && j.Image != "" {
-		// Removed from the engine: its blobs may still be kept.
 		img, err = d.source(ctx, j.Image)
 	}
 	if errors.Is(err, gantry.ErrNotFound) {
-		return nil, gantry.Errorf(gantry.ErrNotFound, "job %s: its image %s is no longer in the engine, nor are all its layers kept: %v", id, j.ImageName, err)
+		return nil, gantry.Errorf(gantry.ErrNotFound, "job %s: its image %s is no longer in the engine, nor are all its layers kept: %v", j.ID, j.ImageName, err)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("job %s: read its image %s: %w", id, j.ImageName, err)
+		return nil, fmt.Errorf("job %s: read its image %s: %w", j.ID, j.ImageName, err)
 	}
-	defer push.Release(img)
-	pctx, cancel := withLimit(ctx, "push", d.cfg.Policy.Timeouts.Push)
-	defer cancel()
-	pushes, perr := d.pusher.Push(pctx, img, refs, progress)
-	if perr != nil {
-		perr = gantry.Errorf(gantry.ErrUnavailable, "%v", phaseErr(ctx, pctx, perr))
-	}
-	j, err = d.store.Update(context.WithoutCancel(ctx), id, func(j *gantry.Job) error {
-		j.Pushes = mergePushes(j.Pushes, pushes)
-		return nil
-	})
-	if perr != nil {
-		return j, perr
-	}
-	return j, err
+	return img, nil
 }
 
 // mergePushes adds pushes to have, replacing earlier pushes to the same ref.
@@ -144,22 +197,30 @@ func (u *earlyUpload) stop() {
 	<-u.done
 }
 
-// jobTags returns REPO:job-<id> for each repository the job pushes to.
-func jobTags(j *gantry.Job) []string {
+// jobTags returns REPO:job-<id> for each repository of refs.
+func jobTags(id string, refs []string) []string {
 	var tags []string
 	seen := map[string]bool{}
-	for _, r := range j.Spec.Push {
-		t, err := gantry.ParseRef(r)
-		if err != nil {
-			continue
-		}
-		repo := t.Context().Name()
-		if !seen[repo] {
+	for _, r := range refs {
+		if repo := gantry.Repository(r); !seen[repo] {
 			seen[repo] = true
-			tags = append(tags, repo+":job-"+j.ID)
+			tags = append(tags, repo+":job-"+id)
 		}
 	}
 	return tags
+}
+
+// perRepository returns the first of pushes to each repository.
+func perRepository(pushes []gantry.Push) []gantry.Push {
+	var out []gantry.Push
+	seen := map[string]bool{}
+	for _, p := range pushes {
+		if repo := gantry.Repository(p.Ref); !seen[repo] {
+			seen[repo] = true
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // recordPushes records the pushes done; pushErr is returned unless the
@@ -176,25 +237,19 @@ func (d *Daemon) recordPushes(ctx context.Context, id string, pushes []gantry.Pu
 }
 
 // attachProvenance records the job's provenance and pushes it as an
-// artifact referring to the image in each repository pushed to.
-func (d *Daemon) attachProvenance(ctx context.Context, j *gantry.Job, logf *joblog.Writer) (*gantry.Job, error) {
+// artifact referring to the image in each repository of pushes.
+func (d *Daemon) attachProvenance(ctx context.Context, j *gantry.Job, pushes []gantry.Push, rep reporter) (*gantry.Job, error) {
 	prov := gantry.NewProvenance(j)
 	data, err := json.Marshal(prov)
 	if err != nil {
-		return nil, err
+		return j, err
 	}
-	seen := map[string]bool{}
-	for _, p := range j.Pushes {
-		repo := gantry.Repository(p.Ref)
-		if seen[repo] {
-			continue
-		}
-		seen[repo] = true
+	for _, p := range perRepository(pushes) {
 		a, err := d.pusher.Attach(ctx, p.Ref, p.Digest, gantry.ProvenanceType, data)
 		if err != nil {
-			return nil, fmt.Errorf("attach the provenance record: %w", err)
+			return j, fmt.Errorf("attach the provenance record: %w", err)
 		}
-		logf.Linef("provenance record %s attached to %s@%s", a, repo, p.Digest)
+		rep.Linef("provenance record %s attached to %s@%s", a, gantry.Repository(p.Ref), p.Digest)
 	}
 	return d.store.Update(context.WithoutCancel(ctx), j.ID, func(j *gantry.Job) error {
 		j.Provenance = prov
@@ -202,35 +257,38 @@ func (d *Daemon) attachProvenance(ctx context.Context, j *gantry.Job, logf *jobl
 	})
 }
 
-// promote moves the job's --promote tag, in each repository it pushed to,
-// to its image when its accuracy beats the image the tag holds now, as that
+// promote moves the job's --promote tag, in each repository of pushes, to
+// its image when its accuracy beats the image the tag holds now, as that
 // image's provenance record in the registry says. Jobs promoting the same
-// tag take turns, so the better one ends on the tag whatever the order.
-func (d *Daemon) promote(ctx context.Context, j *gantry.Job, logf *joblog.Writer) error {
+// tag take turns, so the better one ends on the tag whatever the order. The
+// decisions are recorded, replacing earlier ones on the same tag.
+func (d *Daemon) promote(ctx context.Context, j *gantry.Job, pushes []gantry.Push, rep reporter) (*gantry.Job, error) {
 	if j.Metrics.Accuracy == nil {
-		return nil
+		return j, nil
 	}
 	var decisions []gantry.Promotion
-	seen := map[string]bool{}
-	for _, p := range j.Pushes {
-		repo := gantry.Repository(p.Ref)
-		if seen[repo] {
-			continue
-		}
-		seen[repo] = true
-		ref := repo + ":" + j.Spec.Promote
+	for _, p := range perRepository(pushes) {
+		ref := gantry.Repository(p.Ref) + ":" + j.Spec.Promote
 		dec, err := d.promoteOne(ctx, ref, p, *j.Metrics.Accuracy, j.Spec.MinImprovement)
 		if err != nil {
-			return err
+			return j, err
 		}
-		logf.Linef("==> %s: %s", ref, dec.Reason)
+		rep.Linef("==> %s: %s", ref, dec.Reason)
 		decisions = append(decisions, dec)
 	}
-	_, err := d.store.Update(context.WithoutCancel(ctx), j.ID, func(j *gantry.Job) error {
-		j.Promotions = decisions
+	return d.store.Update(context.WithoutCancel(ctx), j.ID, func(j *gantry.Job) error {
+		j.Promotions = mergePromotions(j.Promotions, decisions)
 		return nil
 	})
-	return err
+}
+
+// mergePromotions adds decisions to have, replacing earlier ones on the
+// same tag.
+func mergePromotions(have, decisions []gantry.Promotion) []gantry.Promotion {
+	out := slices.DeleteFunc(slices.Clone(have), func(h gantry.Promotion) bool {
+		return slices.ContainsFunc(decisions, func(d gantry.Promotion) bool { return d.Tag == h.Tag })
+	})
+	return append(out, decisions...)
 }
 
 func (d *Daemon) promoteOne(ctx context.Context, ref string, p gantry.Push, acc, minImprovement float64) (gantry.Promotion, error) {

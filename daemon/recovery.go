@@ -28,8 +28,8 @@ func (d *Daemon) Prepare(ctx context.Context) error {
 			d.queuedBytes += j.ContextSize
 			d.mu.Unlock()
 		}
-		if j.State == gantry.StateRunning && j.ExitCode == nil {
-			if err := cutLog(d.LogPath(j.ID), trainingMarker(j.ContainerID)); err != nil {
+		if j.State == gantry.StateRunning && !j.Reached(gantry.CheckpointExited) {
+			if err := d.cutTrainingLog(j); err != nil {
 				return fmt.Errorf("recover job %s: %w", j.ID, err)
 			}
 		}
@@ -40,9 +40,19 @@ func (d *Daemon) Prepare(ctx context.Context) error {
 	}
 	for _, e := range entries {
 		j, err := d.store.Get(ctx, e.Name())
-		if err != nil || j.State != gantry.StateQueued && (j.State != gantry.StateBuilding || j.Image != "") {
+		if err != nil || j.State.Terminal() || j.Reached(gantry.CheckpointBuilt) {
 			os.RemoveAll(d.contextDir(e.Name()))
 		}
 	}
 	return nil
+}
+
+// cutTrainingLog cuts job j's log back to where its container's output
+// starts, as the record says (a record from before it said so: to the
+// training marker, which gantryd marks as its own).
+func (d *Daemon) cutTrainingLog(j *gantry.Job) error {
+	if j.TrainLogOffset <= 0 {
+		return cutLog(d.LogPath(j.ID), trainingMarker(j.ContainerID))
+	}
+	return os.Truncate(d.LogPath(j.ID), j.TrainLogOffset)
 }

@@ -6,26 +6,21 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"time"
 	"unicode/utf8"
 
 	"github.com/gantry-ml/gantry"
-	"github.com/gantry-ml/gantry/builder"
-	"github.com/gantry-ml/gantry/internal/joblog"
-	"github.com/gantry-ml/gantry/push"
-	"github.com/gantry-ml/gantry/runner"
 )
 
 // runJob runs job id's life under jctx and settles how it ended. daemonCtx
 // is gantryd's lifetime: when it ends, the job is left to be resumed.
 func (d *Daemon) runJob(daemonCtx, jctx context.Context, id string) {
-	logf, closeLog, err := d.openLog(id)
+	logf, err := d.openLog(id)
 	if err != nil {
 		d.finish(jctx, id, nil, gantry.StateFailed, fmt.Sprintf("open job log: %v", err))
 		return
 	}
-	defer closeLog()
+	defer logf.Close()
 	err = d.life(jctx, id, logf)
 	switch {
 	case err == nil:
@@ -41,11 +36,10 @@ func (d *Daemon) runJob(daemonCtx, jctx context.Context, id string) {
 	}
 }
 
-// life is one job's life: build, run, gate, push. It goes on from whatever
-// state the record holds, so it serves a new job and one a restart resumes.
-// It returns nil once the job has ended, or why it stopped.
-func (d *Daemon) life(ctx context.Context, id string, logf *joblog.Writer) error {
-	say := func(format string, args ...any) { logf.Linef("==> "+format, args...) }
+// life is one job's life: build, create, train, gate, publish. It goes on
+// from the checkpoint the record holds, so it serves a new job and one a
+// restart resumes. It returns nil once the job has ended, or why it stopped.
+func (d *Daemon) life(ctx context.Context, id string, logf *jobLog) error {
 	j, err := d.store.Get(ctx, id)
 	if err != nil {
 		return err
@@ -53,7 +47,6 @@ func (d *Daemon) life(ctx context.Context, id string, logf *joblog.Writer) error
 	if j.CancelRequested {
 		return errCanceled
 	}
-
 	// Queued: the slot is ours.
 	if j.State == gantry.StateQueued {
 		if j, err = d.move(ctx, id, gantry.StateBuilding, nil); err != nil {
@@ -61,164 +54,33 @@ func (d *Daemon) life(ctx context.Context, id string, logf *joblog.Writer) error
 		}
 		d.log.Info("job building", "job", id)
 	}
-
-	if j.State == gantry.StateBuilding {
-		// Build, unless the image was recorded before a restart.
-		if j.Image == "" {
-			if _, err := os.Stat(d.contextDir(id)); err != nil {
-				return fmt.Errorf("the build context is gone (%v): submit the job again", err)
-			}
-			status, err := os.Create(d.StatusPath(id))
-			if err != nil {
-				return err
-			}
-			bctx, cancel := withLimit(ctx, "build", j.Spec.Timeouts.Build)
-			say("building %s (Dockerfile %s)", j.ImageName, j.Spec.Build.Dockerfile)
-			imageID, err := d.builder.Build(bctx, builder.Request{
-				ContextDir: d.contextDir(id),
-				Spec:       j.Spec.Build,
-				Name:       j.ImageName,
-				Labels:     d.labels(id),
-				Status:     d.notifying(status, d.StatusPath(id)),
-			}, logf.Output())
-			cancel()
-			status.Close()
-			if err != nil {
-				return phaseErr(ctx, bctx, err)
-			}
-			bases := d.bases(ctx, id)
-			if j, err = d.store.Update(ctx, id, func(j *gantry.Job) error {
-				j.Image = imageID
-				j.Inputs.Bases = bases
-				return nil
-			}); err != nil {
-				return err
-			}
-			os.RemoveAll(d.contextDir(id))
-			say("built image %s", imageID)
+	r := &jobRun{d: d, j: j, log: logf}
+	// An upload started beside training ends with the run, whatever way.
+	defer func() { r.upload.stop() }()
+	for _, s := range []struct {
+		done gantry.Checkpoint
+		run  func(context.Context) error
+	}{
+		{gantry.CheckpointBuilt, r.build},
+		{gantry.CheckpointCreated, r.create},
+		{gantry.CheckpointExited, r.train},
+		{gantry.CheckpointGated, r.gate},
+		{gantry.CheckpointPublished, r.publish},
+	} {
+		if r.j.State.Terminal() {
+			return nil
 		}
-
-		// Create the container and record it before it starts. A container
-		// a crash left between the two has the job's name: remove it first.
-		if err := d.engine.Remove(ctx, containerName(id)); err != nil {
-			return err
+		if r.j.Reached(s.done) {
+			continue // done before a restart
 		}
-		r := j.Spec.Resources
-		cid, err := d.engine.Create(ctx, runner.Spec{
-			Image:     j.Image,
-			Name:      containerName(id),
-			Labels:    d.labels(id),
-			Memory:    r.Memory,
-			NanoCPUs:  int64(r.CPUs * 1e9),
-			PidsLimit: r.PidsLimit,
-			Network:   j.Spec.Sandbox.Network,
-			CapAdd:    j.Spec.Sandbox.CapAdd,
-			LogBytes:  d.logCap(j),
-		})
-		if err != nil {
-			return err
-		}
-		if j, err = d.move(ctx, id, gantry.StateRunning, func(j *gantry.Job) { j.ContainerID = cid }); err != nil {
-			d.engine.Remove(context.WithoutCancel(ctx), cid)
-			return err
-		}
-		logf.Linef("%s", trainingLine(cid))
-	}
-
-	// While training runs, the image's layers go to the registries
-	// already, so that a push after the gate costs only the manifests.
-	var upload *earlyUpload
-	defer func() { upload.stop() }()
-
-	if j.State == gantry.StateRunning {
-		// Train, unless the exit was recorded before a restart.
-		if j.ExitCode == nil {
-			if len(j.Spec.Push) > 0 {
-				upload = d.uploadEarly(ctx, j)
-			}
-			exit, metrics, err := d.train(ctx, j, logf)
-			if err != nil {
-				return err
-			}
-			if j, err = d.store.Update(ctx, id, func(j *gantry.Job) error {
-				code := exit.Code
-				j.ExitCode = &code
-				j.Metrics = metrics
-				j.Error = ""
-				if exit.OOMKilled {
-					j.Error = "training was killed: out of memory (OOMKilled)"
-				} else if exit.Code != 0 {
-					j.Error = fmt.Sprintf("training exited with code %d", exit.Code)
-				} else if reason := gate(j.Spec.MinAccuracy, metrics); reason != "" {
-					j.Error = reason
-				} else {
-					j.GatePassed = true
-				}
-				return nil
-			}); err != nil {
-				return err
-			}
-		}
-		// The record is complete: the container can go.
-		if err := d.engine.Remove(ctx, j.ContainerID); err != nil {
-			d.log.Warn("remove container", "job", id, "err", err)
-		}
-		if a := j.Metrics.Accuracy; a != nil {
-			say("accuracy %.4f", *a)
-		} else {
-			say("accuracy: %s", j.Metrics.AccuracyError)
-		}
-
-		// Gate. A job that will not push stops its upload before it ends:
-		// once it has ended, nothing of it goes on.
-		if !j.GatePassed || len(j.Spec.Push) == 0 {
-			upload.stop()
-		}
-		switch {
-		case j.ExitCode != nil && *j.ExitCode != 0:
-			return errors.New(j.Error)
-		case !j.GatePassed:
-			say("rejected: %s", j.Error)
-			return d.finish(ctx, id, nil, gantry.StateRejected, j.Error)
-		case len(j.Spec.Push) == 0:
-			return d.finish(ctx, id, logf, gantry.StateSucceeded, "")
-		}
-		if j, err = d.move(ctx, id, gantry.StatePushing, nil); err != nil {
+		if err := s.run(ctx); err != nil {
 			return err
 		}
 	}
-
-	if j.State == gantry.StatePushing {
-		// Push to each reference, and to the immutable job-<id> tag of each
-		// repository, so every result can be found and rolled back to.
-		refs := append(append([]string(nil), j.Spec.Push...), jobTags(j)...)
-		say("pushing to %v", refs)
-		pctx, cancel := withLimit(ctx, "push", j.Spec.Timeouts.Push)
-		defer cancel()
-		upload.wait(pctx)
-		img, err := d.source(pctx, j.ImageName)
-		if err != nil {
-			return phaseErr(ctx, pctx, err)
-		}
-		defer push.Release(img)
-		pushes, err := d.pusher.Push(pctx, img, refs, logf.Own())
-		// Record what moved, even when the rest failed.
-		if j, err = d.recordPushes(ctx, id, pushes, err); err != nil {
-			return phaseErr(ctx, pctx, err)
-		}
-		// The provenance record goes beside the image, by digest: the
-		// image's own digest does not change.
-		if j, err = d.attachProvenance(pctx, j, logf); err != nil {
-			return phaseErr(ctx, pctx, err)
-		}
-		if j.Spec.Promote != "" {
-			if err := d.promote(pctx, j, logf); err != nil {
-				return phaseErr(ctx, pctx, err)
-			}
-		}
-		return d.finish(ctx, id, logf, gantry.StateSucceeded, "")
+	if !r.j.State.Terminal() {
+		return fmt.Errorf("job %s: nothing to do in state %s", id, r.j.State)
 	}
-	return fmt.Errorf("job %s: nothing to do in state %s", id, j.State)
+	return nil
 }
 
 // The causes a job's context ends with, besides gantryd shutting down.
@@ -267,8 +129,9 @@ func (d *Daemon) move(ctx context.Context, id string, to gantry.State, edit func
 }
 
 // finish ends job id in a terminal state with the reason, which also goes to
-// the log (when logf is given) as its last line.
-func (d *Daemon) finish(ctx context.Context, id string, logf *joblog.Writer, to gantry.State, reason string) error {
+// the log (when logf is given) as its last line; edits are applied in the
+// same transaction. It returns the record as ended.
+func (d *Daemon) finish(ctx context.Context, id string, logf *jobLog, to gantry.State, reason string, edits ...func(*gantry.Job)) (*gantry.Job, error) {
 	reason = clip(reason, maxReason)
 	if logf != nil {
 		if reason != "" {
@@ -277,7 +140,10 @@ func (d *Daemon) finish(ctx context.Context, id string, logf *joblog.Writer, to 
 			logf.Linef("==> %s", to)
 		}
 	}
-	_, err := d.move(ctx, id, to, func(j *gantry.Job) {
+	j, err := d.move(ctx, id, to, func(j *gantry.Job) {
+		for _, edit := range edits {
+			edit(j)
+		}
 		j.Error = reason
 		if j.Provenance == nil {
 			j.Provenance = gantry.NewProvenance(j)
@@ -286,7 +152,7 @@ func (d *Daemon) finish(ctx context.Context, id string, logf *joblog.Writer, to 
 	if err == nil {
 		d.log.Info("job "+string(to), "job", id, "reason", reason)
 	}
-	return err
+	return j, err
 }
 
 // maxReason bounds the reasons a record keeps (a build error, a training

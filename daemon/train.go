@@ -37,7 +37,7 @@ func trainingMarker(cid string) string { return joblog.Line(trainingLine(cid)) }
 // reads its metrics from the output. The training timeout counts from when
 // the job first started running, across restarts. When the engine goes away
 // mid-way, train waits for it and re-attaches if the container survived.
-func (d *Daemon) train(ctx context.Context, j *gantry.Job, logf *joblog.Writer) (runner.Exit, gantry.Metrics, error) {
+func (d *Daemon) train(ctx context.Context, j *gantry.Job, logf *jobLog) (runner.Exit, gantry.Metrics, error) {
 	pattern, err := trainer.Compile(j.Spec.MetricRegex)
 	if err != nil {
 		return runner.Exit{}, gantry.Metrics{}, err
@@ -119,19 +119,4 @@ func (d *Daemon) waitEngine(ctx context.Context) error {
 		case <-time.After(time.Second):
 		}
 	}
-}
-
-// gate says why a job that trained with exit 0 must not be pushed, or ""
-// when it passes.
-func gate(min *float64, m gantry.Metrics) string {
-	if min == nil {
-		return ""
-	}
-	if m.Accuracy == nil {
-		return fmt.Sprintf("the gate needs accuracy >= %g, but %s", *min, m.AccuracyError)
-	}
-	if *m.Accuracy < *min {
-		return fmt.Sprintf("accuracy %.4f is below the gate %g", *m.Accuracy, *min)
-	}
-	return ""
 }

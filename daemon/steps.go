@@ -1,0 +1,179 @@
+package daemon
+
+// The steps of one run, in order. Each records its outcome, with the
+// checkpoint it reaches, before the next side effect starts.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/gantry-ml/gantry"
+	"github.com/gantry-ml/gantry/builder"
+	"github.com/gantry-ml/gantry/runner"
+)
+
+// jobRun is one run of one job: what its steps share.
+type jobRun struct {
+	d   *Daemon
+	j   *gantry.Job // the record as the last step left it
+	log *jobLog
+	// upload sends the image's blobs to the registries while training runs,
+	// so that a push after the gate costs only the manifests.
+	upload *earlyUpload
+}
+
+func (r *jobRun) say(format string, args ...any) { r.log.Linef("==> "+format, args...) }
+
+// build builds the job's image from its context and records it: checkpoint
+// built.
+func (r *jobRun) build(ctx context.Context) error {
+	d, id := r.d, r.j.ID
+	if _, err := os.Stat(d.contextDir(id)); err != nil {
+		return fmt.Errorf("the build context is gone (%v): submit the job again", err)
+	}
+	status, err := os.Create(d.StatusPath(id))
+	if err != nil {
+		return err
+	}
+	bctx, cancel := withLimit(ctx, "build", r.j.Spec.Timeouts.Build)
+	r.say("building %s (Dockerfile %s)", r.j.ImageName, r.j.Spec.Build.Dockerfile)
+	imageID, err := d.builder.Build(bctx, builder.Request{
+		ContextDir: d.contextDir(id),
+		Spec:       r.j.Spec.Build,
+		Name:       r.j.ImageName,
+		Labels:     d.labels(id),
+		Status:     d.notifying(status, d.StatusPath(id)),
+	}, r.log.Output())
+	cancel()
+	status.Close()
+	if err != nil {
+		return phaseErr(ctx, bctx, err)
+	}
+	bases := d.bases(ctx, id)
+	if r.j, err = d.store.Update(ctx, id, func(j *gantry.Job) error {
+		j.Image = imageID
+		j.Inputs.Bases = bases
+		j.Checkpoint = gantry.CheckpointBuilt
+		return nil
+	}); err != nil {
+		return err
+	}
+	os.RemoveAll(d.contextDir(id))
+	r.say("built image %s", imageID)
+	return nil
+}
+
+// create creates the training container and records it, with where its
+// output will start in the log, as the job moves to running: checkpoint
+// created. A container a crash left before the record has the job's name:
+// it is removed first.
+func (r *jobRun) create(ctx context.Context) error {
+	d, j := r.d, r.j
+	if err := d.engine.Remove(ctx, containerName(j.ID)); err != nil {
+		return err
+	}
+	res := j.Spec.Resources
+	cid, err := d.engine.Create(ctx, runner.Spec{
+		Image:     j.Image,
+		Name:      containerName(j.ID),
+		Labels:    d.labels(j.ID),
+		Memory:    res.Memory,
+		NanoCPUs:  int64(res.CPUs * 1e9),
+		PidsLimit: res.PidsLimit,
+		Network:   j.Spec.Sandbox.Network,
+		CapAdd:    j.Spec.Sandbox.CapAdd,
+		LogBytes:  d.logCap(j),
+	})
+	if err != nil {
+		return err
+	}
+	r.log.Linef("%s", trainingLine(cid))
+	offset, err := r.log.Size()
+	if err == nil {
+		r.j, err = d.move(ctx, j.ID, gantry.StateRunning, func(j *gantry.Job) {
+			j.ContainerID, j.TrainLogOffset, j.Checkpoint = cid, offset, gantry.CheckpointCreated
+		})
+	}
+	if err != nil {
+		d.engine.Remove(context.WithoutCancel(ctx), cid)
+		return err
+	}
+	return nil
+}
+
+// train runs the container (or re-attaches to it) until it exits, and
+// records how it ended and what it reported: checkpoint exited.
+func (r *jobRun) train(ctx context.Context) error {
+	d, j := r.d, r.j
+	if len(j.Spec.Push) > 0 {
+		r.upload = d.uploadEarly(ctx, j)
+	}
+	exit, metrics, err := d.train(ctx, j, r.log)
+	if err != nil {
+		return err
+	}
+	r.j, err = d.store.Update(ctx, j.ID, func(j *gantry.Job) error {
+		code := exit.Code
+		j.ExitCode, j.Metrics, j.Error = &code, metrics, ""
+		switch {
+		case exit.OOMKilled:
+			j.Error = "training was killed: out of memory (OOMKilled)"
+		case exit.Code != 0:
+			j.Error = fmt.Sprintf("training exited with code %d", exit.Code)
+		}
+		j.Checkpoint = gantry.CheckpointExited
+		return nil
+	})
+	return err
+}
+
+// gate removes the container (the record is complete) and decides: a job
+// that failed ends failed, one below its gate rejected, one that pushes
+// nowhere succeeded, and one that pushes moves to pushing: checkpoint
+// gated. A job that will not push stops its upload before it ends: once it
+// has ended, nothing of it goes on.
+func (r *jobRun) gate(ctx context.Context) error {
+	d, j := r.d, r.j
+	if err := d.engine.Remove(ctx, j.ContainerID); err != nil {
+		d.log.Warn("remove container", "job", j.ID, "err", err)
+	}
+	if a := j.Metrics.Accuracy; a != nil {
+		r.say("accuracy %.4f", *a)
+	} else {
+		r.say("accuracy: %s", j.Metrics.AccuracyError)
+	}
+	if *j.ExitCode != 0 {
+		r.upload.stop()
+		return errors.New(j.Error)
+	}
+	v := gantry.Judge(j.Spec.MinAccuracy, j.Metrics)
+	gated := func(j *gantry.Job) { j.GatePassed, j.Checkpoint = v.Passed, gantry.CheckpointGated }
+	var err error
+	switch {
+	case !v.Passed:
+		r.upload.stop()
+		r.say("rejected: %s", v.Reason)
+		r.j, err = d.finish(ctx, j.ID, nil, gantry.StateRejected, v.Reason, gated)
+	case len(j.Spec.Push) == 0:
+		r.upload.stop()
+		r.j, err = d.finish(ctx, j.ID, r.log, gantry.StateSucceeded, "", gated)
+	default:
+		r.j, err = d.move(ctx, j.ID, gantry.StatePushing, gated)
+	}
+	return err
+}
+
+// publish pushes the image where the job asked, as gantry push would:
+// checkpoint published, and the job succeeded.
+func (r *jobRun) publish(ctx context.Context) error {
+	j, err := r.d.publish(ctx, r.j, r.j.Spec.Push, r.upload, r.log)
+	if err != nil {
+		return err
+	}
+	r.j, err = r.d.finish(ctx, j.ID, r.log, gantry.StateSucceeded, "", func(j *gantry.Job) {
+		j.Checkpoint = gantry.CheckpointPublished
+	})
+	return err
+}
