@@ -12,6 +12,8 @@ import (
 	"io"
 	"net"
 	"path"
+	"regexp"
+	"slices"
 	"strings"
 	"sync"
 
@@ -95,13 +97,61 @@ type Request struct {
 	Status io.Writer
 }
 
-// Build builds r and returns the engine's image ID. BuildKit's progress, in
-// its plain form, goes to progress as it happens. A failed build returns an
-// error that names the failing step and BuildKit's own message.
-func (b *Builder) Build(ctx context.Context, r Request, progress io.Writer) (string, error) {
+// Result is what a build made.
+type Result struct {
+	// ImageID is the engine's ID of the image.
+	ImageID string
+	// Bases are the images the Dockerfile's FROM lines named, as BuildKit
+	// resolved them ("docker.io/library/python:3.11"), in order.
+	Bases []string
+}
+
+// Build builds r and returns what it made. BuildKit's progress, in its plain
+// form, goes to progress as it happens. A failed build returns an error that
+// names the failing step and BuildKit's own message.
+func (b *Builder) Build(ctx context.Context, r Request, progress io.Writer) (Result, error) {
+	opt, err := solveOpt(r)
+	if err != nil {
+		return Result{}, err
+	}
+	eg, ectx := errgroup.WithContext(ctx)
+	loadDone, closeLoad := b.export(ectx, &opt, r.Name)
+	defer closeLoad()
+	ch := make(chan *client.SolveStatus)
+	seen := &observer{}
+	var resp *client.SolveResponse
+	eg.Go(func() error {
+		var err error
+		resp, err = b.c.Solve(ectx, nil, opt, ch) // Solve closes ch
+		return err
+	})
+	eg.Go(func() error { return display(ectx, ch, progress, r.Status, seen) })
+	if err := eg.Wait(); err != nil {
+		if ctx.Err() != nil {
+			return Result{}, ctx.Err()
+		}
+		return Result{}, seen.wrap(err)
+	}
+	if loadDone != nil {
+		if err := <-loadDone; err != nil {
+			return Result{}, fmt.Errorf("load image into the engine: %w", err)
+		}
+	}
+	id := resp.ExporterResponse[exptypes.ExporterImageConfigDigestKey]
+	if id == "" {
+		id = resp.ExporterResponse[exptypes.ExporterImageDigestKey]
+	}
+	if id == "" {
+		return Result{}, fmt.Errorf("build: buildkit returned no image ID")
+	}
+	return Result{ImageID: id, Bases: seen.bases()}, nil
+}
+
+// solveOpt is the solve that builds r with the Dockerfile frontend.
+func solveOpt(r Request) (client.SolveOpt, error) {
 	ctxFS, err := fsutil.NewFS(r.ContextDir)
 	if err != nil {
-		return "", fmt.Errorf("build context: %w", err)
+		return client.SolveOpt{}, fmt.Errorf("build context: %w", err)
 	}
 	dockerfile := r.Spec.Dockerfile
 	if dockerfile == "" {
@@ -109,7 +159,7 @@ func (b *Builder) Build(ctx context.Context, r Request, progress io.Writer) (str
 	}
 	dfFS, err := fsutil.NewFS(path.Join(r.ContextDir, path.Dir(dockerfile)))
 	if err != nil {
-		return "", fmt.Errorf("dockerfile directory: %w", err)
+		return client.SolveOpt{}, fmt.Errorf("dockerfile directory: %w", err)
 	}
 	attrs := map[string]string{"filename": path.Base(dockerfile)}
 	if r.Spec.Target != "" {
@@ -121,103 +171,98 @@ func (b *Builder) Build(ctx context.Context, r Request, progress io.Writer) (str
 	for k, v := range r.Labels {
 		attrs["label:"+k] = v
 	}
-	opt := client.SolveOpt{
+	return client.SolveOpt{
 		Frontend:      "dockerfile.v0",
 		FrontendAttrs: attrs,
 		LocalMounts:   map[string]fsutil.FS{"context": ctxFS, "dockerfile": dfFS},
-	}
+	}, nil
+}
 
-	eg, ectx := errgroup.WithContext(ctx)
-	var loadDone chan error
+// export sets where the image goes: into the engine's store by name (the
+// engine's own BuildKit), or loaded into the engine as a docker tarball (a
+// standalone buildkitd). loadDone, when not nil, says how the load ended;
+// closeLoad ends the tarball once the solve is done.
+func (b *Builder) export(ctx context.Context, opt *client.SolveOpt, name string) (loadDone chan error, closeLoad func()) {
 	if b.load == nil {
-		opt.Exports = []client.ExportEntry{{Type: "moby", Attrs: map[string]string{"name": r.Name}}}
-	} else {
-		pr, pw := io.Pipe()
-		loadDone = make(chan error, 1)
-		go func() {
-			err := b.load(ectx, pr)
-			pr.CloseWithError(err)
-			loadDone <- err
-		}()
-		opt.Exports = []client.ExportEntry{{
-			Type:   client.ExporterDocker,
-			Attrs:  map[string]string{"name": r.Name},
-			Output: func(map[string]string) (io.WriteCloser, error) { return pw, nil },
-		}}
-		defer pw.Close()
+		opt.Exports = []client.ExportEntry{{Type: "moby", Attrs: map[string]string{"name": name}}}
+		return nil, func() {}
 	}
-
-	ch := make(chan *client.SolveStatus)
-	failed := &failedStep{}
-	var resp *client.SolveResponse
-	eg.Go(func() error {
-		var err error
-		resp, err = b.c.Solve(ectx, nil, opt, ch) // Solve closes ch
-		return err
-	})
-	eg.Go(func() error {
-		d, err := progressui.NewDisplay(progress, progressui.PlainMode)
-		if err != nil {
-			for range ch {
-			}
-			return err
-		}
-		tee := make(chan *client.SolveStatus)
-		go func() {
-			defer close(tee)
-			enc := json.NewEncoder(io.Discard)
-			if r.Status != nil {
-				enc = json.NewEncoder(r.Status)
-			}
-			for s := range ch {
-				failed.observe(s)
-				enc.Encode(s)
-				tee <- s
-			}
-		}()
-		_, err = d.UpdateFrom(context.WithoutCancel(ectx), tee)
-		return err
-	})
-	if err := eg.Wait(); err != nil {
-		if ctx.Err() != nil {
-			return "", ctx.Err()
-		}
-		return "", failed.wrap(err)
-	}
-	if loadDone != nil {
-		if err := <-loadDone; err != nil {
-			return "", fmt.Errorf("load image into the engine: %w", err)
-		}
-	}
-	id := resp.ExporterResponse[exptypes.ExporterImageConfigDigestKey]
-	if id == "" {
-		id = resp.ExporterResponse[exptypes.ExporterImageDigestKey]
-	}
-	if id == "" {
-		return "", fmt.Errorf("build: buildkit returned no image ID")
-	}
-	return id, nil
+	pr, pw := io.Pipe()
+	loadDone = make(chan error, 1)
+	go func() {
+		err := b.load(ctx, pr)
+		pr.CloseWithError(err)
+		loadDone <- err
+	}()
+	opt.Exports = []client.ExportEntry{{
+		Type:   client.ExporterDocker,
+		Attrs:  map[string]string{"name": name},
+		Output: func(map[string]string) (io.WriteCloser, error) { return pw, nil },
+	}}
+	return loadDone, func() { pw.Close() }
 }
 
-// failedStep remembers the name of the first vertex that reported an error,
-// which is the Dockerfile step ("[3/5] RUN make") the user needs to see.
-type failedStep struct {
-	mu   sync.Mutex
-	name string
-	msg  string
+// display draws BuildKit's status updates as plain progress, writes them
+// to status as JSON lines, and lets seen observe them, until ch closes.
+func display(ctx context.Context, ch chan *client.SolveStatus, progress, status io.Writer, seen *observer) error {
+	d, err := progressui.NewDisplay(progress, progressui.PlainMode)
+	if err != nil {
+		for range ch {
+		}
+		return err
+	}
+	tee := make(chan *client.SolveStatus)
+	go func() {
+		defer close(tee)
+		enc := json.NewEncoder(io.Discard)
+		if status != nil {
+			enc = json.NewEncoder(status)
+		}
+		for s := range ch {
+			seen.observe(s)
+			enc.Encode(s)
+			tee <- s
+		}
+	}()
+	_, err = d.UpdateFrom(context.WithoutCancel(ctx), tee)
+	return err
 }
 
-func (f *failedStep) observe(s *client.SolveStatus) {
+// observer reads a build's status as it comes: the name of the first
+// vertex that reported an error, which is the Dockerfile step ("[3/5] RUN
+// make") the user needs to see, and the base images the FROM steps named.
+type observer struct {
+	mu    sync.Mutex
+	name  string
+	msg   string
+	froms []string
+}
+
+// fromStep matches BuildKit's name of a Dockerfile FROM step:
+// "[2/5] FROM docker.io/library/python:3.10-slim@sha256:..." or
+// "[stage-1 1/3] FROM ...".
+var fromStep = regexp.MustCompile(`^\[[^\]]*\] FROM (\S+)`)
+
+func (f *observer) observe(s *client.SolveStatus) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for _, v := range s.Vertexes {
 		if v.Error != "" && f.name == "" && !strings.Contains(v.Error, context.Canceled.Error()) {
 			f.name, f.msg = v.Name, v.Error
 		}
+		if m := fromStep.FindStringSubmatch(v.Name); m != nil && !slices.Contains(f.froms, m[1]) {
+			f.froms = append(f.froms, m[1])
+		}
 	}
 }
 
-func (f *failedStep) wrap(err error) error {
+func (f *observer) bases() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.froms)
+}
+
+func (f *observer) wrap(err error) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.name == "" {

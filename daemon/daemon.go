@@ -53,7 +53,7 @@ type (
 		LastEvent(ctx context.Context) (uint64, error)
 	}
 	imageBuilder interface {
-		Build(ctx context.Context, r builder.Request, progress io.Writer) (string, error)
+		Build(ctx context.Context, r builder.Request, progress io.Writer) (builder.Result, error)
 	}
 	// containerRunner is the subset of the engine that runs training.
 	containerRunner interface {

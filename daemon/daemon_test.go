@@ -54,7 +54,15 @@ type pipeBuilder struct {
 	dockerfiles []string
 }
 
-func (b *pipeBuilder) Build(ctx context.Context, r builder.Request, progress io.Writer) (string, error) {
+func (b *pipeBuilder) Build(ctx context.Context, r builder.Request, progress io.Writer) (builder.Result, error) {
+	id, err := b.buildID(ctx, r, progress)
+	if err != nil {
+		return builder.Result{}, err
+	}
+	return builder.Result{ImageID: id, Bases: []string{"python:3.12-slim"}}, nil
+}
+
+func (b *pipeBuilder) buildID(ctx context.Context, r builder.Request, progress io.Writer) (string, error) {
 	df, err := os.ReadFile(filepath.Join(r.ContextDir, r.Spec.Dockerfile))
 	if err != nil {
 		df = []byte("unreadable: " + err.Error())

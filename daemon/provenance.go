@@ -1,20 +1,15 @@
 package daemon
 
 import (
-	"bufio"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"io"
 	"io/fs"
 	"os"
-	"regexp"
 	"syscall"
 	"time"
-
-	"github.com/moby/buildkit/client"
 
 	"github.com/gantry-ml/gantry"
 )
@@ -91,40 +86,16 @@ func digestFile(root *os.Root, name string) (string, error) {
 	return "sha256:" + hex.EncodeToString(h.Sum(nil)), nil
 }
 
-// fromStep matches BuildKit's name of a Dockerfile FROM step:
-// "[2/5] FROM docker.io/library/python:3.10-slim@sha256:..." or
-// "[stage-1 1/3] FROM ...".
-var fromStep = regexp.MustCompile(`^\[[^\]]*\] FROM (\S+)`)
-
-// bases reads, from job id's build status, the images its build started
-// FROM, and asks the engine which image ID each resolved to.
-func (d *Daemon) bases(ctx context.Context, id string) []gantry.Base {
-	f, err := os.Open(d.StatusPath(id))
-	if err != nil {
-		return nil
-	}
-	defer f.Close()
+// resolveBases pins the base images a build named by the engine's image ID
+// each resolved to.
+func (d *Daemon) resolveBases(ctx context.Context, refs []string) []gantry.Base {
 	var out []gantry.Base
-	seen := map[string]bool{}
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 16<<20)
-	for sc.Scan() {
-		var s client.SolveStatus
-		if json.Unmarshal(sc.Bytes(), &s) != nil {
-			continue
+	for _, ref := range refs {
+		b := gantry.Base{Ref: ref}
+		if digest, err := d.engine.ImageID(ctx, ref); err == nil {
+			b.Digest = digest
 		}
-		for _, v := range s.Vertexes {
-			m := fromStep.FindStringSubmatch(v.Name)
-			if m == nil || seen[m[1]] {
-				continue
-			}
-			seen[m[1]] = true
-			b := gantry.Base{Ref: m[1]}
-			if digest, err := d.engine.ImageID(ctx, m[1]); err == nil {
-				b.Digest = digest
-			}
-			out = append(out, b)
-		}
+		out = append(out, b)
 	}
 	return out
 }

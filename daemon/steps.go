@@ -39,7 +39,7 @@ func (r *jobRun) build(ctx context.Context) error {
 	}
 	bctx, cancel := withLimit(ctx, "build", r.j.Spec.Timeouts.Build)
 	r.say("building %s (Dockerfile %s)", r.j.ImageName, r.j.Spec.Build.Dockerfile)
-	imageID, err := d.builder.Build(bctx, builder.Request{
+	res, err := d.builder.Build(bctx, builder.Request{
 		ContextDir: d.contextDir(id),
 		Spec:       r.j.Spec.Build,
 		Name:       r.j.ImageName,
@@ -51,9 +51,9 @@ func (r *jobRun) build(ctx context.Context) error {
 	if err != nil {
 		return phaseErr(ctx, bctx, err)
 	}
-	bases := d.bases(ctx, id)
+	bases := d.resolveBases(ctx, res.Bases)
 	if r.j, err = d.store.Update(ctx, id, func(j *gantry.Job) error {
-		j.Image = imageID
+		j.Image = res.ImageID
 		j.Inputs.Bases = bases
 		j.Checkpoint = gantry.CheckpointBuilt
 		return nil
@@ -61,7 +61,7 @@ func (r *jobRun) build(ctx context.Context) error {
 		return err
 	}
 	os.RemoveAll(d.contextDir(id))
-	r.say("built image %s", imageID)
+	r.say("built image %s", res.ImageID)
 	return nil
 }
 
