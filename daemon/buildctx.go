@@ -32,30 +32,13 @@ func unpack(r io.Reader, dir string, lim Limits) (int64, error) {
 		return 0, fmt.Errorf("build context: %w", err)
 	}
 	defer root.Close()
-	var total int64
-	var links []string
+	u := &unpacker{root: root, lim: lim}
 	src := &eofReader{r: r}
 	tr := tar.NewReader(src)
 	for n := 0; ; n++ {
 		h, err := tr.Next()
 		if err == io.EOF {
-			if n == 0 {
-				return 0, gantry.Errorf(gantry.ErrInvalid, "build context: the tar stream is empty (send the context directory as a tar archive)")
-			}
-			// tar.Reader takes a stream that stops cleanly between entries
-			// for a whole one: only the end-of-archive marker ends it.
-			if src.eof {
-				return 0, gantry.Errorf(gantry.ErrInvalid, "build context: the tar stream ends after %d entries without the end-of-archive marker: it was cut short", n)
-			}
-			// A later entry can change where an earlier symlink leads
-			// (a link through a link): check them all on the final tree.
-			for _, l := range links {
-				target, err := root.Readlink(l)
-				if err != nil || !inside(root, l, target) {
-					return 0, outsideErr("symlink", l, target)
-				}
-			}
-			return total, nil
+			return u.end(n, src.eof)
 		}
 		if err != nil {
 			return 0, gantry.Errorf(gantry.ErrInvalid, "build context: not a valid tar stream: %v", err)
@@ -63,65 +46,113 @@ func unpack(r io.Reader, dir string, lim Limits) (int64, error) {
 		if n >= lim.MaxEntries {
 			return 0, gantry.Errorf(gantry.ErrTooLarge, "build context: more than %d entries (add what the build does not need to .dockerignore)", lim.MaxEntries)
 		}
-		name, err := cleanName(h.Name)
-		if err != nil {
+		if err := u.entry(h, tr); err != nil {
 			return 0, err
-		}
-		if name == "." {
-			continue
-		}
-		if err := makeParents(root, name); err != nil {
-			return 0, err
-		}
-		mode := os.FileMode(h.Mode).Perm()
-		switch h.Typeflag {
-		case tar.TypeDir:
-			if err := root.Mkdir(name, mode|0o700); err != nil && !errors.Is(err, os.ErrExist) {
-				return 0, entryErr(h.Name, err)
-			}
-		case tar.TypeReg:
-			if h.Size < 0 || h.Size > lim.MaxBytes-total {
-				return 0, gantry.Errorf(gantry.ErrTooLarge, "build context: entry %q takes it over the limit of %d bytes (add what the build does not need to .dockerignore)", h.Name, lim.MaxBytes)
-			}
-			f, err := root.OpenFile(name, os.O_CREATE|os.O_EXCL|os.O_WRONLY, mode|0o600)
-			if err != nil {
-				return 0, entryErr(h.Name, err)
-			}
-			n, err := io.Copy(f, tr)
-			if cerr := f.Close(); err == nil {
-				err = cerr
-			}
-			if err != nil {
-				return 0, gantry.Errorf(gantry.ErrInvalid, "build context: entry %q: %v", h.Name, err)
-			}
-			total += n
-		case tar.TypeSymlink:
-			if !inside(root, name, h.Linkname) {
-				return 0, outsideErr("symlink", h.Name, h.Linkname)
-			}
-			if err := root.Symlink(h.Linkname, name); err != nil {
-				return 0, entryErr(h.Name, err)
-			}
-			links = append(links, name)
-		case tar.TypeLink:
-			old, err := cleanName(h.Linkname)
-			if err != nil {
-				return 0, outsideErr("hardlink", h.Name, h.Linkname)
-			}
-			if err := root.Link(old, name); err != nil {
-				return 0, entryErr(h.Name, err)
-			}
-			// A hard link to a symlink is that symlink read from a new
-			// place: check it with the others.
-			if fi, err := root.Lstat(name); err == nil && fi.Mode()&os.ModeSymlink != 0 {
-				links = append(links, name)
-			}
-		case tar.TypeXGlobalHeader, tar.TypeXHeader:
-			continue
-		default:
-			return 0, gantry.Errorf(gantry.ErrInvalid, "build context: entry %q is a %s; only files, directories and links may be sent", h.Name, typeName(h.Typeflag))
 		}
 	}
+}
+
+// unpacker is one unpacking under way: the root it writes through, the
+// bytes written so far, and the symlinks made, to check on the final tree.
+type unpacker struct {
+	root  *os.Root
+	lim   Limits
+	total int64
+	links []string
+}
+
+// end checks the stream that ended after n entries, and returns the bytes
+// written.
+func (u *unpacker) end(n int, eof bool) (int64, error) {
+	if n == 0 {
+		return 0, gantry.Errorf(gantry.ErrInvalid, "build context: the tar stream is empty (send the context directory as a tar archive)")
+	}
+	// tar.Reader takes a stream that stops cleanly between entries for a
+	// whole one: only the end-of-archive marker ends it.
+	if eof {
+		return 0, gantry.Errorf(gantry.ErrInvalid, "build context: the tar stream ends after %d entries without the end-of-archive marker: it was cut short", n)
+	}
+	// A later entry can change where an earlier symlink leads (a link
+	// through a link): check them all on the final tree.
+	for _, l := range u.links {
+		target, err := u.root.Readlink(l)
+		if err != nil || !inside(u.root, l, target) {
+			return 0, outsideErr("symlink", l, target)
+		}
+	}
+	return u.total, nil
+}
+
+// entry writes one entry of the stream.
+func (u *unpacker) entry(h *tar.Header, tr io.Reader) error {
+	name, err := cleanName(h.Name)
+	if err != nil {
+		return err
+	}
+	if name == "." {
+		return nil
+	}
+	if err := makeParents(u.root, name); err != nil {
+		return err
+	}
+	mode := os.FileMode(h.Mode).Perm()
+	switch h.Typeflag {
+	case tar.TypeDir:
+		if err := u.root.Mkdir(name, mode|0o700); err != nil && !errors.Is(err, os.ErrExist) {
+			return entryErr(h.Name, err)
+		}
+	case tar.TypeReg:
+		return u.file(h, name, mode, tr)
+	case tar.TypeSymlink:
+		if !inside(u.root, name, h.Linkname) {
+			return outsideErr("symlink", h.Name, h.Linkname)
+		}
+		if err := u.root.Symlink(h.Linkname, name); err != nil {
+			return entryErr(h.Name, err)
+		}
+		u.links = append(u.links, name)
+	case tar.TypeLink:
+		return u.hardlink(h, name)
+	case tar.TypeXGlobalHeader, tar.TypeXHeader:
+	default:
+		return gantry.Errorf(gantry.ErrInvalid, "build context: entry %q is a %s; only files, directories and links may be sent", h.Name, typeName(h.Typeflag))
+	}
+	return nil
+}
+
+func (u *unpacker) file(h *tar.Header, name string, mode os.FileMode, tr io.Reader) error {
+	if h.Size < 0 || h.Size > u.lim.MaxBytes-u.total {
+		return gantry.Errorf(gantry.ErrTooLarge, "build context: entry %q takes it over the limit of %d bytes (add what the build does not need to .dockerignore)", h.Name, u.lim.MaxBytes)
+	}
+	f, err := u.root.OpenFile(name, os.O_CREATE|os.O_EXCL|os.O_WRONLY, mode|0o600)
+	if err != nil {
+		return entryErr(h.Name, err)
+	}
+	n, err := io.Copy(f, tr)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return gantry.Errorf(gantry.ErrInvalid, "build context: entry %q: %v", h.Name, err)
+	}
+	u.total += n
+	return nil
+}
+
+func (u *unpacker) hardlink(h *tar.Header, name string) error {
+	old, err := cleanName(h.Linkname)
+	if err != nil {
+		return outsideErr("hardlink", h.Name, h.Linkname)
+	}
+	if err := u.root.Link(old, name); err != nil {
+		return entryErr(h.Name, err)
+	}
+	// A hard link to a symlink is that symlink read from a new place: check
+	// it with the others.
+	if fi, err := u.root.Lstat(name); err == nil && fi.Mode()&os.ModeSymlink != 0 {
+		u.links = append(u.links, name)
+	}
+	return nil
 }
 
 // cleanName returns the tar entry name as a clean relative path, refusing

@@ -11,7 +11,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -61,74 +60,6 @@ type Store struct {
 	closing chan struct{}
 	stopped chan struct{}
 	once    sync.Once
-}
-
-type create struct {
-	fn   func(*bolt.Tx) error
-	done chan error
-}
-
-// maxGroup bounds the creates committed in one transaction.
-const maxGroup = 512
-
-func openedStore(db *bolt.DB) *Store {
-	s := &Store{db: db, creates: make(chan *create), closing: make(chan struct{}), stopped: make(chan struct{})}
-	go s.commitCreates()
-	return s
-}
-
-func (s *Store) commitCreates() {
-	defer close(s.stopped)
-	for {
-		var first *create
-		select {
-		case first = <-s.creates:
-		case <-s.closing:
-			return
-		}
-		group := []*create{first}
-	more:
-		for len(group) < maxGroup {
-			select {
-			case c := <-s.creates:
-				group = append(group, c)
-			default:
-				break more
-			}
-		}
-		err := s.db.Update(func(tx *bolt.Tx) error {
-			for _, c := range group {
-				if err := c.fn(tx); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
-		if err == nil || len(group) == 1 {
-			for _, c := range group {
-				c.done <- err
-			}
-			continue
-		}
-		// One of them failed the transaction: each alone, so that only
-		// that one fails.
-		for _, c := range group {
-			c.done <- s.db.Update(c.fn)
-		}
-	}
-}
-
-// group runs fn in a write transaction shared with the other creates that
-// are waiting; fn may not see its writes kept if another fails, in which
-// case it runs again alone.
-func (s *Store) group(fn func(*bolt.Tx) error) error {
-	c := &create{fn: fn, done: make(chan error, 1)}
-	select {
-	case s.creates <- c:
-	case <-s.closing:
-		return gantry.Errorf(gantry.ErrUnavailable, "the store is closed")
-	}
-	return <-c.done
 }
 
 // Open opens the data file at path, creating it (mode 0600) and its buckets
@@ -523,76 +454,6 @@ func state(v []byte) (gantry.State, error) {
 		return "", fmt.Errorf("decode job: %w", err)
 	}
 	return h.State, nil
-}
-
-// appendEvents numbers evs and records them, in the transaction that made
-// the change they tell of.
-func appendEvents(tx *bolt.Tx, evs []gantry.Event) error {
-	b := tx.Bucket(bucketEvents)
-	for _, e := range evs {
-		seq, err := b.NextSequence()
-		if err != nil {
-			return err
-		}
-		e.Seq = seq
-		v, err := json.Marshal(e)
-		if err != nil {
-			return err
-		}
-		if err := b.Put(binary.BigEndian.AppendUint64(nil, seq), v); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// LastEvent returns the number of the newest event (0 when there is none).
-// Events numbered after it are the changes it does not cover. It returns no
-// error kind.
-func (s *Store) LastEvent(ctx context.Context) (uint64, error) {
-	if err := ctx.Err(); err != nil {
-		return 0, fmt.Errorf("last event: %w", err)
-	}
-	var seq uint64
-	err := s.db.View(func(tx *bolt.Tx) error {
-		seq = tx.Bucket(bucketEvents).Sequence()
-		return nil
-	})
-	if err != nil {
-		return 0, fmt.Errorf("last event: %w", err)
-	}
-	return seq, nil
-}
-
-// Events returns up to limit events numbered after after, oldest first;
-// with job set, only that job's. Every change to a job's state, accuracy or
-// pushes is an event, recorded with the change itself. It returns no error
-// kind.
-func (s *Store) Events(ctx context.Context, after uint64, job string, limit int) ([]gantry.Event, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("events: %w", err)
-	}
-	if limit <= 0 {
-		limit = 1000
-	}
-	var evs []gantry.Event
-	err := s.db.View(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bucketEvents).Cursor()
-		for k, v := c.Seek(binary.BigEndian.AppendUint64(nil, after+1)); k != nil && len(evs) < limit; k, v = c.Next() {
-			var e gantry.Event
-			if err := json.Unmarshal(v, &e); err != nil {
-				return fmt.Errorf("event %x: %w", k, err)
-			}
-			if job == "" || e.Job == job {
-				evs = append(evs, e)
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("events: %w", err)
-	}
-	return evs, nil
 }
 
 // Counts returns how many jobs are in each state. It returns no error kind.
