@@ -34,6 +34,19 @@ type exitError struct {
 
 func (e *exitError) Error() string { return e.msg }
 
+// exitFor is the exit code a job's final state calls for.
+func exitFor(s gantry.State) error {
+	switch s {
+	case gantry.StateSucceeded:
+		return nil
+	case gantry.StateRejected:
+		return &exitError{code: exitRejected}
+	case gantry.StateCanceled:
+		return &exitError{code: exitCanceled}
+	}
+	return &exitError{code: exitFailed}
+}
+
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	err := newRoot().ExecuteContext(ctx)

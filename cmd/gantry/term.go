@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"os"
 	"unicode/utf8"
+
+	"golang.org/x/term"
 
 	"github.com/gantry-ml/gantry/internal/joblog"
 )
@@ -168,4 +171,14 @@ func unfinishedRune(p []byte) int {
 		return 0
 	}
 	return 0
+}
+
+// terminal returns the first of ws that is a terminal, or nil.
+func terminal(ws ...io.Writer) *os.File {
+	for _, w := range ws {
+		if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+			return f
+		}
+	}
+	return nil
 }
