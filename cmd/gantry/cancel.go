@@ -1,14 +1,10 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"time"
 
 	"github.com/spf13/cobra"
-
-	"github.com/gantry-ml/gantry"
-	"github.com/gantry-ml/gantry/api"
 )
 
 func cancelCmd(g *globals) *cobra.Command {
@@ -25,7 +21,7 @@ func cancelCmd(g *globals) *cobra.Command {
 			for _, id := range args {
 				j, err := cl.Cancel(c.Context(), id)
 				if err == nil && !j.State.Terminal() {
-					j, err = waitEnd(c.Context(), cl, id)
+					j, err = waitEnd(c.Context(), cl, id, 200*time.Millisecond)
 				}
 				if err != nil {
 					fmt.Fprintln(c.ErrOrStderr(), "gantry:", err)
@@ -36,20 +32,5 @@ func cancelCmd(g *globals) *cobra.Command {
 			}
 			return failed
 		},
-	}
-}
-
-// waitEnd polls job id until it is terminal.
-func waitEnd(ctx context.Context, cl *api.Client, id string) (*gantry.Job, error) {
-	for {
-		j, err := cl.Get(ctx, id)
-		if err != nil || j.State.Terminal() {
-			return j, err
-		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(200 * time.Millisecond):
-		}
 	}
 }

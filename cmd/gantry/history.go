@@ -71,15 +71,11 @@ func diffCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			a, err := cl.Get(c.Context(), args[0])
+			jobs, err := getJobs(c.Context(), cl, args)
 			if err != nil {
 				return err
 			}
-			b, err := cl.Get(c.Context(), args[1])
-			if err != nil {
-				return err
-			}
-			diffJobs(c.OutOrStdout(), a, b, shown(c.OutOrStdout(), raw))
+			diffJobs(c.OutOrStdout(), jobs[0], jobs[1], shown(c.OutOrStdout(), raw))
 			return nil
 		},
 	}

@@ -2,8 +2,6 @@ package main
 
 import (
 	"github.com/spf13/cobra"
-
-	"github.com/gantry-ml/gantry"
 )
 
 func inspectCmd(g *globals) *cobra.Command {
@@ -16,13 +14,9 @@ func inspectCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var jobs []*gantry.Job
-			for _, id := range args {
-				j, err := cl.Get(c.Context(), id)
-				if err != nil {
-					return err
-				}
-				jobs = append(jobs, j)
+			jobs, err := getJobs(c.Context(), cl, args)
+			if err != nil {
+				return err
 			}
 			if len(jobs) == 1 {
 				return writeJSON(c.OutOrStdout(), jobs[0])

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -113,6 +114,41 @@ func outcome(j *gantry.Job) string {
 		s += ": " + j.Error
 	}
 	return s
+}
+
+// jobGetter reads a job's record; *api.Client is one.
+type jobGetter interface {
+	Get(ctx context.Context, id string) (*gantry.Job, error)
+}
+
+// getJobs reads the records of the jobs ids, in their order. The first
+// that cannot be read ends it (ErrNotFound for a job gantryd does not know).
+func getJobs(ctx context.Context, src jobGetter, ids []string) ([]*gantry.Job, error) {
+	jobs := make([]*gantry.Job, 0, len(ids))
+	for _, id := range ids {
+		j, err := src.Get(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		jobs = append(jobs, j)
+	}
+	return jobs, nil
+}
+
+// waitEnd reads job id's record every poll until it is terminal, and
+// returns it; ctx's error when ctx ends first.
+func waitEnd(ctx context.Context, src jobGetter, id string, poll time.Duration) (*gantry.Job, error) {
+	for {
+		j, err := src.Get(ctx, id)
+		if err != nil || j.State.Terminal() {
+			return j, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(poll):
+		}
+	}
 }
 
 func writeJSON(w io.Writer, v any) error {

@@ -59,7 +59,7 @@ and of every new job, until interrupted:
 
 // jobSource is where a view reads a job from; *api.Client is one.
 type jobSource interface {
-	Get(ctx context.Context, id string) (*gantry.Job, error)
+	jobGetter
 	Logs(ctx context.Context, id string, follow bool, w io.Writer) error
 	BuildStatus(ctx context.Context, id string, follow bool, w io.Writer) error
 }
@@ -86,7 +86,8 @@ func (v *view) run(ctx context.Context, id string) error {
 	default:
 		fmt.Fprintf(v.progress, "gantry: following the log: %v; waiting for the job to end\n", err)
 	}
-	j, err := v.waitEnd(ctx, id)
+	// The log stream ends when the job does, so this rarely waits.
+	j, err := waitEnd(ctx, v.src, id, v.poll)
 	if err != nil {
 		if ctx.Err() != nil {
 			return stopped
@@ -99,22 +100,6 @@ func (v *view) run(ctx context.Context, id string) error {
 		fmt.Fprintln(v.out, text(fmt.Sprintf("pushed %s@%s", p.Ref, p.Digest)))
 	}
 	return exitFor(j.State)
-}
-
-// waitEnd reads job id's record until it is terminal. The log stream ends
-// when the job does, so this rarely waits.
-func (v *view) waitEnd(ctx context.Context, id string) (*gantry.Job, error) {
-	for {
-		j, err := v.src.Get(ctx, id)
-		if err != nil || j.State.Terminal() {
-			return j, err
-		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(v.poll):
-		}
-	}
 }
 
 // trainingMarker starts gantryd's log line (without its joblog.Mark) after
