@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/gantry-ml/gantry/api"
 )
 
 func cancelCmd(g *globals) *cobra.Command {
@@ -12,11 +14,7 @@ func cancelCmd(g *globals) *cobra.Command {
 		Use:   "cancel JOB [JOB...]",
 		Short: "Cancel jobs: a queued job never starts; a build, container or push under way is stopped",
 		Args:  cobra.MinimumNArgs(1),
-		RunE: func(c *cobra.Command, args []string) error {
-			cl, err := g.client()
-			if err != nil {
-				return err
-			}
+		RunE: g.withClient(func(c *cobra.Command, args []string, cl *api.Client) error {
 			var failed error
 			for _, id := range args {
 				j, err := cl.Cancel(c.Context(), id)
@@ -31,6 +29,6 @@ func cancelCmd(g *globals) *cobra.Command {
 				fmt.Fprintln(c.OutOrStdout(), outcome(j))
 			}
 			return failed
-		},
+		}),
 	}
 }

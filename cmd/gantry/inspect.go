@@ -2,6 +2,8 @@ package main
 
 import (
 	"github.com/spf13/cobra"
+
+	"github.com/gantry-ml/gantry/api"
 )
 
 func inspectCmd(g *globals) *cobra.Command {
@@ -9,11 +11,7 @@ func inspectCmd(g *globals) *cobra.Command {
 		Use:   "inspect JOB [JOB...]",
 		Short: "Print jobs' records as JSON",
 		Args:  cobra.MinimumNArgs(1),
-		RunE: func(c *cobra.Command, args []string) error {
-			cl, err := g.client()
-			if err != nil {
-				return err
-			}
+		RunE: g.withClient(func(c *cobra.Command, args []string, cl *api.Client) error {
 			jobs, err := getJobs(c.Context(), cl, args)
 			if err != nil {
 				return err
@@ -22,6 +20,6 @@ func inspectCmd(g *globals) *cobra.Command {
 				return writeJSON(c.OutOrStdout(), jobs[0])
 			}
 			return writeJSON(c.OutOrStdout(), jobs)
-		},
+		}),
 	}
 }

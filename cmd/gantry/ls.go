@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/gantry-ml/gantry"
+	"github.com/gantry-ml/gantry/api"
 )
 
 func lsCmd(g *globals) *cobra.Command {
@@ -24,11 +25,7 @@ func lsCmd(g *globals) *cobra.Command {
 		Aliases: []string{"list", "ps"},
 		Short:   "List jobs, newest first",
 		Args:    exactArgs(0),
-		RunE: func(c *cobra.Command, args []string) error {
-			cl, err := g.client()
-			if err != nil {
-				return err
-			}
+		RunE: g.withClient(func(c *cobra.Command, args []string, cl *api.Client) error {
 			o := gantry.JobFilter{Limit: limit}
 			for _, s := range states {
 				o.States = append(o.States, gantry.State(s))
@@ -63,7 +60,7 @@ func lsCmd(g *globals) *cobra.Command {
 					human(now.Sub(j.Times.Created)), human(end.Sub(j.Times.Created)))
 			}
 			return tw.Flush()
-		},
+		}),
 	}
 	c.Flags().BoolVar(&asJSON, "json", false, "print the records as JSON")
 	c.Flags().IntVarP(&limit, "limit", "n", 50, "show at most this many jobs")

@@ -73,6 +73,18 @@ type globals struct {
 
 func (g *globals) client() (*api.Client, error) { return api.NewClient(g.host, g.tls) }
 
+// withClient is a command's RunE that makes the client of gantryd, then
+// runs run with it.
+func (g *globals) withClient(run func(c *cobra.Command, args []string, cl *api.Client) error) func(*cobra.Command, []string) error {
+	return func(c *cobra.Command, args []string) error {
+		cl, err := g.client()
+		if err != nil {
+			return err
+		}
+		return run(c, args, cl)
+	}
+}
+
 func newRoot() *cobra.Command {
 	g := &globals{}
 	root := &cobra.Command{

@@ -6,6 +6,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/gantry-ml/gantry"
+	"github.com/gantry-ml/gantry/api"
 )
 
 func pushCmd(g *globals) *cobra.Command {
@@ -17,11 +18,7 @@ func pushCmd(g *globals) *cobra.Command {
 		Use:   "push JOB [--to REF]...",
 		Short: "Push a finished job's image again, to its own references or to --to",
 		Args:  exactArgs(1),
-		RunE: func(c *cobra.Command, args []string) error {
-			cl, err := g.client()
-			if err != nil {
-				return err
-			}
+		RunE: g.withClient(func(c *cobra.Command, args []string, cl *api.Client) error {
 			progress := pushProgress(c.ErrOrStderr(), quiet)
 			j, err := cl.PushProgress(c.Context(), args[0], to, progress)
 			progress.end()
@@ -40,7 +37,7 @@ func pushCmd(g *globals) *cobra.Command {
 				}
 			}
 			return nil
-		},
+		}),
 	}
 	c.Flags().StringArrayVar(&to, "to", nil, "push to this reference instead of the job's own (repeatable)")
 	c.Flags().BoolVarP(&quiet, "quiet", "q", false, "print only the pushed references, no progress")

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/gantry-ml/gantry"
+	"github.com/gantry-ml/gantry/api"
 	"github.com/gantry-ml/gantry/internal/iox"
 	"github.com/gantry-ml/gantry/internal/joblog"
 )
@@ -42,16 +43,12 @@ and of every new job, until interrupted:
 			}
 			return nil
 		},
-		RunE: func(c *cobra.Command, args []string) error {
-			cl, err := g.client()
-			if err != nil {
-				return err
-			}
+		RunE: g.withClient(func(c *cobra.Command, args []string, cl *api.Client) error {
 			if len(args) == 0 {
 				return watchAll(c.Context(), cl, c.OutOrStdout(), c.ErrOrStderr(), time.Second, shown(c.OutOrStdout(), raw))
 			}
 			return newView(cl, c.OutOrStdout(), c.ErrOrStderr(), false, raw).run(c.Context(), args[0])
-		},
+		}),
 	}
 	c.Flags().BoolVar(&raw, "raw", false, "write the job's output as it is, control characters and all (no live display)")
 	return c
