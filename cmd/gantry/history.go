@@ -1,3 +1,6 @@
+// gantry history (the jobs that pushed to a name) and gantry diff (what
+// differed between two jobs).
+
 package main
 
 import (

@@ -1,3 +1,6 @@
+// What is written to a terminal: which writer is one, a job's text escaped
+// so the terminal never acts on it, and a job's log in its modes.
+
 package main
 
 import (
