@@ -1,3 +1,6 @@
+// The build context: where the Dockerfile is in it, and the tar archive of
+// it that gantry submit sends, as its .dockerignore has it.
+
 package main
 
 import (

@@ -1,3 +1,6 @@
+// gantry history (the jobs that pushed to a name) and gantry diff (what
+// differed between two jobs).
+
 package main
 
 import (
@@ -12,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/gantry-ml/gantry"
+	"github.com/gantry-ml/gantry/api"
 )
 
 func historyCmd(g *globals) *cobra.Command {
@@ -23,11 +27,7 @@ func historyCmd(g *globals) *cobra.Command {
 		Use:   "history NAME",
 		Short: "The jobs that pushed to an image name (REGISTRY/REPO), newest first, and which holds the tag",
 		Args:  exactArgs(1),
-		RunE: func(c *cobra.Command, args []string) error {
-			cl, err := g.client()
-			if err != nil {
-				return err
-			}
+		RunE: g.withClient(func(c *cobra.Command, args []string, cl *api.Client) error {
 			h, err := cl.History(c.Context(), args[0], tag)
 			if err != nil {
 				return err
@@ -51,7 +51,7 @@ func historyCmd(g *globals) *cobra.Command {
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Job, e.Created.Local().Format(time.DateTime), e.State, acc, digest, champ, e.Reason)
 			}
 			return tw.Flush()
-		},
+		}),
 	}
 	c.Flags().StringVar(&tag, "tag", "champion", "the tag whose holder is marked")
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
@@ -66,22 +66,14 @@ func diffCmd(g *globals) *cobra.Command {
 		Use:   "diff JOB1 JOB2",
 		Short: "What differed between two jobs' inputs (context files, build args, base images) and results",
 		Args:  exactArgs(2),
-		RunE: func(c *cobra.Command, args []string) error {
-			cl, err := g.client()
+		RunE: g.withClient(func(c *cobra.Command, args []string, cl *api.Client) error {
+			jobs, err := getJobs(c.Context(), cl, args)
 			if err != nil {
 				return err
 			}
-			a, err := cl.Get(c.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			b, err := cl.Get(c.Context(), args[1])
-			if err != nil {
-				return err
-			}
-			diffJobs(c.OutOrStdout(), a, b, shown(c.OutOrStdout(), raw))
+			diffJobs(c.OutOrStdout(), jobs[0], jobs[1], shown(c.OutOrStdout(), raw))
 			return nil
-		},
+		}),
 	}
 	c.Flags().BoolVar(&raw, "raw", false, "write the jobs' values as they are, control characters and all (they are escaped on a terminal)")
 	return c

@@ -18,11 +18,7 @@ func infoCmd(g *globals) *cobra.Command {
 		Use:   "info",
 		Short: "Show gantryd's versions and its policy: what a job may ask",
 		Args:  exactArgs(0),
-		RunE: func(c *cobra.Command, args []string) error {
-			cl, err := g.client()
-			if err != nil {
-				return err
-			}
+		RunE: g.withClient(func(c *cobra.Command, args []string, cl *api.Client) error {
 			info, err := cl.Info(c.Context())
 			if err != nil {
 				return err
@@ -32,7 +28,7 @@ func infoCmd(g *globals) *cobra.Command {
 			}
 			writeInfo(c.OutOrStdout(), info)
 			return nil
-		},
+		}),
 	}
 	c.Flags().BoolVar(&asJSON, "json", false, "print the answer as JSON")
 	return c

@@ -1,10 +1,16 @@
+// What is written to a terminal: which writer is one, a job's text escaped
+// so the terminal never acts on it, and a job's log in its modes.
+
 package main
 
 import (
 	"bytes"
 	"fmt"
 	"io"
+	"os"
 	"unicode/utf8"
+
+	"golang.org/x/term"
 
 	"github.com/gantry-ml/gantry/internal/joblog"
 )
@@ -168,4 +174,14 @@ func unfinishedRune(p []byte) int {
 		return 0
 	}
 	return 0
+}
+
+// terminal returns the first of ws that is a terminal, or nil.
+func terminal(ws ...io.Writer) *os.File {
+	for _, w := range ws {
+		if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+			return f
+		}
+	}
+	return nil
 }
