@@ -82,14 +82,21 @@ func NewClient(host string, tlsFiles ...TLSFiles) (*Client, error) {
 	return &Client{socket: sock, base: "http://gantry", http: &http.Client{Transport: tr}}, nil
 }
 
+// load reads the certificate and key (a side's, "client" or "server") and
+// the CA it trusts. It returns ErrInvalid.
+func (f TLSFiles) load(side string) (tls.Certificate, *x509.CertPool, error) {
+	cert, err := tls.LoadX509KeyPair(f.Cert, f.Key)
+	if err != nil {
+		return cert, nil, gantry.Errorf(gantry.ErrInvalid, "TLS %s certificate: %v", side, err)
+	}
+	pool, err := loadCA(f.CA)
+	return cert, pool, err
+}
+
 // ClientTLS returns the TLS configuration of a client that presents Cert
 // and Key and trusts only the CA in CA. It returns ErrInvalid.
 func ClientTLS(f TLSFiles) (*tls.Config, error) {
-	cert, err := tls.LoadX509KeyPair(f.Cert, f.Key)
-	if err != nil {
-		return nil, gantry.Errorf(gantry.ErrInvalid, "TLS client certificate: %v", err)
-	}
-	pool, err := loadCA(f.CA)
+	cert, pool, err := f.load("client")
 	if err != nil {
 		return nil, err
 	}
@@ -113,11 +120,7 @@ var serverSuites = []uint16{
 // with ECDHE and AES-GCM or ChaCha20-Poly1305 only, or TLS 1.3. It returns
 // ErrInvalid.
 func ServerTLS(f TLSFiles) (*tls.Config, error) {
-	cert, err := tls.LoadX509KeyPair(f.Cert, f.Key)
-	if err != nil {
-		return nil, gantry.Errorf(gantry.ErrInvalid, "TLS server certificate: %v", err)
-	}
-	pool, err := loadCA(f.CA)
+	cert, pool, err := f.load("server")
 	if err != nil {
 		return nil, err
 	}
