@@ -161,10 +161,13 @@ func (h *fakeHub) note(list *[]string, s string) {
 }
 
 // env is what gantryd needs to reach the fake hub as Docker Hub: the
-// proxy, the CA, and no credentials of the machine's.
+// proxy, the CA, and no credentials of the machine's. Plain HTTP goes to
+// the proxy too, which refuses it: nothing gantryd sends to a name leaves
+// loopback (loopback addresses are never proxied).
 func (h *fakeHub) env(t *testing.T) []string {
 	return []string{
 		"HTTPS_PROXY=" + h.proxyURL, "https_proxy=" + h.proxyURL,
+		"HTTP_PROXY=" + h.proxyURL, "http_proxy=" + h.proxyURL,
 		"NO_PROXY=127.0.0.1,localhost", "no_proxy=127.0.0.1,localhost",
 		"SSL_CERT_FILE=" + h.caFile, "SSL_CERT_DIR=" + t.TempDir(),
 		"DOCKER_CONFIG=" + t.TempDir(),
