@@ -142,6 +142,10 @@ func TestTCPListenerWithMutualTLS(t *testing.T) {
 
 type pki struct {
 	ca, serverCert, serverKey, clientCert, clientKey, strangerCert, strangerKey string
+
+	// The CA itself, to issue more certificates (see serverCertFor).
+	caCert *x509.Certificate
+	caKey  *ecdsa.PrivateKey
 }
 
 // newPKI writes a CA, a server certificate for 127.0.0.1 and a client
@@ -199,6 +203,7 @@ func newPKI(t *testing.T) pki {
 		serverCert: write("server.pem", "CERTIFICATE", sDER), serverKey: write("server-key.pem", "EC PRIVATE KEY", sKey),
 		clientCert: write("client.pem", "CERTIFICATE", cDER), clientKey: write("client-key.pem", "EC PRIVATE KEY", cKey),
 		strangerCert: write("stranger.pem", "CERTIFICATE", xDER), strangerKey: write("stranger-key.pem", "EC PRIVATE KEY", xKey),
+		caCert: ca, caKey: caKey,
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -14,11 +15,9 @@ import (
 	"github.com/gantry-ml/gantry"
 )
 
-// forcedTrainer prints the accuracy its ACC build argument gives, after
-// sleeping SLEEP seconds.
+// forcedTrainer prints the accuracy its ACC build argument gives.
 func forcedTrainer(t *testing.T) string {
-	return trainerDir(t, "import os, time\ntime.sleep(float(os.environ.get('SLEEP') or 0))\nprint('Model accuracy:', os.environ['ACC'], flush=True)\n",
-		"ARG ACC", "ARG SLEEP=0", "ENV ACC=${ACC} SLEEP=${SLEEP}")
+	return trainerDir(t, "import os\nprint('Model accuracy:', os.environ['ACC'], flush=True)\n", "ARG ACC", "ENV ACC=${ACC}")
 }
 
 // repoOf returns the repository of a reference made by uniqueRef.
@@ -156,27 +155,83 @@ func mustJSON(v any) []byte {
 	return b
 }
 
-// Two jobs promoting the same tag, the better one finishing first: the tag
-// ends on the better, not on the later.
+// heldTrainer prints the accuracy its ACC build argument gives once the
+// test releases it (releaseTrainer), so the test, not timing, decides which
+// job finishes first.
+func heldTrainer(t *testing.T) string {
+	return trainerDir(t, `import os, time
+print("held until released", flush=True)
+while not os.path.exists("/tmp/gantry-it-release"):
+    time.sleep(0.05)
+print("Model accuracy:", os.environ["ACC"], flush=True)
+`, "ARG ACC", "ENV ACC=${ACC}")
+}
+
+// awaitHeld waits until job id's heldTrainer runs and waits to be released.
+func awaitHeld(t *testing.T, d *gantryd, id string) {
+	t.Helper()
+	until(t, "job "+id+"'s trainer to wait for its release", 5*time.Minute, func() bool {
+		if j := d.inspect(id); j.State.Terminal() {
+			t.Fatalf("job %s ended %s (%s) before it was released", id, j.State, j.Error)
+		}
+		out, _ := exec.Command("docker", "logs", "gantry-"+id).CombinedOutput()
+		return strings.Contains(string(out), "held until released")
+	})
+}
+
+// releaseTrainer lets job id's heldTrainer report its accuracy and end.
+func releaseTrainer(t *testing.T, id string) {
+	t.Helper()
+	if out, err := exec.Command("docker", "exec", "gantry-"+id, "touch", "/tmp/gantry-it-release").CombinedOutput(); err != nil {
+		t.Fatalf("docker exec touch /tmp/gantry-it-release in job %s: %v: %s", id, err, out)
+	}
+}
+
+// Two jobs promoting the same tag, both training at once: whichever the
+// test lets finish first, the tag ends on the better job's image, and each
+// record says why.
 func TestPromotionRaceKeepsTheBetter(t *testing.T) {
 	t.Parallel()
-	d := startDaemon(t, "--max-jobs", "2")
-	dir := forcedTrainer(t)
-	repo := uniqueRepo(t)
-	better := d.submit(dir, "--build-arg", "ACC=0.97", "--push", repo+":better", "--promote", "champion")
-	worse := d.submit(dir, "--build-arg", "ACC=0.91", "--build-arg", "SLEEP=20", "--push", repo+":worse", "--promote", "champion")
-	b := d.waitJob(better, 5*time.Minute)
-	w := d.waitJob(worse, 5*time.Minute)
-	if b.State != gantry.StateSucceeded || w.State != gantry.StateSucceeded {
-		t.Fatalf("jobs: %s (%s), %s (%s)", b.State, b.Error, w.State, w.Error)
-	}
-	if !w.Times.Finished.After(*b.Times.Finished) {
-		t.Fatalf("the worse job finished first; the test needs it last")
-	}
-	if got := servedDigest(t, repo+":champion"); got != b.Pushes[0].Digest {
-		t.Errorf("the champion tag holds %s, want the better job's %s (worse: %s)", got, b.Pushes[0].Digest, w.Pushes[0].Digest)
-	}
-	if len(w.Promotions) != 1 || w.Promotions[0].Promoted || w.Promotions[0].Reason != "kept champion: 0.9100 <= 0.9700" {
-		t.Errorf("the worse job's promotion: %+v", w.Promotions)
+	for _, order := range []string{"better first", "worse first"} {
+		t.Run(strings.ReplaceAll(order, " ", "-"), func(t *testing.T) {
+			t.Parallel()
+			d := startDaemon(t, "--max-jobs", "2")
+			dir := heldTrainer(t)
+			repo := uniqueRepo(t)
+			better := d.submit(dir, "--build-arg", "ACC=0.97", "--push", repo+":better", "--promote", "champion")
+			worse := d.submit(dir, "--build-arg", "ACC=0.91", "--push", repo+":worse", "--promote", "champion")
+			awaitHeld(t, d, better)
+			awaitHeld(t, d, worse)
+			first, second := better, worse
+			if order == "worse first" {
+				first, second = worse, better
+			}
+			// The second is released once the first has finished: its
+			// promotion has been decided before the second reports.
+			releaseTrainer(t, first)
+			f := d.waitJob(first, 5*time.Minute)
+			releaseTrainer(t, second)
+			s := d.waitJob(second, 5*time.Minute)
+			if f.State != gantry.StateSucceeded || s.State != gantry.StateSucceeded {
+				t.Fatalf("jobs: %s (%s), %s (%s)", f.State, f.Error, s.State, s.Error)
+			}
+			b, w := f, s
+			if first == worse {
+				b, w = s, f
+			}
+			if got := servedDigest(t, repo+":champion"); got != b.Pushes[0].Digest {
+				t.Errorf("the champion tag holds %s, want the better job's %s (worse: %s)", got, b.Pushes[0].Digest, w.Pushes[0].Digest)
+			}
+			wantB, wantW := "promoted: the tag held no image with a provenance record", "kept champion: 0.9100 <= 0.9700"
+			if first == worse {
+				wantB, wantW = "promoted: 0.9700 > 0.9100", "promoted: the tag held no image with a provenance record"
+			}
+			if len(b.Promotions) != 1 || b.Promotions[0].Reason != wantB {
+				t.Errorf("the better job's promotion: %+v, want %q", b.Promotions, wantB)
+			}
+			if len(w.Promotions) != 1 || w.Promotions[0].Reason != wantW {
+				t.Errorf("the worse job's promotion: %+v, want %q", w.Promotions, wantW)
+			}
+		})
 	}
 }
