@@ -128,10 +128,14 @@ func (m *Main) Close() error {
 	if m.socket {
 		os.Remove(m.Config.Socket)
 	}
-	for _, c := range []interface{ Close() error }{m.builder, m.engine, m.store} {
-		if c != nil {
-			c.Close()
-		}
+	if m.builder != nil {
+		m.builder.Close()
+	}
+	if m.engine != nil {
+		m.engine.Close()
+	}
+	if m.store != nil {
+		m.store.Close()
 	}
 	m.server, m.stopWeb, m.socket, m.serving = nil, nil, false, false
 	m.builder, m.engine, m.store = nil, nil, nil
