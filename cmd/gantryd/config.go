@@ -40,7 +40,9 @@ var errUsage = errors.New("usage")
 
 // ParseFlags parses gantryd's arguments (without the program name) into
 // m.Config on a FlagSet of its own, and checks them: the policy, the sizes,
-// the dashboard's credentials (it reads --http-password-file). It returns
+// the dashboard's credentials (it reads --http-password-file), --tcp's
+// address and TLS files. So a bad flag is refused before anything is opened
+// or dialed; what needs a listener is Run's to refuse. It returns
 // flag.ErrHelp for -h, an error wrapping errUsage for an argument the flag
 // package refused, and otherwise an error naming the flag at fault.
 func (m *Main) ParseFlags(ctx context.Context, args []string) error {
@@ -82,8 +84,14 @@ func (m *Main) ParseFlags(ctx context.Context, args []string) error {
 	if c.BlobCache, err = gantry.ParseBytes(*blobCache); err != nil {
 		return fmt.Errorf("--blob-cache: %w", err)
 	}
-	c.Credentials, err = httpCredentials(c.HTTP, *httpUser, *httpPass)
-	return err
+	if c.Credentials, err = httpCredentials(c.HTTP, *httpUser, *httpPass); err != nil {
+		return err
+	}
+	if c.TCP != "" {
+		// Refused here, before Run dials anything; Run's listenTCP checks again.
+		return checkTCP(c.TCP, c.TLS)
+	}
+	return nil
 }
 
 func defaultDataDir() string {
