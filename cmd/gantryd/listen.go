@@ -83,11 +83,8 @@ func listen(path string, gid int) (net.Listener, error) {
 // reach a loopback port, so without the three files it refuses to start.
 // It keeps at most maxConns connections open (see api.LimitListener).
 func listenTCP(addr string, files api.TLSFiles, maxConns int) (net.Listener, error) {
-	if _, _, err := net.SplitHostPort(addr); err != nil {
-		return nil, fmt.Errorf("--tcp %q: want HOST:PORT: %w", addr, err)
-	}
-	if files.CA == "" || files.Cert == "" || files.Key == "" {
-		return nil, fmt.Errorf("--tcp %s: refusing to serve the API over TCP without TLS: give --tlscacert (the CA whose client certificates are let in), --tlscert and --tlskey (the listener's certificate and key); clients then use gantry -H tcp://%s with their own --tlscacert, --tlscert and --tlskey", addr, addr)
+	if err := checkTCP(addr, files); err != nil {
+		return nil, err
 	}
 	cfg, err := api.ServerTLS(files)
 	if err != nil {
@@ -98,6 +95,18 @@ func listenTCP(addr string, files api.TLSFiles, maxConns int) (net.Listener, err
 		return nil, fmt.Errorf("--tcp: %w", err)
 	}
 	return api.LimitListener(ln, maxConns, cfg), nil
+}
+
+// checkTCP refuses a --tcp address that is not HOST:PORT, and one given
+// without all three TLS files.
+func checkTCP(addr string, files api.TLSFiles) error {
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		return fmt.Errorf("--tcp %q: want HOST:PORT: %w", addr, err)
+	}
+	if files.CA == "" || files.Cert == "" || files.Key == "" {
+		return fmt.Errorf("--tcp %s: refusing to serve the API over TCP without TLS: give --tlscacert (the CA whose client certificates are let in), --tlscert and --tlskey (the listener's certificate and key); clients then use gantry -H tcp://%s with their own --tlscacert, --tlscert and --tlskey", addr, addr)
+	}
+	return nil
 }
 
 // apiServer is the http.Server of the API's socket and TCP listeners (made
