@@ -16,6 +16,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/gantry-ml/gantry"
+	"github.com/gantry-ml/gantry/blobs"
 	"github.com/gantry-ml/gantry/push"
 	"github.com/gantry-ml/gantry/runner"
 )
@@ -52,13 +53,13 @@ func TestLayerStoreGivesWhatDockerSaveGives(t *testing.T) {
 	t.Cleanup(func() { exec.Command("docker", "rmi", "-f", tag).Run() })
 
 	read := func(useStore bool) (v1.Image, map[string]int, *push.Source) {
-		blobs, err := push.OpenBlobs(t.TempDir(), 0)
+		cache, err := blobs.Open(t.TempDir(), 0)
 		if err != nil {
 			t.Fatal(err)
 		}
 		var mu sync.Mutex
 		reads := map[string]int{}
-		src := &push.Source{Blobs: blobs, Engine: eng.Client(), TmpDir: t.TempDir(),
+		src := &push.Source{Blobs: cache, Engine: eng.Client(), TmpDir: t.TempDir(),
 			Reads: func(how string, _ v1.Hash) { mu.Lock(); reads[how]++; mu.Unlock() }}
 		if useStore {
 			src.Root, src.Driver = root, driver
@@ -176,19 +177,19 @@ func TestPushAfterTheGateSendsOnlyManifests(t *testing.T) {
 	}
 
 	// The kept blobs: the image's config and layers, once each.
-	layers, err := os.ReadDir(filepath.Join(d.dataDir, "blobs", "diffid"))
+	diffIDs, err := os.ReadDir(filepath.Join(d.dataDir, "blobs", "diffid"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	blobs, _ := os.ReadDir(filepath.Join(d.dataDir, "blobs", "sha256"))
-	if len(layers) == 0 || len(blobs) != len(layers)+1 {
-		t.Errorf("the blob store holds %d blobs for %d layers, want the layers and one config", len(blobs), len(layers))
+	kept, _ := os.ReadDir(filepath.Join(d.dataDir, "blobs", "sha256"))
+	if len(diffIDs) == 0 || len(kept) != len(diffIDs)+1 {
+		t.Errorf("the blob store holds %d blobs for %d layers, want the layers and one config", len(kept), len(diffIDs))
 	}
 	// The metrics say the same: each layer read and compressed once.
-	var kept int64
-	for _, b := range blobs {
+	var keptBytes int64
+	for _, b := range kept {
 		if info, err := b.Info(); err == nil {
-			kept += info.Size()
+			keptBytes += info.Size()
 		}
 	}
 	got, err := scrapeMetrics(socketClient(d.socket))
@@ -196,7 +197,7 @@ func TestPushAfterTheGateSendsOnlyManifests(t *testing.T) {
 		t.Fatal(err)
 	}
 	read := got[`gantry_layers_compressed_total{via="store"}`] + got[`gantry_layers_compressed_total{via="save"}`]
-	if read != float64(len(layers)) || got[`gantry_blob_store_bytes`] != float64(kept) {
-		t.Errorf("metrics: %v layers compressed, blob store %v bytes; want %d layers, %d bytes", read, got[`gantry_blob_store_bytes`], len(layers), kept)
+	if read != float64(len(diffIDs)) || got[`gantry_blob_store_bytes`] != float64(keptBytes) {
+		t.Errorf("metrics: %v layers compressed, blob store %v bytes; want %d layers, %d bytes", read, got[`gantry_blob_store_bytes`], len(diffIDs), keptBytes)
 	}
 }

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -23,6 +25,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/gantry-ml/gantry"
+	"github.com/gantry-ml/gantry/blobs"
 )
 
 // Source reads local images for pushing, layer by layer, through Blobs: a
@@ -39,7 +42,7 @@ import (
 // Otherwise (a remote engine, another driver, no access) the whole image is
 // read once with docker save, and its layers are kept from there.
 type Source struct {
-	Blobs *Blobs
+	Blobs *blobs.Cache
 	// Engine answers image inspects and docker save.
 	Engine daemon.Client
 	// Root and Driver are the engine's data root and storage driver
@@ -184,7 +187,7 @@ func (s *Source) fromStore(ctx context.Context, id v1.Hash) error {
 		if chain == "" {
 			chain = diffID.String()
 		} else {
-			chain = "sha256:" + sha256Hex([]byte(chain+" "+diffID.String()))
+			chain = chainID(chain, diffID)
 		}
 		layerdb := filepath.Join(imagedb, "layerdb", "sha256", strings.TrimPrefix(chain, "sha256:"))
 		open := func() (io.ReadCloser, error) { return s.layerTar(layerdb, diffID) }
@@ -193,6 +196,13 @@ func (s *Source) fromStore(ctx context.Context, id v1.Hash) error {
 		}
 	}
 	return nil
+}
+
+// chainID is the layer store's name for the layer diffID on top of the
+// layers whose chain ID is parent: sha256 of "parent diffID".
+func chainID(parent string, diffID v1.Hash) string {
+	s := sha256.Sum256([]byte(parent + " " + diffID.String()))
+	return "sha256:" + hex.EncodeToString(s[:])
 }
 
 // keepLayer compresses and keeps layer diffID, read with open, unless it is
@@ -337,8 +347,8 @@ func (i *keptImage) LayerByDigest(h v1.Hash) (partial.CompressedLayer, error) {
 
 // keptLayer is a kept compressed layer.
 type keptLayer struct {
-	blobs  *Blobs
-	desc   Desc
+	blobs  *blobs.Cache
+	desc   blobs.Desc
 	diffID v1.Hash
 }
 

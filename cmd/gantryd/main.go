@@ -21,6 +21,7 @@ import (
 
 	"github.com/gantry-ml/gantry"
 	"github.com/gantry-ml/gantry/api"
+	"github.com/gantry-ml/gantry/blobs"
 	"github.com/gantry-ml/gantry/builder"
 	"github.com/gantry-ml/gantry/daemon"
 	"github.com/gantry-ml/gantry/dashboard"
@@ -129,12 +130,12 @@ func run() error {
 	if err := os.MkdirAll(tmpDir, 0o700); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
-	blobs, err := push.OpenBlobs(filepath.Join(*dataDir, "blobs"), blobMax)
+	cache, err := blobs.Open(filepath.Join(*dataDir, "blobs"), blobMax)
 	if err != nil {
 		return err
 	}
-	pushMetrics := newPushMetrics(blobs)
-	src := &push.Source{Blobs: blobs, Engine: eng.Client(), TmpDir: tmpDir,
+	pushMetrics := newPushMetrics(cache)
+	src := &push.Source{Blobs: cache, Engine: eng.Client(), TmpDir: tmpDir,
 		Reads: func(how string, diffID v1.Hash) {
 			pushMetrics.compressed.WithLabelValues(how).Inc()
 			log.Info("layer read from the engine and compressed", "diff_id", diffID, "via", how)
@@ -153,7 +154,7 @@ func run() error {
 	}
 	source := func(ctx context.Context, ref string) (v1.Image, error) {
 		img, err := src.Image(ctx, ref)
-		if n, perr := blobs.Prune(); perr != nil {
+		if n, perr := cache.Prune(); perr != nil {
 			log.Warn("prune the blob store", "err", perr)
 		} else if n > 0 {
 			log.Info("pruned the blob store", "freed", n)
