@@ -30,7 +30,7 @@ import (
 	"github.com/gantry-ml/gantry/internal/iox"
 	"github.com/gantry-ml/gantry/internal/joblog"
 	"github.com/gantry-ml/gantry/internal/keyed"
-	"github.com/gantry-ml/gantry/push"
+	"github.com/gantry-ml/gantry/layers"
 	"github.com/gantry-ml/gantry/runner"
 	"github.com/gantry-ml/gantry/trainer"
 )
@@ -523,7 +523,7 @@ func (d *Daemon) Push(ctx context.Context, id string, refs []string, progress io
 	if err != nil {
 		return nil, fmt.Errorf("job %s: read its image %s: %w", id, j.ImageName, err)
 	}
-	defer push.Release(img)
+	defer layers.Release(img)
 	pctx, cancel := withLimit(ctx, "push", d.cfg.Policy.Timeouts.Push)
 	defer cancel()
 	pushes, perr := d.pusher.Push(pctx, img, refs, progress)
@@ -779,7 +779,7 @@ func (d *Daemon) life(ctx context.Context, id string, logf *joblog.Writer) error
 		if err != nil {
 			return phaseErr(ctx, pctx, err)
 		}
-		defer push.Release(img)
+		defer layers.Release(img)
 		pushes, err := d.pusher.Push(pctx, img, refs, logf.Own())
 		// Record what moved, even when the rest failed.
 		if j, err = d.recordPushes(ctx, id, pushes, err); err != nil {
@@ -819,7 +819,7 @@ func (d *Daemon) uploadEarly(ctx context.Context, j *gantry.Job) *earlyUpload {
 		img, err := d.source(uctx, j.ImageName)
 		if err == nil {
 			err = d.pusher.Upload(uctx, img, j.Spec.Push)
-			push.Release(img)
+			layers.Release(img)
 		}
 		if err != nil {
 			if uctx.Err() == nil {

@@ -17,7 +17,7 @@ import (
 
 	"github.com/gantry-ml/gantry"
 	"github.com/gantry-ml/gantry/blobs"
-	"github.com/gantry-ml/gantry/push"
+	"github.com/gantry-ml/gantry/layers"
 	"github.com/gantry-ml/gantry/runner"
 )
 
@@ -37,7 +37,7 @@ func TestLayerStoreGivesWhatDockerSaveGives(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := push.Readable(root, driver); err != nil {
+	if err := layers.Readable(root, driver); err != nil {
 		t.Skipf("the engine's layer store (%s, %s) is not readable here: %v", root, driver, err)
 	}
 
@@ -52,14 +52,14 @@ func TestLayerStoreGivesWhatDockerSaveGives(t *testing.T) {
 	}
 	t.Cleanup(func() { exec.Command("docker", "rmi", "-f", tag).Run() })
 
-	read := func(useStore bool) (v1.Image, map[string]int, *push.Source) {
+	read := func(useStore bool) (v1.Image, map[string]int, *layers.Source) {
 		cache, err := blobs.Open(t.TempDir(), 0)
 		if err != nil {
 			t.Fatal(err)
 		}
 		var mu sync.Mutex
 		reads := map[string]int{}
-		src := &push.Source{Blobs: cache, Engine: eng.Client(), TmpDir: t.TempDir(),
+		src := &layers.Source{Cache: cache, Engine: eng.Client(), TmpDir: t.TempDir(),
 			Reads: func(how string, _ v1.Hash) { mu.Lock(); reads[how]++; mu.Unlock() }}
 		if useStore {
 			src.Root, src.Driver = root, driver
@@ -73,12 +73,12 @@ func TestLayerStoreGivesWhatDockerSaveGives(t *testing.T) {
 	fromStore, storeReads, src := read(true)
 	fromSave, saveReads, _ := read(false)
 
-	layers, _ := fromStore.Layers()
-	if storeReads["store"] != len(layers) || storeReads["save"] != 0 {
-		t.Errorf("reads through the layer store %v, want all %d layers from the store", storeReads, len(layers))
+	ls, _ := fromStore.Layers()
+	if storeReads["store"] != len(ls) || storeReads["save"] != 0 {
+		t.Errorf("reads through the layer store %v, want all %d layers from the store", storeReads, len(ls))
 	}
-	if saveReads["save"] != len(layers) {
-		t.Errorf("reads without the layer store %v, want all %d through docker save", saveReads, len(layers))
+	if saveReads["save"] != len(ls) {
+		t.Errorf("reads without the layer store %v, want all %d through docker save", saveReads, len(ls))
 	}
 	d1, _ := fromStore.Digest()
 	d2, _ := fromSave.Digest()

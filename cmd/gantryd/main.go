@@ -25,6 +25,7 @@ import (
 	"github.com/gantry-ml/gantry/builder"
 	"github.com/gantry-ml/gantry/daemon"
 	"github.com/gantry-ml/gantry/dashboard"
+	"github.com/gantry-ml/gantry/layers"
 	"github.com/gantry-ml/gantry/metrics"
 	"github.com/gantry-ml/gantry/push"
 	"github.com/gantry-ml/gantry/runner"
@@ -135,7 +136,7 @@ func run() error {
 		return err
 	}
 	pushMetrics := newPushMetrics(cache)
-	src := &push.Source{Blobs: cache, Engine: eng.Client(), TmpDir: tmpDir,
+	src := &layers.Source{Cache: cache, Engine: eng.Client(), TmpDir: tmpDir,
 		Reads: func(how string, diffID v1.Hash) {
 			pushMetrics.compressed.WithLabelValues(how).Inc()
 			log.Info("layer read from the engine and compressed", "diff_id", diffID, "via", how)
@@ -146,7 +147,7 @@ func run() error {
 		}}
 	if root, driver, err := eng.Storage(ctx); err != nil {
 		return err
-	} else if err := push.Readable(root, driver); err == nil {
+	} else if err := layers.Readable(root, driver); err == nil {
 		src.Root, src.Driver = root, driver
 		log.Info("image layers are read from the engine's layer store", "root", root, "driver", driver)
 	} else {
