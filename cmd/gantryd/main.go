@@ -27,7 +27,7 @@ import (
 	"github.com/gantry-ml/gantry/dashboard"
 	"github.com/gantry-ml/gantry/layers"
 	"github.com/gantry-ml/gantry/metrics"
-	"github.com/gantry-ml/gantry/push"
+	"github.com/gantry-ml/gantry/registry"
 	"github.com/gantry-ml/gantry/runner"
 	"github.com/gantry-ml/gantry/store"
 )
@@ -170,7 +170,7 @@ func run() error {
 		StopTimeout: *stopTimeout,
 		OrphanGrace: *orphanGrace,
 		Logger:      log,
-	}, st, bk, eng, push.New(push.WithInsecureRegistries(policy.InsecureRegistries)), source)
+	}, st, bk, eng, registry.New(registry.WithInsecureRegistries(policy.InsecureRegistries)), source)
 	if err != nil {
 		return err
 	}

@@ -1,7 +1,10 @@
-// Package push publishes a job's image to registries with
-// go-containerregistry, using the user's Docker credentials (config.json and
-// credential helpers), and reports the digest each registry serves.
-package push
+// Package registry is gantry's registry client: it publishes a job's image
+// to registries with go-containerregistry, using the user's Docker
+// credentials (config.json and credential helpers), and reports the digest
+// each registry serves. It uploads blobs ahead of a push, attaches and reads
+// artifacts, resolves and moves tags, and speaks plain HTTP only to loopback
+// registries and those the operator lists.
+package registry
 
 import (
 	"context"

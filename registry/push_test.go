@@ -1,4 +1,4 @@
-package push
+package registry
 
 import (
 	"bytes"
@@ -17,7 +17,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/registry"
+	ggcrregistry "github.com/google/go-containerregistry/pkg/registry"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
@@ -27,7 +27,7 @@ import (
 func newRegistry(t *testing.T, h http.Handler) string {
 	t.Helper()
 	if h == nil {
-		h = registry.New(registry.Logger(log.New(io.Discard, "", 0)))
+		h = ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0)))
 	}
 	s := httptest.NewServer(h)
 	t.Cleanup(s.Close)
@@ -73,7 +73,7 @@ func TestPushRecordsTheDigestTheRegistryServes(t *testing.T) {
 }
 
 func TestPushNamesARefusingRegistry(t *testing.T) {
-	inner := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
+	inner := ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0)))
 	host := newRegistry(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodPut || r.Method == http.MethodPost || r.Method == http.MethodPatch {
 			w.Header().Set("Content-Type", "application/json")
@@ -151,7 +151,9 @@ func unavailable(w http.ResponseWriter) {
 	io.WriteString(w, `{"errors":[{"code":"UNAVAILABLE","message":"service unavailable"}]}`)
 }
 
-func innerRegistry() http.Handler { return registry.New(registry.Logger(log.New(io.Discard, "", 0))) }
+func innerRegistry() http.Handler {
+	return ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0)))
+}
 
 // TestPushRetriesAnUnavailableRegistry pushes to a registry whose first two
 // answers are 503.
