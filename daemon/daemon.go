@@ -106,6 +106,12 @@ type Config struct {
 	// but belongs to no job is left before it is removed.
 	OrphanGrace time.Duration
 	Logger      *slog.Logger
+
+	// Prune, when set, is called each time a job ends, from the goroutine
+	// that ran it, once the job has let go of its image: it brings the
+	// blob cache back within its bounds (blobs.Cache.Prune) and returns
+	// the bytes it freed. An image read never prunes.
+	Prune func() (int64, error)
 }
 
 // Daemon runs jobs.
@@ -311,6 +317,14 @@ func (d *Daemon) start(ctx context.Context, id string) {
 		delete(d.active, id)
 		d.mu.Unlock()
 		d.poke()
+		if d.cfg.Prune == nil {
+			return
+		}
+		if n, err := d.cfg.Prune(); err != nil {
+			d.log.Warn("prune the blob cache", "job", id, "err", err)
+		} else if n > 0 {
+			d.log.Info("pruned the blob cache", "job", id, "freed", gantry.HumanBytes(n))
+		}
 	}()
 }
 

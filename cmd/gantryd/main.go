@@ -153,14 +153,12 @@ func run() error {
 	} else {
 		log.Info("image layers are read with docker save: the engine's layer store is not readable here", "root", root, "driver", driver, "err", err)
 	}
-	source := func(ctx context.Context, ref string) (v1.Image, error) {
-		img, err := src.Image(ctx, ref)
-		if n, perr := cache.Prune(); perr != nil {
-			log.Warn("prune the blob store", "err", perr)
-		} else if n > 0 {
-			log.Info("pruned the blob store", "freed", n)
-		}
-		return img, err
+	// The cache is pruned now, for a --blob-cache lowered since the last
+	// run, and by the daemon after each job.
+	if n, err := cache.Prune(); err != nil {
+		log.Warn("prune the blob cache", "err", err)
+	} else if n > 0 {
+		log.Info("pruned the blob cache", "freed", gantry.HumanBytes(n))
 	}
 	d, err := daemon.New(daemon.Config{
 		DataDir:     *dataDir,
@@ -170,7 +168,8 @@ func run() error {
 		StopTimeout: *stopTimeout,
 		OrphanGrace: *orphanGrace,
 		Logger:      log,
-	}, st, bk, eng, registry.New(registry.WithInsecureRegistries(policy.InsecureRegistries)), source)
+		Prune:       cache.Prune,
+	}, st, bk, eng, registry.New(registry.WithInsecureRegistries(policy.InsecureRegistries)), src.Image)
 	if err != nil {
 		return err
 	}
