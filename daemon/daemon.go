@@ -111,6 +111,12 @@ type Config struct {
 	// but belongs to no job is left before it is removed.
 	OrphanGrace time.Duration
 	Logger      *slog.Logger
+
+	// Prune, when set, is called each time a job ends, from the goroutine
+	// that ran it, once the job has let go of its image: it brings the
+	// blob cache back within its bounds (blobs.Cache.Prune) and returns
+	// the bytes it freed. An image read never prunes.
+	Prune func() (int64, error)
 }
 
 // Daemon runs jobs.

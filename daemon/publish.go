@@ -16,7 +16,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/gantry-ml/gantry"
-	"github.com/gantry-ml/gantry/push"
+	"github.com/gantry-ml/gantry/layers"
 )
 
 // Push pushes a finished job's image again: to refs, or when refs is empty to
@@ -91,7 +91,7 @@ func (d *Daemon) publish(ctx context.Context, j *gantry.Job, refs []string, uplo
 	if err != nil {
 		return j, phaseErr(ctx, pctx, err)
 	}
-	defer push.Release(img)
+	defer layers.Release(img)
 	pushes, err := d.pusher.Push(pctx, img, refs, rep.Own())
 	// Record what moved, even when the rest failed.
 	if j, err = d.recordPushes(ctx, j.ID, pushes, err); err != nil {
@@ -163,7 +163,7 @@ func (d *Daemon) uploadEarly(ctx context.Context, j *gantry.Job) *earlyUpload {
 		img, err := d.source(uctx, j.ImageName)
 		if err == nil {
 			err = d.pusher.Upload(uctx, img, j.Spec.Push)
-			push.Release(img)
+			layers.Release(img)
 		}
 		if err != nil {
 			if uctx.Err() == nil {

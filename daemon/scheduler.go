@@ -94,5 +94,19 @@ func (d *Daemon) start(ctx context.Context, id string) {
 		delete(d.active, id)
 		d.mu.Unlock()
 		d.poke()
+		d.prune(id)
 	}()
+}
+
+// prune brings the blob cache back within its bounds once job id has ended
+// and let go of its image.
+func (d *Daemon) prune(id string) {
+	if d.cfg.Prune == nil {
+		return
+	}
+	if n, err := d.cfg.Prune(); err != nil {
+		d.log.Warn("prune the blob cache", "job", id, "err", err)
+	} else if n > 0 {
+		d.log.Info("pruned the blob cache", "job", id, "freed", gantry.HumanBytes(n))
+	}
 }

@@ -16,7 +16,8 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/gantry-ml/gantry"
-	"github.com/gantry-ml/gantry/push"
+	"github.com/gantry-ml/gantry/blobs"
+	"github.com/gantry-ml/gantry/layers"
 	"github.com/gantry-ml/gantry/runner"
 )
 
@@ -36,7 +37,7 @@ func TestLayerStoreGivesWhatDockerSaveGives(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := push.Readable(root, driver); err != nil {
+	if err := layers.Readable(root, driver); err != nil {
 		t.Skipf("the engine's layer store (%s, %s) is not readable here: %v", root, driver, err)
 	}
 
@@ -51,14 +52,14 @@ func TestLayerStoreGivesWhatDockerSaveGives(t *testing.T) {
 	}
 	t.Cleanup(func() { exec.Command("docker", "rmi", "-f", tag).Run() })
 
-	read := func(useStore bool) (v1.Image, map[string]int, *push.Source) {
-		blobs, err := push.OpenBlobs(t.TempDir(), 0)
+	read := func(useStore bool) (v1.Image, map[string]int, *layers.Source) {
+		cache, err := blobs.Open(t.TempDir(), 0)
 		if err != nil {
 			t.Fatal(err)
 		}
 		var mu sync.Mutex
 		reads := map[string]int{}
-		src := &push.Source{Blobs: blobs, Engine: eng.Client(), TmpDir: t.TempDir(),
+		src := &layers.Source{Cache: cache, Engine: eng.Client(), TmpDir: t.TempDir(),
 			Reads: func(how string, _ v1.Hash) { mu.Lock(); reads[how]++; mu.Unlock() }}
 		if useStore {
 			src.Root, src.Driver = root, driver
@@ -72,12 +73,12 @@ func TestLayerStoreGivesWhatDockerSaveGives(t *testing.T) {
 	fromStore, storeReads, src := read(true)
 	fromSave, saveReads, _ := read(false)
 
-	layers, _ := fromStore.Layers()
-	if storeReads["store"] != len(layers) || storeReads["save"] != 0 {
-		t.Errorf("reads through the layer store %v, want all %d layers from the store", storeReads, len(layers))
+	ls, _ := fromStore.Layers()
+	if storeReads["store"] != len(ls) || storeReads["save"] != 0 {
+		t.Errorf("reads through the layer store %v, want all %d layers from the store", storeReads, len(ls))
 	}
-	if saveReads["save"] != len(layers) {
-		t.Errorf("reads without the layer store %v, want all %d through docker save", saveReads, len(layers))
+	if saveReads["save"] != len(ls) {
+		t.Errorf("reads without the layer store %v, want all %d through docker save", saveReads, len(ls))
 	}
 	d1, _ := fromStore.Digest()
 	d2, _ := fromSave.Digest()
@@ -176,19 +177,19 @@ func TestPushAfterTheGateSendsOnlyManifests(t *testing.T) {
 	}
 
 	// The kept blobs: the image's config and layers, once each.
-	layers, err := os.ReadDir(filepath.Join(d.dataDir, "blobs", "diffid"))
+	diffIDs, err := os.ReadDir(filepath.Join(d.dataDir, "blobs", "diffid"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	blobs, _ := os.ReadDir(filepath.Join(d.dataDir, "blobs", "sha256"))
-	if len(layers) == 0 || len(blobs) != len(layers)+1 {
-		t.Errorf("the blob store holds %d blobs for %d layers, want the layers and one config", len(blobs), len(layers))
+	kept, _ := os.ReadDir(filepath.Join(d.dataDir, "blobs", "sha256"))
+	if len(diffIDs) == 0 || len(kept) != len(diffIDs)+1 {
+		t.Errorf("the blob store holds %d blobs for %d layers, want the layers and one config", len(kept), len(diffIDs))
 	}
 	// The metrics say the same: each layer read and compressed once.
-	var kept int64
-	for _, b := range blobs {
+	var keptBytes int64
+	for _, b := range kept {
 		if info, err := b.Info(); err == nil {
-			kept += info.Size()
+			keptBytes += info.Size()
 		}
 	}
 	got, err := scrapeMetrics(socketClient(d.socket))
@@ -196,7 +197,7 @@ func TestPushAfterTheGateSendsOnlyManifests(t *testing.T) {
 		t.Fatal(err)
 	}
 	read := got[`gantry_layers_compressed_total{via="store"}`] + got[`gantry_layers_compressed_total{via="save"}`]
-	if read != float64(len(layers)) || got[`gantry_blob_store_bytes`] != float64(kept) {
-		t.Errorf("metrics: %v layers compressed, blob store %v bytes; want %d layers, %d bytes", read, got[`gantry_blob_store_bytes`], len(layers), kept)
+	if read != float64(len(diffIDs)) || got[`gantry_blob_store_bytes`] != float64(keptBytes) {
+		t.Errorf("metrics: %v layers compressed, blob store %v bytes; want %d layers, %d bytes", read, got[`gantry_blob_store_bytes`], len(diffIDs), keptBytes)
 	}
 }

@@ -16,11 +16,13 @@ import (
 
 	"github.com/gantry-ml/gantry"
 	"github.com/gantry-ml/gantry/api"
+	"github.com/gantry-ml/gantry/blobs"
 	"github.com/gantry-ml/gantry/builder"
 	"github.com/gantry-ml/gantry/daemon"
 	"github.com/gantry-ml/gantry/dashboard"
+	"github.com/gantry-ml/gantry/layers"
 	"github.com/gantry-ml/gantry/metrics"
-	"github.com/gantry-ml/gantry/push"
+	"github.com/gantry-ml/gantry/registry"
 	"github.com/gantry-ml/gantry/runner"
 	"github.com/gantry-ml/gantry/store"
 )
@@ -70,11 +72,11 @@ func (m *Main) Run(ctx context.Context) error {
 	if err := m.dialEngine(ctx); err != nil {
 		return err
 	}
-	pusher, source, err := m.openPush(ctx)
+	parts, err := m.openPush(ctx)
 	if err != nil {
 		return err
 	}
-	if err := m.newDaemon(ctx, pusher, source); err != nil {
+	if err := m.newDaemon(ctx, parts); err != nil {
 		return err
 	}
 	if err := m.newMetrics(life); err != nil {
@@ -182,23 +184,31 @@ func (m *Main) dialEngine(ctx context.Context) error {
 	return nil
 }
 
-// openPush makes the pusher and the source a push reads images from: the
-// engine's layer store when it is readable here, else docker save, with the
-// compressed layers kept in DATA_DIR/blobs.
-func (m *Main) openPush(ctx context.Context) (*push.Pusher, func(context.Context, string) (v1.Image, error), error) {
+// pushParts are what the daemon pushes with: the registry client, the
+// reader of the engine's images, and the blob cache's pruning.
+type pushParts struct {
+	pusher *registry.Pusher
+	source func(context.Context, string) (v1.Image, error)
+	prune  func() (int64, error)
+}
+
+// openPush opens the blob cache, the reader of the engine's layers and the
+// registry client. The cache is pruned now, for a --blob-cache lowered
+// since the last run, and by the daemon after each job.
+func (m *Main) openPush(ctx context.Context) (pushParts, error) {
 	// Images read for a push are buffered here; a crash may leave some.
 	tmpDir := filepath.Join(m.Config.DataDir, "tmp")
 	os.RemoveAll(tmpDir)
 	if err := os.MkdirAll(tmpDir, 0o700); err != nil {
-		return nil, nil, fmt.Errorf("data dir: %w", err)
+		return pushParts{}, fmt.Errorf("data dir: %w", err)
 	}
-	blobs, err := push.OpenBlobs(filepath.Join(m.Config.DataDir, "blobs"), m.Config.BlobCache)
+	cache, err := blobs.Open(filepath.Join(m.Config.DataDir, "blobs"), m.Config.BlobCache)
 	if err != nil {
-		return nil, nil, err
+		return pushParts{}, err
 	}
-	log, pm := m.log, newPushMetrics(blobs)
+	log, pm := m.log, newPushMetrics(cache)
 	m.push = pm
-	src := &push.Source{Blobs: blobs, Engine: m.engine.Client(), TmpDir: tmpDir,
+	src := &layers.Source{Cache: cache, Engine: m.engine.Client(), TmpDir: tmpDir,
 		Reads: func(how string, diffID v1.Hash) {
 			pm.compressed.WithLabelValues(how).Inc()
 			log.Info("layer read from the engine and compressed", "diff_id", diffID, "via", how)
@@ -208,29 +218,25 @@ func (m *Main) openPush(ctx context.Context) (*push.Pusher, func(context.Context
 			log.Warn("image not readable from the engine's layer store: reading it with docker save", "image", ref, "err", err)
 		}}
 	if root, driver, err := m.engine.Storage(ctx); err != nil {
-		return nil, nil, err
-	} else if err := push.Readable(root, driver); err == nil {
+		return pushParts{}, err
+	} else if err := layers.Readable(root, driver); err == nil {
 		src.Root, src.Driver = root, driver
 		log.Info("image layers are read from the engine's layer store", "root", root, "driver", driver)
 	} else {
 		log.Info("image layers are read with docker save: the engine's layer store is not readable here", "root", root, "driver", driver, "err", err)
 	}
-	source := func(ctx context.Context, ref string) (v1.Image, error) {
-		img, err := src.Image(ctx, ref)
-		if n, perr := blobs.Prune(); perr != nil {
-			log.Warn("prune the blob store", "err", perr)
-		} else if n > 0 {
-			log.Info("pruned the blob store", "freed", n)
-		}
-		return img, err
+	if n, err := cache.Prune(); err != nil {
+		log.Warn("prune the blob cache", "err", err)
+	} else if n > 0 {
+		log.Info("pruned the blob cache", "freed", gantry.HumanBytes(n))
 	}
-	pusher := push.New(push.WithInsecureRegistries(m.Config.Policy.InsecureRegistries))
-	return pusher, source, nil
+	pusher := registry.New(registry.WithInsecureRegistries(m.Config.Policy.InsecureRegistries))
+	return pushParts{pusher: pusher, source: src.Image, prune: cache.Prune}, nil
 }
 
 // newDaemon makes the daemon and has it recover the jobs a previous
 // gantryd left.
-func (m *Main) newDaemon(ctx context.Context, pusher *push.Pusher, source func(context.Context, string) (v1.Image, error)) error {
+func (m *Main) newDaemon(ctx context.Context, p pushParts) error {
 	var err error
 	m.daemon, err = daemon.New(daemon.Config{
 		DataDir:     m.Config.DataDir,
@@ -240,7 +246,8 @@ func (m *Main) newDaemon(ctx context.Context, pusher *push.Pusher, source func(c
 		StopTimeout: m.Config.StopTimeout,
 		OrphanGrace: m.Config.OrphanGrace,
 		Logger:      m.log,
-	}, m.store, m.builder, m.engine, pusher, source)
+		Prune:       p.prune,
+	}, m.store, m.builder, m.engine, p.pusher, p.source)
 	if err != nil {
 		return err
 	}

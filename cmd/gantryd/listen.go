@@ -16,8 +16,8 @@ import (
 
 	"github.com/gantry-ml/gantry"
 	"github.com/gantry-ml/gantry/api"
+	"github.com/gantry-ml/gantry/blobs"
 	"github.com/gantry-ml/gantry/daemon"
-	"github.com/gantry-ml/gantry/push"
 )
 
 // socketGroup returns the gid that may use the socket: name's, or when name
@@ -145,7 +145,7 @@ type pushMetrics struct {
 	size       prometheus.GaugeFunc
 }
 
-func newPushMetrics(blobs *push.Blobs) *pushMetrics {
+func newPushMetrics(cache *blobs.Cache) *pushMetrics {
 	m := &pushMetrics{
 		compressed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gantry_layers_compressed_total",
@@ -159,7 +159,7 @@ func newPushMetrics(blobs *push.Blobs) *pushMetrics {
 			Name: "gantry_blob_store_bytes",
 			Help: "Bytes of the compressed layers and configs kept in DATA_DIR/blobs.",
 		}, func() float64 {
-			n, _ := blobs.Size()
+			n, _ := cache.Size()
 			return float64(n)
 		}),
 	}

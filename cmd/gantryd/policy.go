@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/gantry-ml/gantry"
-	"github.com/gantry-ml/gantry/push"
+	"github.com/gantry-ml/gantry/registry"
 )
 
 // listFlag is a flag that may be given many times ("--allow-cap A --allow-cap
@@ -50,7 +50,7 @@ type policyFlags struct {
 	build, train, push                   time.Duration
 	queue                                int
 	caps, networks                       listFlag
-	insecure                             push.Registries
+	insecure                             registry.Registries
 	hostRoot, privateFetch               bool
 }
 

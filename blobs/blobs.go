@@ -1,4 +1,10 @@
-package push
+// Package blobs keeps the compressed blobs of image layers on disk, so that
+// each layer is compressed once, whatever image shares it and to whichever
+// registry it goes: the gzip blob a registry is sent, found by the digest of
+// the layer's uncompressed tar (its diffID). It keeps image configs by
+// digest too, pins the blobs of images being pushed, and prunes the least
+// recently used beyond a size.
+package blobs
 
 import (
 	"context"
@@ -22,7 +28,7 @@ import (
 	"github.com/gantry-ml/gantry/internal/keyed"
 )
 
-// Blobs keeps each image layer compressed once: the gzip blob a registry
+// Cache keeps each image layer compressed once: the gzip blob a registry
 // is sent, found by the digest of the layer's uncompressed tar (its diffID,
 // which an image's config lists). It also keeps image configs by digest. A
 // layer is read from the engine and compressed the first time an image that
@@ -33,7 +39,7 @@ import (
 // diffid/HEX (the compressed digest and size of a layer). Writes go through
 // a temporary file and a rename, so a crash leaves no half blob. Blobs
 // beyond Max bytes are removed, least recently used first.
-type Blobs struct {
+type Cache struct {
 	dir string
 	// Max is the size the kept blobs may reach before Prune removes the
 	// least recently used; 0 means no limit.
@@ -59,9 +65,9 @@ type Blobs struct {
 // besides the pinned ones.
 var Keep = time.Hour
 
-// OpenBlobs returns the blob store in dir, creating it and removing what a
-// crash left half written.
-func OpenBlobs(dir string, max int64) (*Blobs, error) {
+// Open returns the blob store in dir, creating it and removing what a crash
+// left half written.
+func Open(dir string, max int64) (*Cache, error) {
 	if err := os.RemoveAll(filepath.Join(dir, "tmp")); err != nil {
 		return nil, fmt.Errorf("blob store: %w", err)
 	}
@@ -70,7 +76,7 @@ func OpenBlobs(dir string, max int64) (*Blobs, error) {
 			return nil, fmt.Errorf("blob store: %w", err)
 		}
 	}
-	return &Blobs{dir: dir, Max: max, Level: pgzip.DefaultCompression, pins: map[v1.Hash]int{}}, nil
+	return &Cache{dir: dir, Max: max, Level: pgzip.DefaultCompression, pins: map[v1.Hash]int{}}, nil
 }
 
 // Desc is a kept layer: its compressed digest and size.
@@ -79,11 +85,11 @@ type Desc struct {
 	Size   int64
 }
 
-func (b *Blobs) path(h v1.Hash) string { return filepath.Join(b.dir, "sha256", h.Hex) }
+func (b *Cache) path(h v1.Hash) string { return filepath.Join(b.dir, "sha256", h.Hex) }
 
 // Layer returns the kept blob of the layer whose uncompressed digest is
 // diffID, and whether there is one.
-func (b *Blobs) Layer(diffID v1.Hash) (Desc, bool) {
+func (b *Cache) Layer(diffID v1.Hash) (Desc, bool) {
 	d, ok := b.lookup(diffID)
 	if ok {
 		b.touch(d.Digest)
@@ -92,7 +98,7 @@ func (b *Blobs) Layer(diffID v1.Hash) (Desc, bool) {
 }
 
 // lookup is Layer without marking the blob used.
-func (b *Blobs) lookup(diffID v1.Hash) (Desc, bool) {
+func (b *Cache) lookup(diffID v1.Hash) (Desc, bool) {
 	if !validHash(diffID) {
 		return Desc{}, false
 	}
@@ -120,7 +126,7 @@ func (b *Blobs) lookup(diffID v1.Hash) (Desc, bool) {
 }
 
 // Open opens the kept blob h.
-func (b *Blobs) Open(h v1.Hash) (io.ReadCloser, error) {
+func (b *Cache) Open(h v1.Hash) (io.ReadCloser, error) {
 	if !validHash(h) {
 		return nil, fmt.Errorf("blob %s: not a sha256 digest", h)
 	}
@@ -128,7 +134,7 @@ func (b *Blobs) Open(h v1.Hash) (io.ReadCloser, error) {
 }
 
 // Config returns the kept config whose digest is h.
-func (b *Blobs) Config(h v1.Hash) ([]byte, bool) {
+func (b *Cache) Config(h v1.Hash) ([]byte, bool) {
 	if !validHash(h) {
 		return nil, false
 	}
@@ -141,7 +147,7 @@ func (b *Blobs) Config(h v1.Hash) ([]byte, bool) {
 }
 
 // PutConfig keeps an image config, which must hash to h.
-func (b *Blobs) PutConfig(h v1.Hash, data []byte) error {
+func (b *Cache) PutConfig(h v1.Hash, data []byte) error {
 	if !validHash(h) || sha256Hex(data) != h.Hex {
 		return fmt.Errorf("config does not match its digest %s", h)
 	}
@@ -158,7 +164,7 @@ func (b *Blobs) PutConfig(h v1.Hash, data []byte) error {
 // does not is refused and nothing is kept.
 //
 // It gives up when ctx ends, keeping nothing.
-func (b *Blobs) PutLayer(ctx context.Context, diffID v1.Hash, open func() (io.ReadCloser, error)) (Desc, error) {
+func (b *Cache) PutLayer(ctx context.Context, diffID v1.Hash, open func() (io.ReadCloser, error)) (Desc, error) {
 	if !validHash(diffID) {
 		return Desc{}, fmt.Errorf("layer %s: not a sha256 digest", diffID)
 	}
@@ -223,7 +229,7 @@ func (b *Blobs) PutLayer(ctx context.Context, diffID v1.Hash, open func() (io.Re
 // for the caller); on failure it removes f.
 // Each file is synced before it is renamed, and its directory after, so
 // that after a power loss a name never points at content that is not there.
-func (b *Blobs) commit(f *os.File, write func() error, dst string) error {
+func (b *Cache) commit(f *os.File, write func() error, dst string) error {
 	err := write()
 	if err == nil {
 		err = f.Sync()
@@ -267,13 +273,13 @@ func (c ctxReader) Read(p []byte) (int, error) {
 }
 
 // touch marks a blob used now, for Prune.
-func (b *Blobs) touch(h v1.Hash) {
+func (b *Cache) touch(h v1.Hash) {
 	now := time.Now()
 	os.Chtimes(b.path(h), now, now)
 }
 
 // Size returns the bytes the kept blobs take.
-func (b *Blobs) Size() (int64, error) {
+func (b *Cache) Size() (int64, error) {
 	_, total, err := b.list()
 	return total, err
 }
@@ -286,7 +292,7 @@ type keptBlob struct {
 }
 
 // list returns the kept blobs and the bytes they take.
-func (b *Blobs) list() ([]keptBlob, int64, error) {
+func (b *Cache) list() ([]keptBlob, int64, error) {
 	var all []keptBlob
 	var total int64
 	err := filepath.WalkDir(filepath.Join(b.dir, "sha256"), func(p string, e fs.DirEntry, err error) error {
@@ -309,7 +315,7 @@ func (b *Blobs) list() ([]keptBlob, int64, error) {
 
 // Prune removes the least recently used blobs until the kept ones fit in
 // Max, sparing those used in the last Keep. It returns the bytes removed.
-func (b *Blobs) Prune() (int64, error) {
+func (b *Cache) Prune() (int64, error) {
 	if b.Max <= 0 {
 		return 0, nil
 	}
@@ -340,7 +346,7 @@ func (b *Blobs) Prune() (int64, error) {
 
 // removeUnused removes the blob at path unless an image being pushed holds
 // it or it was used since Prune looked (Layers pins under the same lock).
-func (b *Blobs) removeUnused(path string) (bool, error) {
+func (b *Cache) removeUnused(path string) (bool, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.pins[v1.Hash{Algorithm: "sha256", Hex: filepath.Base(path)}] > 0 {
@@ -358,7 +364,7 @@ func (b *Blobs) removeUnused(path string) (bool, error) {
 // Layers returns the kept blobs of the layers diffIDs, in order, pinned
 // until unpin is called so that Prune leaves them; ok is false (and nothing
 // pinned) when one is not kept.
-func (b *Blobs) Layers(diffIDs []v1.Hash) (descs []Desc, unpin func(), ok bool) {
+func (b *Cache) Layers(diffIDs []v1.Hash) (descs []Desc, unpin func(), ok bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for _, d := range diffIDs {
@@ -386,7 +392,7 @@ func (b *Blobs) Layers(diffIDs []v1.Hash) (descs []Desc, unpin func(), ok bool) 
 }
 
 // dropStaleIndex removes the index entries of layers whose blob is gone.
-func (b *Blobs) dropStaleIndex() {
+func (b *Cache) dropStaleIndex() {
 	ents, err := os.ReadDir(filepath.Join(b.dir, "diffid"))
 	if err != nil {
 		return

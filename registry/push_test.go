@@ -1,4 +1,4 @@
-package push
+package registry
 
 import (
 	"bytes"
@@ -17,7 +17,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/registry"
+	ggcrregistry "github.com/google/go-containerregistry/pkg/registry"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
@@ -27,7 +27,7 @@ import (
 func newRegistry(t *testing.T, h http.Handler) string {
 	t.Helper()
 	if h == nil {
-		h = registry.New(registry.Logger(log.New(io.Discard, "", 0)))
+		h = innerRegistry()
 	}
 	s := httptest.NewServer(h)
 	t.Cleanup(s.Close)
@@ -73,16 +73,7 @@ func TestPushRecordsTheDigestTheRegistryServes(t *testing.T) {
 }
 
 func TestPushNamesARefusingRegistry(t *testing.T) {
-	inner := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
-	host := newRegistry(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method == http.MethodPut || r.Method == http.MethodPost || r.Method == http.MethodPatch {
-			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(http.StatusUnauthorized)
-			io.WriteString(w, `{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}`)
-			return
-		}
-		inner.ServeHTTP(w, r)
-	}))
+	host := newRegistry(t, refusingWrites(innerRegistry()))
 	img, _ := random.Image(256, 1)
 	_, err := New(WithKeychain(authn.NewMultiKeychain())).Push(context.Background(), img, []string{host + "/iris:latest"}, io.Discard)
 	if err == nil {
@@ -151,7 +142,29 @@ func unavailable(w http.ResponseWriter) {
 	io.WriteString(w, `{"errors":[{"code":"UNAVAILABLE","message":"service unavailable"}]}`)
 }
 
-func innerRegistry() http.Handler { return registry.New(registry.Logger(log.New(io.Discard, "", 0))) }
+// unauthorized answers 401 with a registry error body, as a registry does
+// to credentials it refuses.
+func unauthorized(w http.ResponseWriter) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusUnauthorized)
+	io.WriteString(w, `{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}`)
+}
+
+// refusingWrites is inner refusing the credentials of every write: reads
+// pass, uploads and manifests do not.
+func refusingWrites(inner http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPut || r.Method == http.MethodPost || r.Method == http.MethodPatch {
+			unauthorized(w)
+			return
+		}
+		inner.ServeHTTP(w, r)
+	})
+}
+
+func innerRegistry() http.Handler {
+	return ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0)))
+}
 
 // TestPushRetriesAnUnavailableRegistry pushes to a registry whose first two
 // answers are 503.
@@ -261,9 +274,7 @@ func TestPushDoesNotRetryRefusedCredentials(t *testing.T) {
 			pings.Add(1)
 		case r.Method == http.MethodPut || r.Method == http.MethodPost || r.Method == http.MethodPatch:
 			writes.Add(1)
-			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(http.StatusUnauthorized)
-			io.WriteString(w, `{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}`)
+			unauthorized(w)
 			return
 		}
 		inner.ServeHTTP(w, r)
@@ -295,16 +306,7 @@ func TestPushDoesNotRetryRefusedCredentials(t *testing.T) {
 func TestPushReturnsThePushesDone(t *testing.T) {
 	setBackoff(t)
 	good := newRegistry(t, nil)
-	inner := innerRegistry()
-	refusing := newRegistry(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method == http.MethodPut || r.Method == http.MethodPost || r.Method == http.MethodPatch {
-			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(http.StatusUnauthorized)
-			io.WriteString(w, `{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}`)
-			return
-		}
-		inner.ServeHTTP(w, r)
-	}))
+	refusing := newRegistry(t, refusingWrites(innerRegistry()))
 	img, _ := random.Image(256, 1)
 	refs := []string{good + "/iris:v1", refusing + "/iris:v1", good + "/iris:never"}
 	var progress syncBuffer

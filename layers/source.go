@@ -1,9 +1,16 @@
-package push
+// Package layers reads an image's layers from the Docker Engine for a push:
+// from the engine's own layer store where gantryd may read it, with docker
+// save otherwise, keeping each layer compressed once in a blobs.Cache. The
+// images it returns hold what they read from (pins on kept blobs, a docker
+// save file) until Release.
+package layers
 
 import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -14,8 +21,10 @@ import (
 	"strings"
 
 	cerrdefs "github.com/containerd/errdefs"
+	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/daemon"
 	"github.com/google/go-containerregistry/pkg/v1/partial"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/vbatts/tar-split/tar/asm"
 	"github.com/vbatts/tar-split/tar/storage"
@@ -23,9 +32,10 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/gantry-ml/gantry"
+	"github.com/gantry-ml/gantry/blobs"
 )
 
-// Source reads local images for pushing, layer by layer, through Blobs: a
+// Source reads local images for pushing, layer by layer, through Cache: a
 // layer already kept is not read from the engine nor compressed again, so
 // pushing an unchanged image reads no layer at all, and pushing an image
 // after a change reads and compresses the changed layers only.
@@ -39,7 +49,7 @@ import (
 // Otherwise (a remote engine, another driver, no access) the whole image is
 // read once with docker save, and its layers are kept from there.
 type Source struct {
-	Blobs *Blobs
+	Cache *blobs.Cache
 	// Engine answers image inspects and docker save.
 	Engine daemon.Client
 	// Root and Driver are the engine's data root and storage driver
@@ -116,7 +126,7 @@ func (s *Source) Image(ctx context.Context, ref string) (v1.Image, error) {
 
 // kept returns image id if its config and every layer are kept.
 func (s *Source) kept(id v1.Hash) (v1.Image, error) {
-	raw, ok := s.Blobs.Config(id)
+	raw, ok := s.Cache.Config(id)
 	if !ok {
 		return nil, fmt.Errorf("config %s is not kept", id)
 	}
@@ -129,14 +139,14 @@ func (s *Source) kept(id v1.Hash) (v1.Image, error) {
 		MediaType:     types.DockerManifestSchema2,
 		Config:        v1.Descriptor{MediaType: types.DockerConfigJSON, Size: int64(len(raw)), Digest: id},
 	}
-	descs, unpin, ok := s.Blobs.Layers(cf.RootFS.DiffIDs)
+	descs, unpin, ok := s.Cache.Layers(cf.RootFS.DiffIDs)
 	if !ok {
 		return nil, fmt.Errorf("a layer of %s is not kept", id)
 	}
 	img := &keptImage{id: id, config: raw, layers: map[v1.Hash]*keptLayer{}}
 	for i, d := range descs {
 		m.Layers = append(m.Layers, v1.Descriptor{MediaType: types.DockerLayer, Size: d.Size, Digest: d.Digest})
-		img.layers[d.Digest] = &keptLayer{blobs: s.Blobs, desc: d, diffID: cf.RootFS.DiffIDs[i]}
+		img.layers[d.Digest] = &keptLayer{cache: s.Cache, desc: d, diffID: cf.RootFS.DiffIDs[i]}
 	}
 	if img.manifest, err = json.Marshal(m); err != nil {
 		unpin()
@@ -172,7 +182,7 @@ func (s *Source) fromStore(ctx context.Context, id v1.Hash) error {
 	if err != nil {
 		return err
 	}
-	if err := s.Blobs.PutConfig(id, raw); err != nil {
+	if err := s.Cache.PutConfig(id, raw); err != nil {
 		return err
 	}
 	cf, err := v1.ParseConfigFile(bytes.NewReader(raw))
@@ -184,7 +194,7 @@ func (s *Source) fromStore(ctx context.Context, id v1.Hash) error {
 		if chain == "" {
 			chain = diffID.String()
 		} else {
-			chain = "sha256:" + sha256Hex([]byte(chain+" "+diffID.String()))
+			chain = chainID(chain, diffID)
 		}
 		layerdb := filepath.Join(imagedb, "layerdb", "sha256", strings.TrimPrefix(chain, "sha256:"))
 		open := func() (io.ReadCloser, error) { return s.layerTar(layerdb, diffID) }
@@ -195,13 +205,20 @@ func (s *Source) fromStore(ctx context.Context, id v1.Hash) error {
 	return nil
 }
 
+// chainID is the layer store's name for the layer diffID on top of the
+// layers whose chain ID is parent: sha256 of "parent diffID".
+func chainID(parent string, diffID v1.Hash) string {
+	s := sha256.Sum256([]byte(parent + " " + diffID.String()))
+	return "sha256:" + hex.EncodeToString(s[:])
+}
+
 // keepLayer compresses and keeps layer diffID, read with open, unless it is
 // kept already, and tells Reads how it was read.
 func (s *Source) keepLayer(ctx context.Context, how string, diffID v1.Hash, open func() (io.ReadCloser, error)) error {
-	if _, ok := s.Blobs.Layer(diffID); ok {
+	if _, ok := s.Cache.Layer(diffID); ok {
 		return nil
 	}
-	if _, err := s.Blobs.PutLayer(ctx, diffID, open); err != nil {
+	if _, err := s.Cache.PutLayer(ctx, diffID, open); err != nil {
 		return err
 	}
 	if s.Reads != nil {
@@ -275,6 +292,50 @@ func (c *closeAll) Close() error {
 	return err
 }
 
+// FromEngine returns the local image ref (a name) as the engine holds it,
+// read once through docker save into a file in tmpDir. The image is an
+// io.Closer: Close removes that file, which the caller must do when the push
+// is over (go-containerregistry's own file buffer waits for the garbage
+// collector, and a busy gantryd would fill the disk first).
+func FromEngine(ctx context.Context, c daemon.Client, ref, tmpDir string) (v1.Image, error) {
+	tag, err := name.NewTag(ref)
+	if err != nil {
+		return nil, gantry.Errorf(gantry.ErrInvalid, "local image %q: %v", ref, err)
+	}
+	rc, err := c.ImageSave(ctx, []string{ref})
+	if err != nil {
+		return nil, fmt.Errorf("read image %s from the engine: %w", ref, err)
+	}
+	defer rc.Close()
+	f, err := os.CreateTemp(tmpDir, "save-*.tar")
+	if err != nil {
+		return nil, fmt.Errorf("read image %s from the engine: %w", ref, err)
+	}
+	_, err = io.Copy(f, rc)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return nil, fmt.Errorf("read image %s from the engine: %w", ref, err)
+	}
+	path := f.Name()
+	img, err := tarball.Image(func() (io.ReadCloser, error) { return os.Open(path) }, &tag)
+	if err != nil {
+		os.Remove(path)
+		return nil, fmt.Errorf("read image %s from the engine: %w", ref, err)
+	}
+	return &savedImage{Image: img, path: path}, nil
+}
+
+// savedImage is an image read from a docker save file, which Close removes.
+type savedImage struct {
+	v1.Image
+	path string
+}
+
+func (s *savedImage) Close() error { return os.Remove(s.path) }
+
 // fromSave keeps image id's config and layers, read with docker save.
 func (s *Source) fromSave(ctx context.Context, ref string, id v1.Hash) error {
 	img, err := FromEngine(ctx, s.Engine, ref, s.TmpDir)
@@ -286,7 +347,7 @@ func (s *Source) fromSave(ctx context.Context, ref string, id v1.Hash) error {
 	if err != nil {
 		return fmt.Errorf("read image %s from the engine: %w", ref, err)
 	}
-	if err := s.Blobs.PutConfig(id, raw); err != nil {
+	if err := s.Cache.PutConfig(id, raw); err != nil {
 		return fmt.Errorf("read image %s from the engine: %w", ref, err)
 	}
 	layers, err := img.Layers()
@@ -337,8 +398,8 @@ func (i *keptImage) LayerByDigest(h v1.Hash) (partial.CompressedLayer, error) {
 
 // keptLayer is a kept compressed layer.
 type keptLayer struct {
-	blobs  *Blobs
-	desc   Desc
+	cache  *blobs.Cache
+	desc   blobs.Desc
 	diffID v1.Hash
 }
 
@@ -346,4 +407,4 @@ func (l *keptLayer) Digest() (v1.Hash, error)            { return l.desc.Digest,
 func (l *keptLayer) DiffID() (v1.Hash, error)            { return l.diffID, nil }
 func (l *keptLayer) Size() (int64, error)                { return l.desc.Size, nil }
 func (l *keptLayer) MediaType() (types.MediaType, error) { return types.DockerLayer, nil }
-func (l *keptLayer) Compressed() (io.ReadCloser, error)  { return l.blobs.Open(l.desc.Digest) }
+func (l *keptLayer) Compressed() (io.ReadCloser, error)  { return l.cache.Open(l.desc.Digest) }

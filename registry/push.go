@@ -1,7 +1,10 @@
-// Package push publishes a job's image to registries with
-// go-containerregistry, using the user's Docker credentials (config.json and
-// credential helpers), and reports the digest each registry serves.
-package push
+// Package registry is gantry's registry client: it publishes a job's image
+// to registries with go-containerregistry, using the user's Docker
+// credentials (config.json and credential helpers), and reports the digest
+// each registry serves. It uploads blobs ahead of a push, attaches and reads
+// artifacts, resolves and moves tags, and speaks plain HTTP only to loopback
+// registries and those the operator lists.
+package registry
 
 import (
 	"context"
@@ -10,7 +13,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"sync"
 	"syscall"
 	"time"
@@ -18,14 +20,12 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/daemon"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/partial"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/google/go-containerregistry/pkg/v1/static"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"golang.org/x/sync/errgroup"
 
@@ -70,50 +70,6 @@ func New(opts ...Option) *Pusher {
 	p.transport = plainHTTPGuard{p: p, inner: p.transport}
 	return p
 }
-
-// FromEngine returns the local image ref (a name) as the engine holds it,
-// read once through docker save into a file in tmpDir. The image is an
-// io.Closer: Close removes that file, which the caller must do when the push
-// is over (go-containerregistry's own file buffer waits for the garbage
-// collector, and a busy gantryd would fill the disk first).
-func FromEngine(ctx context.Context, c daemon.Client, ref, tmpDir string) (v1.Image, error) {
-	tag, err := name.NewTag(ref)
-	if err != nil {
-		return nil, gantry.Errorf(gantry.ErrInvalid, "local image %q: %v", ref, err)
-	}
-	rc, err := c.ImageSave(ctx, []string{ref})
-	if err != nil {
-		return nil, fmt.Errorf("read image %s from the engine: %w", ref, err)
-	}
-	defer rc.Close()
-	f, err := os.CreateTemp(tmpDir, "save-*.tar")
-	if err != nil {
-		return nil, fmt.Errorf("read image %s from the engine: %w", ref, err)
-	}
-	_, err = io.Copy(f, rc)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(f.Name())
-		return nil, fmt.Errorf("read image %s from the engine: %w", ref, err)
-	}
-	path := f.Name()
-	img, err := tarball.Image(func() (io.ReadCloser, error) { return os.Open(path) }, &tag)
-	if err != nil {
-		os.Remove(path)
-		return nil, fmt.Errorf("read image %s from the engine: %w", ref, err)
-	}
-	return &savedImage{Image: img, path: path}, nil
-}
-
-// savedImage is an image read from a docker save file, which Close removes.
-type savedImage struct {
-	v1.Image
-	path string
-}
-
-func (s *savedImage) Close() error { return os.Remove(s.path) }
 
 // Push uploads img to each reference in refs in turn (blobs the registry
 // already has are not sent again) and returns, for each, the manifest digest
