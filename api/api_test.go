@@ -32,7 +32,7 @@ type fakeService struct {
 	list   func(ctx context.Context, o gantry.JobFilter) ([]*gantry.Job, string, error)
 	logs   func(ctx context.Context, id string, follow bool, w io.Writer) error
 	cancel func(ctx context.Context, id string) (*gantry.Job, error)
-	push   func(ctx context.Context, id string, refs []string, progress io.Writer) (*gantry.Job, error)
+	push   func(ctx context.Context, id string, refs []string, rep gantry.Reporter) (*gantry.Job, error)
 	events func(ctx context.Context, after uint64, job string, follow bool, send func(*gantry.Event) error) error
 	// lastEvent is the newest event's number (0 when unset, not an error).
 	lastEvent uint64
@@ -51,6 +51,10 @@ func (f *fakeService) BuildStatus(ctx context.Context, id string, follow bool, w
 	return errUnexpected
 }
 
+func (f *fakeService) Progress(ctx context.Context, id string, follow bool, w io.Writer) error {
+	return errUnexpected
+}
+
 func (f *fakeService) Events(ctx context.Context, after uint64, job string, follow bool, send func(*gantry.Event) error) error {
 	if f.events == nil {
 		return errUnexpected
@@ -65,11 +69,11 @@ func (f *fakeService) Cancel(ctx context.Context, id string) (*gantry.Job, error
 	return f.cancel(ctx, id)
 }
 
-func (f *fakeService) Push(ctx context.Context, id string, refs []string, progress io.Writer) (*gantry.Job, error) {
+func (f *fakeService) Push(ctx context.Context, id string, refs []string, rep gantry.Reporter) (*gantry.Job, error) {
 	if f.push == nil {
 		return nil, errUnexpected
 	}
-	return f.push(ctx, id, refs, progress)
+	return f.push(ctx, id, refs, rep)
 }
 
 var errUnexpected = errors.New("fake: unexpected call")
@@ -771,46 +775,47 @@ func TestClientWithNobodyListening(t *testing.T) {
 	}
 }
 
-// A push asked with progress streams its progress lines, then its outcome;
-// an error before any progress keeps its status code.
+// A push asked with progress streams its lines and typed progress, then
+// its outcome; an error before any progress keeps its status code.
 func TestPushProgress(t *testing.T) {
 	ctx := context.Background()
 	done := &gantry.Job{ID: "06h0000000000000", State: gantry.StateSucceeded}
 	tests := []struct {
 		name      string
-		push      func(ctx context.Context, id string, refs []string, progress io.Writer) (*gantry.Job, error)
+		push      func(ctx context.Context, id string, refs []string, rep gantry.Reporter) (*gantry.Job, error)
 		wantLines string
 		wantKind  error
 		wantMsg   string
 	}{
 		{
 			name: "progress, then the record",
-			push: func(_ context.Context, _ string, _ []string, w io.Writer) (*gantry.Job, error) {
-				io.WriteString(w, "pushing: 1 kB of 2 kB [1024/2048]\npushing: 2 kB")
-				io.WriteString(w, " of 2 kB [2048/2048]\npushed r@sha256:1\nno newline")
+			push: func(_ context.Context, _ string, _ []string, rep gantry.Reporter) (*gantry.Job, error) {
+				rep.Progress(gantry.Progress{Ref: "r", Current: 1024, Total: 2048})
+				rep.Progress(gantry.Progress{Ref: "r", Current: 2048, Total: 2048, Digest: "sha256:1"})
+				rep.Linef("pushed %s@%s", "r", "sha256:1")
 				return done, nil
 			},
-			wantLines: "pushing: 1 kB of 2 kB [1024/2048]\npushing: 2 kB of 2 kB [2048/2048]\npushed r@sha256:1\nno newline\n",
+			wantLines: "progress r 1024/2048 \nprogress r 2048/2048 sha256:1\nline pushed r@sha256:1\n",
 		},
 		{
-			name: "progress, then an error of a kind",
-			push: func(_ context.Context, _ string, _ []string, w io.Writer) (*gantry.Job, error) {
-				io.WriteString(w, "push to r failed: 503; retrying in 1s\n")
+			name: "a line, then an error of a kind",
+			push: func(_ context.Context, _ string, _ []string, rep gantry.Reporter) (*gantry.Job, error) {
+				rep.Linef("push to r failed: 503; retrying in 1s")
 				return done, gantry.Errorf(gantry.ErrUnavailable, "push timed out after 4s")
 			},
-			wantLines: "push to r failed: 503; retrying in 1s\n",
+			wantLines: "line push to r failed: 503; retrying in 1s\n",
 			wantKind:  gantry.ErrUnavailable, wantMsg: "push timed out after 4s",
 		},
 		{
 			name: "an error before any progress",
-			push: func(context.Context, string, []string, io.Writer) (*gantry.Job, error) {
+			push: func(context.Context, string, []string, gantry.Reporter) (*gantry.Job, error) {
 				return nil, gantry.Errorf(gantry.ErrConflict, "job is running")
 			},
 			wantKind: gantry.ErrConflict, wantMsg: "job is running",
 		},
 		{
 			name: "no progress, the record",
-			push: func(context.Context, string, []string, io.Writer) (*gantry.Job, error) {
+			push: func(context.Context, string, []string, gantry.Reporter) (*gantry.Job, error) {
 				return done, nil
 			},
 		},
@@ -819,7 +824,7 @@ func TestPushProgress(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			c := serveClient(t, &fakeService{push: tc.push})
 			var lines bytes.Buffer
-			j, err := c.PushProgress(ctx, done.ID, []string{"r"}, &lines)
+			j, err := c.PushProgress(ctx, done.ID, []string{"r"}, textReporter{&lines})
 			if lines.String() != tc.wantLines {
 				t.Errorf("progress %q, want %q", lines.String(), tc.wantLines)
 			}
@@ -834,6 +839,18 @@ func TestPushProgress(t *testing.T) {
 			}
 		})
 	}
+}
+
+// textReporter writes what it is handed as lines: "line TEXT" and
+// "progress REF CURRENT/TOTAL DIGEST".
+type textReporter struct{ w io.Writer }
+
+func (r textReporter) Linef(format string, args ...any) {
+	fmt.Fprintf(r.w, "line "+format+"\n", args...)
+}
+
+func (r textReporter) Progress(p gantry.Progress) {
+	fmt.Fprintf(r.w, "progress %s %d/%d %s\n", p.Ref, p.Current, p.Total, p.Digest)
 }
 
 // A page of jobs carries the newest event's number, read before the page.

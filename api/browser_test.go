@@ -77,7 +77,7 @@ func TestClientPassesRefuseBrowsers(t *testing.T) {
 		},
 		logs:   func(context.Context, string, bool, io.Writer) error { return nil },
 		cancel: func(context.Context, string) (*gantry.Job, error) { return job, nil },
-		push:   func(context.Context, string, []string, io.Writer) (*gantry.Job, error) { return job, nil },
+		push:   func(context.Context, string, []string, gantry.Reporter) (*gantry.Job, error) { return job, nil },
 		events: func(context.Context, uint64, string, bool, func(*gantry.Event) error) error { return nil },
 	}
 	sock := filepath.Join(shortTempDir(t), "s")
@@ -101,7 +101,7 @@ func TestClientPassesRefuseBrowsers(t *testing.T) {
 		"logs":    func() error { return c.Logs(ctx, job.ID, true, io.Discard) },
 		"cancel":  func() error { _, err := c.Cancel(ctx, job.ID); return err },
 		"push":    func() error { _, err := c.Push(ctx, job.ID, []string{"127.0.0.1:5000/a"}); return err },
-		"push -p": func() error { _, err := c.PushProgress(ctx, job.ID, nil, io.Discard); return err },
+		"push -p": func() error { _, err := c.PushProgress(ctx, job.ID, nil, gantry.Discard); return err },
 		"events":  func() error { return c.Events(ctx, 0, "", false, func(gantry.Event) error { return nil }) },
 	}
 	for name, call := range calls {

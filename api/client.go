@@ -260,6 +260,12 @@ func (c *Client) Logs(ctx context.Context, id string, follow bool, w io.Writer) 
 	return c.copy(ctx, "/v1/jobs/"+url.PathEscape(id)+"/logs", follow, w)
 }
 
+// Progress copies job id's push progress (JSON lines of gantry.Progress)
+// to w; with follow, until the job ends.
+func (c *Client) Progress(ctx context.Context, id string, follow bool, w io.Writer) error {
+	return c.copy(ctx, "/v1/jobs/"+url.PathEscape(id)+"/progress", follow, w)
+}
+
 // BuildStatus copies job id's build status (JSON lines of BuildKit's
 // client.SolveStatus) to w; with follow, until the job ends.
 func (c *Client) BuildStatus(ctx context.Context, id string, follow bool, w io.Writer) error {
@@ -295,9 +301,9 @@ func (c *Client) Push(ctx context.Context, id string, refs []string) (*gantry.Jo
 	return c.postJob(ctx, "/v1/jobs/"+url.PathEscape(id)+"/push", data)
 }
 
-// PushProgress is Push, writing the push's progress lines to progress as
+// PushProgress is Push, handing rep the push's lines and typed progress as
 // gantryd sends them.
-func (c *Client) PushProgress(ctx context.Context, id string, refs []string, progress io.Writer) (*gantry.Job, error) {
+func (c *Client) PushProgress(ctx context.Context, id string, refs []string, rep gantry.Reporter) (*gantry.Job, error) {
 	data, err := json.Marshal(PushRequest{To: refs})
 	if err != nil {
 		return nil, err
@@ -325,8 +331,10 @@ func (c *Client) PushProgress(ctx context.Context, id string, refs []string, pro
 			return l.Job, nil
 		case l.Error != nil:
 			return nil, l.Error.err()
-		case l.Progress != "" && progress != nil:
-			fmt.Fprintln(progress, l.Progress)
+		case l.Progress != nil:
+			rep.Progress(*l.Progress)
+		case l.Line != "":
+			rep.Linef("%s", l.Line)
 		}
 	}
 }

@@ -71,7 +71,6 @@ import (
 	"sync"
 
 	"github.com/gantry-ml/gantry"
-	"github.com/gantry-ml/gantry/internal/iox"
 )
 
 // Version is the API's version, the first part of every path.
@@ -87,8 +86,9 @@ type Service interface {
 	List(ctx context.Context, o gantry.JobFilter) ([]*gantry.Job, string, error)
 	Logs(ctx context.Context, id string, follow bool, w io.Writer) error
 	BuildStatus(ctx context.Context, id string, follow bool, w io.Writer) error
+	Progress(ctx context.Context, id string, follow bool, w io.Writer) error
 	Cancel(ctx context.Context, id string) (*gantry.Job, error)
-	Push(ctx context.Context, id string, refs []string, progress io.Writer) (*gantry.Job, error)
+	Push(ctx context.Context, id string, refs []string, rep gantry.Reporter) (*gantry.Job, error)
 	Events(ctx context.Context, after uint64, job string, follow bool, send func(*gantry.Event) error) error
 	History(ctx context.Context, name, tag string) ([]gantry.HistoryEntry, error)
 	LastEvent(ctx context.Context) (uint64, error)
@@ -180,6 +180,7 @@ func Handler(svc Service, version func(context.Context) VersionInfo, log *slog.L
 	mux.HandleFunc("GET /v1/jobs/{id}", s.get)
 	mux.HandleFunc("GET /v1/jobs/{id}/logs", s.stream("text/plain; charset=utf-8", Service.Logs))
 	mux.HandleFunc("GET /v1/jobs/{id}/build", s.stream("application/x-ndjson", Service.BuildStatus))
+	mux.HandleFunc("GET /v1/jobs/{id}/progress", s.stream("application/x-ndjson", Service.Progress))
 	mux.HandleFunc("GET /v1/events", s.events)
 	mux.HandleFunc("GET /v1/history", s.history)
 	mux.HandleFunc("POST /v1/jobs/{id}/cancel", s.cancel)
@@ -417,24 +418,13 @@ func (s *server) push(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := r.PathValue("id")
-	// The push's progress goes to gantryd's log, and with progress=1 to
-	// the client as it comes.
+	// The push's lines go to gantryd's log, and with progress=1 its lines
+	// and typed progress to the client as they come.
 	var stream *pushStream
 	if r.URL.Query().Get("progress") == "1" {
 		stream = &pushStream{w: w, rc: http.NewResponseController(w), log: s.log}
 	}
-	// The push writes its progress from one goroutine at a time.
-	progress := iox.NewLineSplitter(0, func(l string) {
-		if l == "" {
-			return
-		}
-		s.log.Info("push", "job", id, "progress", l)
-		if stream != nil {
-			stream.send(PushLine{Progress: l})
-		}
-	})
-	j, err := s.svc.Push(r.Context(), id, req.To, progress)
-	progress.Flush()
+	j, err := s.svc.Push(r.Context(), id, req.To, pushReporter{id: id, log: s.log, stream: stream})
 	if stream != nil && stream.begun() {
 		// The status line is sent: the outcome goes in the stream.
 		if err != nil {
@@ -470,12 +460,35 @@ func decodePush(body io.Reader) (PushRequest, error) {
 }
 
 // PushLine is one line of the answer to a push asked with progress=1
-// (application/x-ndjson): progress lines while it runs, then the record or
-// the error.
+// (application/x-ndjson): lines for people and typed progress while it
+// runs, then the record or the error.
 type PushLine struct {
-	Progress string      `json:"progress,omitempty"`
-	Job      *gantry.Job `json:"job,omitempty"`
-	Error    *Error      `json:"error,omitempty"`
+	Line     string           `json:"line,omitempty"`
+	Progress *gantry.Progress `json:"progress,omitempty"`
+	Job      *gantry.Job      `json:"job,omitempty"`
+	Error    *Error           `json:"error,omitempty"`
+}
+
+// pushReporter takes a push's lines (to gantryd's log, and to the stream
+// when there is one) and its progress (to the stream).
+type pushReporter struct {
+	id     string
+	log    *slog.Logger
+	stream *pushStream
+}
+
+func (p pushReporter) Linef(format string, args ...any) {
+	l := fmt.Sprintf(format, args...)
+	p.log.Info("push", "job", p.id, "progress", l)
+	if p.stream != nil {
+		p.stream.send(PushLine{Line: l})
+	}
+}
+
+func (p pushReporter) Progress(pr gantry.Progress) {
+	if p.stream != nil {
+		p.stream.send(PushLine{Progress: &pr})
+	}
 }
 
 // pushStream answers a push with JSON lines, from the first one on.

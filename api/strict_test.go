@@ -3,7 +3,6 @@ package api
 import (
 	"context"
 	"errors"
-	"io"
 	"net/http"
 	"reflect"
 	"strings"
@@ -79,7 +78,7 @@ func TestPushRequestKeysExactlyOnce(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.body, func(t *testing.T) {
 			var pushed []string
-			svc := &fakeService{push: func(_ context.Context, id string, refs []string, _ io.Writer) (*gantry.Job, error) {
+			svc := &fakeService{push: func(_ context.Context, id string, refs []string, _ gantry.Reporter) (*gantry.Job, error) {
 				pushed = refs
 				return &gantry.Job{ID: id, State: gantry.StateSucceeded}, nil
 			}}

@@ -71,7 +71,7 @@ type (
 		Ping(ctx context.Context) error
 	}
 	imagePusher interface {
-		Push(ctx context.Context, img v1.Image, refs []string, progress io.Writer) ([]gantry.Push, error)
+		Push(ctx context.Context, img v1.Image, refs []string, rep gantry.Reporter) ([]gantry.Push, error)
 		// Attach pushes data as an artifact whose subject is the manifest
 		// digest subject in ref's repository; Attached reads it back.
 		Attach(ctx context.Context, ref, subject, mediaType string, data []byte) (string, error)

@@ -267,13 +267,39 @@ type pipePushCall struct {
 	returned []gantry.Push
 }
 
-func (p *pipePusher) Push(ctx context.Context, img v1.Image, refs []string, progress io.Writer) ([]gantry.Push, error) {
+// pipeLines is a Reporter that writes its lines (and its progress, as
+// lines) to w; the fake pusher's hooks write their progress to it as text.
+type pipeLines struct{ w io.Writer }
+
+func (l pipeLines) Linef(format string, args ...any) { fmt.Fprintf(l.w, format+"\n", args...) }
+func (l pipeLines) Progress(p gantry.Progress) {
+	fmt.Fprintf(l.w, "progress %s %d/%d\n", p.Ref, p.Current, p.Total)
+}
+
+// Write hands each line written to the reporter.
+type reporterWriter struct{ rep gantry.Reporter }
+
+func (r reporterWriter) Write(p []byte) (int, error) {
+	for _, l := range strings.SplitAfter(string(p), "\n") {
+		if l = strings.TrimSuffix(l, "\n"); l != "" {
+			r.rep.Linef("%s", l)
+		}
+	}
+	return len(p), nil
+}
+
+func (p *pipePusher) Push(ctx context.Context, img v1.Image, refs []string, rep gantry.Reporter) ([]gantry.Push, error) {
+	progress := reporterWriter{rep}
 	var (
 		pushes []gantry.Push
 		err    error
 	)
 	if p.push == nil {
 		pushes = pipePushes(refs)
+		for _, d := range pushes { // as the registry client reports
+			rep.Progress(gantry.Progress{Ref: d.Ref, Current: 1, Total: 2})
+			rep.Progress(gantry.Progress{Ref: d.Ref, Current: 2, Total: 2, Digest: d.Digest})
+		}
 	} else {
 		pushes, err = p.push(ctx, img, refs, progress)
 	}
@@ -2768,7 +2794,7 @@ func TestPush(t *testing.T) {
 			}
 
 			var progress bytes.Buffer
-			got, err := rig.d.Push(ctx, j.ID, tc.refs, &progress)
+			got, err := rig.d.Push(ctx, j.ID, tc.refs, pipeLines{&progress})
 			if tc.wantKind == nil && err != nil || tc.wantKind != nil && !errors.Is(err, tc.wantKind) {
 				t.Fatalf("Push error = %v, want kind %v", err, tc.wantKind)
 			}
@@ -2819,7 +2845,7 @@ func TestPush(t *testing.T) {
 
 	t.Run("unknown job", func(t *testing.T) {
 		rig := pipeNewRig(t, 1, pipeNewFakes(t))
-		if _, err := rig.d.Push(ctx, gantry.NewID(time.Now()), nil, io.Discard); !errors.Is(err, gantry.ErrNotFound) {
+		if _, err := rig.d.Push(ctx, gantry.NewID(time.Now()), nil, gantry.Discard); !errors.Is(err, gantry.ErrNotFound) {
 			t.Errorf("Push of an unknown job: %v, want ErrNotFound", err)
 		}
 	})
@@ -3070,7 +3096,7 @@ func TestPushOfAPromotingJobAsItsOwn(t *testing.T) {
 		j.Metrics.Accuracy = &acc
 	}, gantry.StateBuilding, gantry.StateRunning, gantry.StatePushing, gantry.StateSucceeded)
 
-	got, err := rig.d.Push(ctx, j.ID, []string{"other.example/team/iris:v2"}, io.Discard)
+	got, err := rig.d.Push(ctx, j.ID, []string{"other.example/team/iris:v2"}, gantry.Discard)
 	if err != nil {
 		t.Fatalf("Push: %v", err)
 	}

@@ -24,6 +24,12 @@ func (d *Daemon) StatusPath(id string) string {
 	return filepath.Join(d.cfg.DataDir, "logs", id+".build.jsonl")
 }
 
+// ProgressPath is where job id's push progress lives: typed records
+// (gantry.Progress) as JSON lines, for gantry watch to draw its bar from.
+func (d *Daemon) ProgressPath(id string) string {
+	return filepath.Join(d.cfg.DataDir, "logs", id+".progress.jsonl")
+}
+
 // jobLog is a job's log, open for the run: its text goes through a
 // joblog.Writer, which marks gantryd's own lines.
 type jobLog struct {

@@ -29,6 +29,13 @@ func (d *Daemon) BuildStatus(ctx context.Context, id string, follow bool, w io.W
 	return d.tail(ctx, id, d.StatusPath(id), follow, w)
 }
 
+// Progress copies job id's push progress (JSON lines of gantry.Progress)
+// to w; with follow, until the job ends. It returns ErrNotFound for an
+// unknown job.
+func (d *Daemon) Progress(ctx context.Context, id string, follow bool, w io.Writer) error {
+	return d.tail(ctx, id, d.ProgressPath(id), follow, w)
+}
+
 // tail copies the file at path, which belongs to job id, to w; with follow,
 // it waits for the file to appear and keeps copying as it grows until the
 // job has ended and all of it is written. A follower waits, with no timer,

@@ -1,7 +1,9 @@
 package daemon
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -116,5 +118,44 @@ func TestFinishedJobPrunesTheBlobCache(t *testing.T) {
 				t.Errorf("log says %q, want what was freed, %s", lines[0], gantry.HumanBytes(tc.freed))
 			}
 		})
+	}
+}
+
+// TestPushProgressIsTyped: a job's push progress is kept as typed records
+// (JSON lines of gantry.Progress) beside its log, for watchers to draw a
+// bar from; the log holds no progress text to parse.
+func TestPushProgressIsTyped(t *testing.T) {
+	ctx := context.Background()
+	rig := pipeNewRig(t, 1, pipeNewFakes(t))
+	pipeRun(t, rig.d)
+	j := pipeSubmit(t, rig.d, gantry.Spec{Push: []string{"registry.example/iris:1"}})
+	if end := pipeWait(t, rig.d, j.ID); end.State != gantry.StateSucceeded {
+		t.Fatalf("state %s (%q), want succeeded", end.State, end.Error)
+	}
+	var buf bytes.Buffer
+	if err := rig.d.Progress(ctx, j.ID, true, &buf); err != nil {
+		t.Fatalf("Progress: %v", err)
+	}
+	var got []gantry.Progress
+	dec := json.NewDecoder(&buf)
+	for {
+		var p gantry.Progress
+		if err := dec.Decode(&p); err == io.EOF {
+			break
+		} else if err != nil {
+			t.Fatalf("progress is not JSON lines of gantry.Progress: %v", err)
+		}
+		got = append(got, p)
+	}
+	// The reference and the job tag, each in two records, the last whole.
+	if len(got) != 4 || got[1].Digest == "" || got[1].Current != got[1].Total || got[3].Ref != "registry.example/iris:job-"+j.ID {
+		t.Errorf("progress records %+v, want two for each of the two references, each ending with its digest", got)
+	}
+	var log bytes.Buffer
+	if err := rig.d.Logs(ctx, j.ID, false, &log); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(log.String(), "progress ") || strings.Contains(log.String(), "pushing: ") {
+		t.Errorf("the log holds progress text:\n%s", log.String())
 	}
 }

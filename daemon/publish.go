@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"slices"
 	"time"
 
@@ -22,12 +21,12 @@ import (
 // Push pushes a finished job's image again: to refs, or when refs is empty to
 // the job's own --push references, the way the job's own push did (job tags,
 // provenance, the champion rule: see publish), within the job's push
-// timeout. Only a job whose training passed the gate may be pushed. It is
+// timeout; rep takes its progress. Only a job whose training passed the gate may be pushed. It is
 // idempotent, and records each push in the job. It returns ErrNotFound (no
 // such job, or its image is gone), ErrConflict (the job has not passed, or
 // has not ended), ErrInvalid (a bad reference) and ErrUnavailable (the
 // registry failed).
-func (d *Daemon) Push(ctx context.Context, id string, refs []string, progress io.Writer) (*gantry.Job, error) {
+func (d *Daemon) Push(ctx context.Context, id string, refs []string, rep gantry.Reporter) (*gantry.Job, error) {
 	j, err := d.store.Get(ctx, id)
 	if err != nil {
 		return nil, err
@@ -49,30 +48,12 @@ func (d *Daemon) Push(ctx context.Context, id string, refs []string, progress io
 			return nil, err
 		}
 	}
-	j, err = d.publish(ctx, j, refs, nil, plainReporter{progress})
+	j, err = d.publish(ctx, j, refs, nil, rep)
 	if err != nil && gantry.Kind(err) == nil {
 		err = gantry.Errorf(gantry.ErrUnavailable, "%v", err)
 	}
 	return j, err
 }
-
-// reporter is where publishing says what it does: the job's log, or the
-// client of gantry push.
-type reporter interface {
-	Linef(format string, args ...any) error
-	// Own takes the push's progress lines.
-	Own() io.Writer
-}
-
-// plainReporter reports to a writer of plain lines.
-type plainReporter struct{ w io.Writer }
-
-func (p plainReporter) Linef(format string, args ...any) error {
-	_, err := fmt.Fprintf(p.w, format+"\n", args...)
-	return err
-}
-
-func (p plainReporter) Own() io.Writer { return p.w }
 
 // publish pushes job j's image to refs and to the immutable job-<id> tag of
 // each of their repositories (so every result can be found and rolled back
@@ -81,7 +62,7 @@ func (p plainReporter) Own() io.Writer { return p.w }
 // the champion rule says so. It is the one path to a registry: a job's own
 // push and gantry push both take it. upload, when not nil, is the job's
 // upload of its blobs, waited for first.
-func (d *Daemon) publish(ctx context.Context, j *gantry.Job, refs []string, upload *earlyUpload, rep reporter) (*gantry.Job, error) {
+func (d *Daemon) publish(ctx context.Context, j *gantry.Job, refs []string, upload *earlyUpload, rep gantry.Reporter) (*gantry.Job, error) {
 	refs = append(append([]string(nil), refs...), jobTags(j.ID, refs)...)
 	rep.Linef("==> pushing to %v", refs)
 	pctx, cancel := withLimit(ctx, "push", j.Spec.Timeouts.Push)
@@ -92,7 +73,7 @@ func (d *Daemon) publish(ctx context.Context, j *gantry.Job, refs []string, uplo
 		return j, phaseErr(ctx, pctx, err)
 	}
 	defer layers.Release(img)
-	pushes, err := d.pusher.Push(pctx, img, refs, rep.Own())
+	pushes, err := d.pusher.Push(pctx, img, refs, rep)
 	// Record what moved, even when the rest failed.
 	if j, err = d.recordPushes(ctx, j.ID, pushes, err); err != nil {
 		return j, phaseErr(ctx, pctx, err)
@@ -238,7 +219,7 @@ func (d *Daemon) recordPushes(ctx context.Context, id string, pushes []gantry.Pu
 
 // attachProvenance records the job's provenance and pushes it as an
 // artifact referring to the image in each repository of pushes.
-func (d *Daemon) attachProvenance(ctx context.Context, j *gantry.Job, pushes []gantry.Push, rep reporter) (*gantry.Job, error) {
+func (d *Daemon) attachProvenance(ctx context.Context, j *gantry.Job, pushes []gantry.Push, rep gantry.Reporter) (*gantry.Job, error) {
 	prov := gantry.NewProvenance(j)
 	data, err := json.Marshal(prov)
 	if err != nil {
@@ -262,7 +243,7 @@ func (d *Daemon) attachProvenance(ctx context.Context, j *gantry.Job, pushes []g
 // image's provenance record in the registry says. Jobs promoting the same
 // tag take turns, so the better one ends on the tag whatever the order. The
 // decisions are recorded, replacing earlier ones on the same tag.
-func (d *Daemon) promote(ctx context.Context, j *gantry.Job, pushes []gantry.Push, rep reporter) (*gantry.Job, error) {
+func (d *Daemon) promote(ctx context.Context, j *gantry.Job, pushes []gantry.Push, rep gantry.Reporter) (*gantry.Job, error) {
 	if j.Metrics.Accuracy == nil {
 		return j, nil
 	}

@@ -5,6 +5,7 @@ package daemon
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -168,7 +169,15 @@ func (r *jobRun) gate(ctx context.Context) error {
 // publish pushes the image where the job asked, as gantry push would:
 // checkpoint published, and the job succeeded.
 func (r *jobRun) publish(ctx context.Context) error {
-	j, err := r.d.publish(ctx, r.j, r.j.Spec.Push, r.upload, r.log)
+	rep := jobReporter{log: r.log}
+	path := r.d.ProgressPath(r.j.ID)
+	if f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600); err == nil {
+		defer f.Close()
+		rep.progress = json.NewEncoder(r.d.notifying(f, path))
+	} else {
+		r.d.log.Warn("open the push progress file", "job", r.j.ID, "err", err)
+	}
+	j, err := r.d.publish(ctx, r.j, r.j.Spec.Push, r.upload, rep)
 	if err != nil {
 		return err
 	}
@@ -176,4 +185,19 @@ func (r *jobRun) publish(ctx context.Context) error {
 		j.Checkpoint = gantry.CheckpointPublished
 	})
 	return err
+}
+
+// jobReporter reports a job's publish: lines to its log (as gantryd's own),
+// progress records to its progress file, which followers read.
+type jobReporter struct {
+	log      *jobLog
+	progress *json.Encoder
+}
+
+func (r jobReporter) Linef(format string, args ...any) { r.log.Linef(format, args...) }
+
+func (r jobReporter) Progress(p gantry.Progress) {
+	if r.progress != nil {
+		r.progress.Encode(p)
+	}
 }

@@ -320,8 +320,10 @@ func TestRegistryTrouble(t *testing.T) {
 	startRegistry(t, downAddr)
 	out := d.mustGantry("push", id)
 	j = d.inspect(id)
-	if len(j.Pushes) != 1 || j.Pushes[0].Ref != downRef {
-		t.Fatalf("after gantry push: pushes %+v, want one to %s", j.Pushes, downRef)
+	// As the job's own push would have: the reference, then the job tag.
+	jobTag := fmt.Sprintf("%s/gantry-it/later:job-%s", downAddr, id)
+	if len(j.Pushes) != 2 || j.Pushes[0].Ref != downRef || j.Pushes[1].Ref != jobTag {
+		t.Fatalf("after gantry push: pushes %+v, want %s and %s", j.Pushes, downRef, jobTag)
 	}
 	if served := servedDigest(t, downRef); served != j.Pushes[0].Digest || !strings.Contains(out, served) {
 		t.Errorf("gantry push recorded %s and printed %q; the registry serves %s", j.Pushes[0].Digest, out, served)

@@ -3,7 +3,6 @@ package registry
 import (
 	"context"
 	"errors"
-	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -87,7 +86,7 @@ func TestPushSpeaksPlainHTTPOnlyToLoopbackAndListedRegistries(t *testing.T) {
 				reg = addr
 			}
 			p := New(WithKeychain(authn.NewMultiKeychain()), WithTransport(tr), WithInsecureRegistries(c.insecure))
-			_, err := p.Push(context.Background(), img, []string{reg + "/repo:tag"}, io.Discard)
+			_, err := p.Push(context.Background(), img, []string{reg + "/repo:tag"}, gantry.Discard)
 			got := rec.requests(reg)
 			if !c.wantOK {
 				if err == nil {

@@ -17,6 +17,8 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/gantry-ml/gantry"
 )
 
 // countRequests counts the registry requests by method and kind (blobs or
@@ -97,7 +99,7 @@ func TestPushSendsOnlyTheManifestOfAnImageWhoseBlobsAreThere(t *testing.T) {
 	ctx := context.Background()
 	p := New(WithKeychain(authn.NewMultiKeychain()))
 	ref := host + "/iris:1"
-	if _, err := p.Push(ctx, img, []string{ref}, io.Discard); err != nil {
+	if _, err := p.Push(ctx, img, []string{ref}, gantry.Discard); err != nil {
 		t.Fatalf("first push: %v", err)
 	}
 	if n := reqs.take(); n["HEAD blob"] == 0 && n["PUT blob"]+n["POST blob"] == 0 {
@@ -105,7 +107,7 @@ func TestPushSendsOnlyTheManifestOfAnImageWhoseBlobsAreThere(t *testing.T) {
 	}
 	// Again, to two tags: the manifest alone, and the digest check.
 	var progress bytes.Buffer
-	got, err := p.Push(ctx, img, []string{ref, host + "/iris:job-1"}, &progress)
+	got, err := p.Push(ctx, img, []string{ref, host + "/iris:job-1"}, lines{&progress})
 	if err != nil {
 		t.Fatalf("second push: %v", err)
 	}
@@ -130,7 +132,7 @@ func TestPushSendsOnlyTheManifestOfAnImageWhoseBlobsAreThere(t *testing.T) {
 	// the manifest alone is refused, and the full push sends them again.
 	h := strictRegistry()
 	reqs.h.Store(&h)
-	if _, err := p.Push(ctx, img, []string{ref}, io.Discard); err != nil {
+	if _, err := p.Push(ctx, img, []string{ref}, gantry.Discard); err != nil {
 		t.Fatalf("push after the registry lost its blobs: %v", err)
 	}
 	if n := reqs.take(); n["PUT blob"]+n["POST blob"]+n["PATCH blob"] == 0 {
@@ -175,7 +177,7 @@ func TestUploadSendsBlobsAndPublishesNothing(t *testing.T) {
 	}
 	reqs.take()
 	// The push after it sends the manifest only.
-	if _, err := p.Push(ctx, img, []string{ref}, io.Discard); err != nil {
+	if _, err := p.Push(ctx, img, []string{ref}, gantry.Discard); err != nil {
 		t.Fatalf("Push: %v", err)
 	}
 	if n := reqs.take(); n["PUT blob"]+n["POST blob"]+n["HEAD blob"] != 0 {

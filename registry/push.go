@@ -73,12 +73,14 @@ func New(opts ...Option) *Pusher {
 
 // Push uploads img to each reference in refs in turn (blobs the registry
 // already has are not sent again) and returns, for each, the manifest digest
-// the registry serves for it afterwards. Progress lines go to progress. A
+// the registry serves for it afterwards. rep takes typed progress (at most a
+// record a second for each reference, and its last, with the digest) and
+// lines for people (retries, a manifest-only push, each push done). A
 // registry that is down or answers 5xx is retried with backoff until ctx
 // ends; an authentication error is not retried and says which registry
 // refused. On error, the pushes that were done are returned with it, so the
 // record can tell which tags moved.
-func (p *Pusher) Push(ctx context.Context, img v1.Image, refs []string, progress io.Writer) ([]gantry.Push, error) {
+func (p *Pusher) Push(ctx context.Context, img v1.Image, refs []string, rep gantry.Reporter) ([]gantry.Push, error) {
 	tags := make([]name.Tag, 0, len(refs))
 	for _, r := range refs {
 		t, err := p.ref(r)
@@ -89,12 +91,13 @@ func (p *Pusher) Push(ctx context.Context, img v1.Image, refs []string, progress
 	}
 	var done []gantry.Push
 	for _, t := range tags {
-		d, n, err := p.pushOne(ctx, img, t, progress)
+		d, n, err := p.pushOne(ctx, img, t, rep)
 		if err != nil {
 			return done, err
 		}
 		done = append(done, gantry.Push{Ref: t.Name(), Digest: d, Bytes: n})
-		fmt.Fprintf(progress, "pushed %s@%s\n", t.Name(), d)
+		rep.Progress(gantry.Progress{Ref: t.Name(), Current: n, Total: n, Digest: d})
+		rep.Linef("pushed %s@%s", t.Name(), d)
 	}
 	return done, nil
 }
@@ -106,10 +109,10 @@ var (
 	MaxBackoff = 30 * time.Second
 )
 
-func (p *Pusher) pushOne(ctx context.Context, img v1.Image, t name.Tag, progress io.Writer) (string, int64, error) {
+func (p *Pusher) pushOne(ctx context.Context, img v1.Image, t name.Tag, rep gantry.Reporter) (string, int64, error) {
 	wait := Backoff
 	for {
-		d, n, err := p.tryPush(ctx, img, t, progress)
+		d, n, err := p.tryPush(ctx, img, t, rep)
 		if err == nil {
 			return d, n, nil
 		}
@@ -119,7 +122,7 @@ func (p *Pusher) pushOne(ctx context.Context, img v1.Image, t name.Tag, progress
 		if !retryable(err) {
 			return "", 0, p.describe(t, err)
 		}
-		fmt.Fprintf(progress, "push to %s failed: %v; retrying in %v\n", t.RegistryStr(), err, wait)
+		rep.Linef("push to %s failed: %v; retrying in %v", t.RegistryStr(), err, wait)
 		select {
 		case <-ctx.Done():
 			return "", 0, fmt.Errorf("%w (last error: %v)", context.Cause(ctx), p.describe(t, err))
@@ -129,7 +132,7 @@ func (p *Pusher) pushOne(ctx context.Context, img v1.Image, t name.Tag, progress
 	}
 }
 
-func (p *Pusher) tryPush(ctx context.Context, img v1.Image, t name.Tag, progress io.Writer) (string, int64, error) {
+func (p *Pusher) tryPush(ctx context.Context, img v1.Image, t name.Tag, rep gantry.Reporter) (string, int64, error) {
 	blobs, size, err := blobsOf(img)
 	if err != nil {
 		return "", 0, err
@@ -141,8 +144,7 @@ func (p *Pusher) tryPush(ctx context.Context, img v1.Image, t name.Tag, progress
 		// Every blob is there: send the manifest alone. Should the
 		// registry have lost one since, the full push below finds out.
 		if sent = remote.Put(t, img, p.options(ctx)...) == nil; sent {
-			fmt.Fprintf(progress, "every layer is in %s already: sent the manifest only\n", repo)
-			fmt.Fprintf(progress, "pushing: %s of %s [%d/%d]\n", gantry.HumanBytes(n), gantry.HumanBytes(n), n, n)
+			rep.Linef("every layer is in %s already: sent the manifest only", repo)
 		} else {
 			p.forget(repo)
 		}
@@ -150,7 +152,7 @@ func (p *Pusher) tryPush(ctx context.Context, img v1.Image, t name.Tag, progress
 	if !sent {
 		updates := make(chan v1.Update, 16)
 		reported := make(chan int64, 1)
-		go func() { reported <- report(progress, updates) }()
+		go func() { reported <- report(rep, t.Name(), updates) }()
 		err = remote.Write(t, img, append(p.options(ctx), remote.WithProgress(updates))...)
 		n = <-reported // Write closes updates
 		if err != nil {
@@ -300,29 +302,34 @@ func (p *Pusher) options(ctx context.Context) []remote.Option {
 	}
 }
 
-// report writes a progress line at most every second, and the last one,
-// and returns the bytes the push covered. The exact counts in brackets are
-// for programs (gantry watch draws its bar from them).
-func report(w io.Writer, updates <-chan v1.Update) int64 {
+// report hands rep a progress record of ref at most every second, and the
+// last one, and returns the bytes the push covered.
+func report(rep gantry.Reporter, ref string, updates <-chan v1.Update) int64 {
 	var last time.Time
 	var u v1.Update
-	line := func() {
-		fmt.Fprintf(w, "pushing: %s of %s [%d/%d]\n", gantry.HumanBytes(u.Complete), gantry.HumanBytes(u.Total), u.Complete, u.Total)
-	}
+	send := func() { rep.Progress(gantry.Progress{Ref: ref, Current: u.Complete, Total: u.Total}) }
 	for u = range updates {
 		if u.Error != nil {
 			continue
 		}
 		if time.Since(last) >= time.Second {
 			last = time.Now()
-			line()
+			send()
 		}
 	}
 	if u.Total > 0 {
-		line()
+		send()
 	}
 	return u.Total
 }
+
+// Discard is a Reporter that takes nothing.
+var Discard gantry.Reporter = discard{}
+
+type discard struct{}
+
+func (discard) Linef(string, ...any)     {}
+func (discard) Progress(gantry.Progress) {}
 
 // describe turns a registry error into one a user can act on, naming the
 // registry.

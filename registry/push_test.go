@@ -43,7 +43,7 @@ func TestPushRecordsTheDigestTheRegistryServes(t *testing.T) {
 	refs := []string{host + "/iris:latest", host + "/iris:v1", host + "/other/iris"}
 	var progress bytes.Buffer
 	p := New(WithKeychain(authn.NewMultiKeychain()))
-	got, err := p.Push(context.Background(), img, refs, &progress)
+	got, err := p.Push(context.Background(), img, refs, lines{&progress})
 	if err != nil {
 		t.Fatalf("Push: %v", err)
 	}
@@ -75,7 +75,7 @@ func TestPushRecordsTheDigestTheRegistryServes(t *testing.T) {
 func TestPushNamesARefusingRegistry(t *testing.T) {
 	host := newRegistry(t, refusingWrites(innerRegistry()))
 	img, _ := random.Image(256, 1)
-	_, err := New(WithKeychain(authn.NewMultiKeychain())).Push(context.Background(), img, []string{host + "/iris:latest"}, io.Discard)
+	_, err := New(WithKeychain(authn.NewMultiKeychain())).Push(context.Background(), img, []string{host + "/iris:latest"}, gantry.Discard)
 	if err == nil {
 		t.Fatal("Push to a refusing registry succeeded")
 	}
@@ -187,7 +187,7 @@ func TestPushRetriesAnUnavailableRegistry(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	var progress syncBuffer
-	got, err := New(WithKeychain(authn.NewMultiKeychain())).Push(ctx, img, []string{ref}, &progress)
+	got, err := New(WithKeychain(authn.NewMultiKeychain())).Push(ctx, img, []string{ref}, lines{&progress})
 	if err != nil {
 		t.Fatalf("Push: %v\nprogress:\n%s", err, progress.String())
 	}
@@ -241,7 +241,7 @@ func TestPushGivesUpAtTheDeadline(t *testing.T) {
 			defer cancel()
 			deadline, _ := ctx.Deadline()
 			var progress syncBuffer
-			got, err := New(WithKeychain(authn.NewMultiKeychain())).Push(ctx, img, []string{tc.host + "/iris:v1"}, &progress)
+			got, err := New(WithKeychain(authn.NewMultiKeychain())).Push(ctx, img, []string{tc.host + "/iris:v1"}, lines{&progress})
 			if err == nil {
 				t.Fatalf("Push succeeded (%v), want an error", got)
 			}
@@ -283,7 +283,7 @@ func TestPushDoesNotRetryRefusedCredentials(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	var progress syncBuffer
-	_, err := New(WithKeychain(authn.NewMultiKeychain())).Push(ctx, img, []string{host + "/iris:v1"}, &progress)
+	_, err := New(WithKeychain(authn.NewMultiKeychain())).Push(ctx, img, []string{host + "/iris:v1"}, lines{&progress})
 	if err == nil {
 		t.Fatal("Push to a registry that refuses the credentials succeeded")
 	}
@@ -310,7 +310,7 @@ func TestPushReturnsThePushesDone(t *testing.T) {
 	img, _ := random.Image(256, 1)
 	refs := []string{good + "/iris:v1", refusing + "/iris:v1", good + "/iris:never"}
 	var progress syncBuffer
-	got, err := New(WithKeychain(authn.NewMultiKeychain())).Push(context.Background(), img, refs, &progress)
+	got, err := New(WithKeychain(authn.NewMultiKeychain())).Push(context.Background(), img, refs, lines{&progress})
 	if err == nil || !strings.Contains(err.Error(), refusing) {
 		t.Errorf("Push error %v, want one naming the refusing registry %s", err, refusing)
 	}
@@ -335,7 +335,7 @@ func TestPushRefusesABadRefBeforePushing(t *testing.T) {
 		inner.ServeHTTP(w, r)
 	}))
 	img, _ := random.Image(256, 1)
-	got, err := New(WithKeychain(authn.NewMultiKeychain())).Push(context.Background(), img, []string{host + "/iris:v1", "Bad Ref"}, io.Discard)
+	got, err := New(WithKeychain(authn.NewMultiKeychain())).Push(context.Background(), img, []string{host + "/iris:v1", "Bad Ref"}, gantry.Discard)
 	if !errors.Is(err, gantry.ErrInvalid) || got != nil {
 		t.Errorf("Push = %v, %v; want nil, ErrInvalid", got, err)
 	}
@@ -363,7 +363,7 @@ func TestPushDoesNotRetryAPermanentError(t *testing.T) {
 		}
 	}}
 	img, _ := random.Image(256, 1)
-	_, err := New(WithKeychain(authn.NewMultiKeychain()), WithTransport(tr)).Push(ctx, img, []string{"registry.example/iris:v1"}, progress)
+	_, err := New(WithKeychain(authn.NewMultiKeychain()), WithTransport(tr)).Push(ctx, img, []string{"registry.example/iris:v1"}, lines{progress})
 	if err == nil {
 		t.Fatal("Push succeeded")
 	}

@@ -6,18 +6,16 @@ package main
 import (
 	"fmt"
 	"io"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/gantry-ml/gantry"
 )
 
-// pushLines shows the progress lines of gantry push: the bar on a
-// terminal, plain lines elsewhere. The "pushed REF@DIGEST" lines are left
-// to the command's output.
+// pushLines shows what gantry push reports: its typed progress as the bar
+// on a terminal (plain lines elsewhere), and its lines. The "pushed
+// REF@DIGEST" lines are left to the command's output.
 type pushLines struct {
-	lineWriter
 	v *view
 }
 
@@ -28,20 +26,28 @@ func pushProgress(errOut io.Writer, quiet bool) *pushLines {
 	} else if f := terminal(errOut); f != nil {
 		v.tty = true
 	}
-	p := &pushLines{v: v}
-	p.fn = p.line
-	return p
+	return &pushLines{v: v}
 }
 
-func (p *pushLines) line(l string) error {
+func (p *pushLines) Linef(format string, args ...any) {
+	l := fmt.Sprintf(format, args...)
 	switch {
 	case strings.HasPrefix(l, "pushed "):
-	case p.v.tty: // gantryd's own progress, not a job log
+	case p.v.tty: // gantryd's own, not a job log
 		p.v.ownLine(l)
 	default:
 		fmt.Fprintln(p.v.progress, l)
 	}
-	return nil
+}
+
+func (p *pushLines) Progress(pr gantry.Progress) {
+	if p.v.tty {
+		p.v.pushed(pr)
+		return
+	}
+	if pr.Digest == "" {
+		fmt.Fprintf(p.v.progress, "pushing %s: %s of %s\n", pr.Ref, gantry.HumanBytes(pr.Current), gantry.HumanBytes(pr.Total))
+	}
 }
 
 // end leaves the bar on its own line.
@@ -55,28 +61,11 @@ func (v *view) endBar() {
 	}
 }
 
-// parsePushing reads a push progress line of the job log,
-// "pushing: 92.8 MB of 325.3 MB [97312345/341123456]", for the exact byte
-// counts in brackets.
-func parsePushing(l string) (done, total int64, ok bool) {
-	rest, ok := strings.CutPrefix(strings.TrimRight(l, "\r "), "pushing: ")
-	if !ok || !strings.HasSuffix(rest, "]") {
-		return 0, 0, false
-	}
-	i := strings.LastIndexByte(rest, '[')
-	if i < 0 {
-		return 0, 0, false
-	}
-	d, t, ok := strings.Cut(rest[i+1:len(rest)-1], "/")
-	if !ok {
-		return 0, 0, false
-	}
-	done, err1 := strconv.ParseInt(d, 10, 64)
-	total, err2 := strconv.ParseInt(t, 10, 64)
-	if err1 != nil || err2 != nil || done < 0 || total < 0 {
-		return 0, 0, false
-	}
-	return done, total, true
+// pushed draws a push's progress record as the bar.
+func (v *view) pushed(p gantry.Progress) {
+	r := v.meter.add(v.now(), p.Current)
+	fmt.Fprintf(v.progress, "\r%s\x1b[K", pushBar(p.Current, p.Total, r))
+	v.bar = true
 }
 
 // barWidth is the number of cells of the push bar.

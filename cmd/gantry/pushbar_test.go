@@ -5,32 +5,6 @@ import (
 	"time"
 )
 
-func TestParsePushing(t *testing.T) {
-	tests := []struct {
-		line        string
-		done, total int64
-		ok          bool
-	}{
-		{"pushing: 92.8 MB of 325.3 MB [97312345/341123456]", 97312345, 341123456, true},
-		{"pushing: 0 B of 0 B [0/0]", 0, 0, true},
-		{"pushing: 1.0 kB of 2.0 kB [1024/2048]\r", 1024, 2048, true},
-		{"pushing: 92.8 MB of 325.3 MB", 0, 0, false},            // no exact counts
-		{"pushing: 92.8 MB of 325.3 MB [97312345]", 0, 0, false}, // no total
-		{"pushing: [x/2]", 0, 0, false},
-		{"pushing: [-1/2]", 0, 0, false},
-		{"pushing: [1/2] and more", 0, 0, false},
-		{"pushed 127.0.0.1:5000/a:b@sha256:00", 0, 0, false},
-		{"==> pushing to [127.0.0.1:5000/a:b]", 0, 0, false},
-		{"  pushing: [1/2]", 0, 0, false}, // training output that looks alike, indented
-	}
-	for _, tt := range tests {
-		done, total, ok := parsePushing(tt.line)
-		if done != tt.done || total != tt.total || ok != tt.ok {
-			t.Errorf("parsePushing(%q) = %d, %d, %v; want %d, %d, %v", tt.line, done, total, ok, tt.done, tt.total, tt.ok)
-		}
-	}
-}
-
 func TestPushBar(t *testing.T) {
 	tests := []struct {
 		done, total int64

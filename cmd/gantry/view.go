@@ -81,15 +81,9 @@ func (v *view) line(l string) {
 	fmt.Fprintf(v.progress, "%s\n", escape(l))
 }
 
-// ownLine shows one line of gantryd's: push progress as the bar, the rest
-// dimmed (and escaped: it may quote what a job or a registry said).
+// ownLine shows one line of gantryd's, dimmed (and escaped: it may quote
+// what a job or a registry said).
 func (v *view) ownLine(l string) {
-	if done, total, ok := parsePushing(l); ok {
-		r := v.meter.add(v.now(), done)
-		fmt.Fprintf(v.progress, "\r%s\x1b[K", pushBar(done, total, r))
-		v.bar = true
-		return
-	}
 	v.endBar()
 	fmt.Fprintf(v.progress, "%s%s%s\n", dim, escape(l), reset)
 }

@@ -59,6 +59,7 @@ type jobSource interface {
 	jobGetter
 	Logs(ctx context.Context, id string, follow bool, w io.Writer) error
 	BuildStatus(ctx context.Context, id string, follow bool, w io.Writer) error
+	Progress(ctx context.Context, id string, follow bool, w io.Writer) error
 }
 
 // run shows job id until it ends, prints its outcome, and returns the exit
@@ -118,23 +119,7 @@ func (v *view) live(ctx context.Context, id string) error {
 		fmt.Fprintf(v.progress, "%s==> job %s is queued%s\n", dim, id, reset)
 	}
 	g, gctx := errgroup.WithContext(ctx)
-	lines := make(chan string)
-	g.Go(func() error {
-		defer close(lines)
-		lw := &lineWriter{fn: func(l string) error {
-			select {
-			case lines <- l:
-				return nil
-			case <-gctx.Done():
-				return gctx.Err()
-			}
-		}}
-		err := v.src.Logs(gctx, id, true, lw)
-		if err == nil {
-			err = lw.flush()
-		}
-		return err
-	})
+	lines := v.followLog(g, gctx, id)
 	over := make(chan struct{})  // the log has passed the build
 	built := make(chan struct{}) // the build's display is finished
 	var buildErr error
@@ -162,21 +147,83 @@ func (v *view) live(ctx context.Context, id string) error {
 		}
 		held = nil
 	}
-	for l := range lines {
-		if !inBuild {
-			v.line(l)
+	pushes, drawn := v.followProgress(g, gctx, id)
+	for lines != nil {
+		select {
+		case p := <-pushes:
+			v.pushed(p)
 			continue
-		}
-		held = append(held, l)
-		if text, own := joblog.Own(l); own && strings.HasPrefix(text, trainingMarker) {
-			endBuild()
+		case l, ok := <-lines:
+			if !ok {
+				lines = nil
+				continue
+			}
+			if !inBuild {
+				v.line(l)
+				continue
+			}
+			held = append(held, l)
+			if text, own := joblog.Own(l); own && strings.HasPrefix(text, trainingMarker) {
+				endBuild()
+			}
 		}
 	}
+	close(drawn)
 	if inBuild { // the job ended, or the log broke, before training
 		endBuild()
 	}
 	v.endBar()
 	return g.Wait()
+}
+
+// followLog follows job id's log in g, handing each line to the channel it
+// returns, which is closed once the log ends.
+func (v *view) followLog(g *errgroup.Group, ctx context.Context, id string) <-chan string {
+	lines := make(chan string)
+	g.Go(func() error {
+		defer close(lines)
+		lw := &lineWriter{fn: func(l string) error {
+			select {
+			case lines <- l:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}}
+		err := v.src.Logs(ctx, id, true, lw)
+		if err == nil {
+			err = lw.flush()
+		}
+		return err
+	})
+	return lines
+}
+
+// followProgress follows job id's push progress in g, handing each record
+// to pushes until the job ends or drawn is closed (the view stopped
+// drawing). Progress is typed (gantry.Progress): the bar is drawn from it,
+// never from the log's text.
+func (v *view) followProgress(g *errgroup.Group, ctx context.Context, id string) (pushes <-chan gantry.Progress, drawn chan struct{}) {
+	ch, done := make(chan gantry.Progress), make(chan struct{})
+	g.Go(func() error {
+		lw := &lineWriter{fn: func(l string) error {
+			var p gantry.Progress
+			if json.Unmarshal([]byte(l), &p) != nil {
+				return nil // torn by a push redone after a restart
+			}
+			select {
+			case ch <- p:
+			case <-done:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			return nil
+		}}
+		// Not fatal: without it, the push shows as gantryd's lines alone.
+		v.src.Progress(ctx, id, true, lw)
+		return nil
+	})
+	return ch, done
 }
 
 // build draws the build's status with v.display from its first update on,

@@ -23,6 +23,7 @@ type fakeSource struct {
 	get         func(ctx context.Context, id string) (*gantry.Job, error)
 	logs        func(ctx context.Context, id string, follow bool, w io.Writer) error
 	buildStatus func(ctx context.Context, id string, follow bool, w io.Writer) error
+	progress    func(ctx context.Context, id string, follow bool, w io.Writer) error
 }
 
 func (f *fakeSource) Get(ctx context.Context, id string) (*gantry.Job, error) { return f.get(ctx, id) }
@@ -31,6 +32,15 @@ func (f *fakeSource) Logs(ctx context.Context, id string, follow bool, w io.Writ
 }
 func (f *fakeSource) BuildStatus(ctx context.Context, id string, follow bool, w io.Writer) error {
 	return f.buildStatus(ctx, id, follow, w)
+}
+
+// Progress gives what f.progress writes; without it, a job that pushed
+// nothing.
+func (f *fakeSource) Progress(ctx context.Context, id string, follow bool, w io.Writer) error {
+	if f.progress == nil {
+		return nil
+	}
+	return f.progress(ctx, id, follow, w)
 }
 
 const (
@@ -42,17 +52,20 @@ const (
 		"#1 [internal] load build definition from Dockerfile\n" +
 		"#1 DONE 0.0s\n" +
 		"\x1e==> built image sha256:abc\n"
-	testRunLog = "\x1e==> training in container 0123456789ab\n" +
+	testRunLog = testTrainLog + testPushedLog
+	// testTrainLog is the run's log up to the push; testPushedLog the rest.
+	testTrainLog = "\x1e==> training in container 0123456789ab\n" +
 		"step 0\n" +
 		"step 1\n" +
 		"Model accuracy: 0.9333\n" +
 		"\x1e==> accuracy 0.9333\n" +
-		"\x1e==> pushing to [reg/x:latest]\n" +
-		"\x1epushing: 0 B of 3.0 MB [0/3145728]\n" +
-		"\x1epushing: 1.0 MB of 3.0 MB [1048576/3145728]\n" +
-		"\x1epushing: 3.0 MB of 3.0 MB [3145728/3145728]\n" +
-		"\x1epushed reg/x:latest@sha256:def\n" +
+		"\x1e==> pushing to [reg/x:latest]\n"
+	testPushedLog = "\x1epushed reg/x:latest@sha256:def\n" +
 		"\x1e==> succeeded\n"
+	// testProgress is the push's typed progress, as gantryd serves it.
+	testProgress = `{"ref":"reg/x:latest","current":0,"total":3145728}` + "\n" +
+		`{"ref":"reg/x:latest","current":1048576,"total":3145728}` + "\n" +
+		`{"ref":"reg/x:latest","current":3145728,"total":3145728}` + "\n"
 )
 
 func endedJob(s gantry.State) *gantry.Job {
@@ -209,6 +222,7 @@ func TestViewTTY(t *testing.T) {
 	statuses := testStatuses(t, "[internal] load build definition from Dockerfile", "[1/2] FROM base", "[2/2] COPY train.py /train.py")
 	cut := bytes.IndexByte(statuses, '\n') + 20 // the first update and part of the second
 	partial := make(chan struct{})
+	pushing, pushed := make(chan struct{}), make(chan struct{})
 	src := &fakeSource{
 		get: func(context.Context, string) (*gantry.Job, error) {
 			return endedJob(gantry.StateSucceeded), nil
@@ -219,7 +233,10 @@ func TestViewTTY(t *testing.T) {
 			}
 			io.WriteString(w, testBuildLog)
 			<-partial // the training marker comes while the status stream is mid-line
-			io.WriteString(w, testRunLog)
+			io.WriteString(w, testTrainLog)
+			close(pushing)
+			<-pushed // the push's progress is drawn before its last lines
+			io.WriteString(w, testPushedLog)
 			return nil
 		},
 		buildStatus: func(ctx context.Context, _ string, follow bool, w io.Writer) error {
@@ -233,6 +250,12 @@ func TestViewTTY(t *testing.T) {
 			close(partial)
 			<-ctx.Done() // a job still going: the stream goes on until cut off
 			return ctx.Err()
+		},
+		progress: func(ctx context.Context, _ string, follow bool, w io.Writer) error {
+			<-pushing
+			io.WriteString(w, testProgress)
+			close(pushed)
+			return nil
 		},
 	}
 	var mu sync.Mutex
