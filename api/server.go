@@ -35,6 +35,10 @@
 //	                                 the build's status as JSON lines (BuildKit's
 //	                                 client.SolveStatus), to draw BuildKit's own
 //	                                 progress display from
+//	GET  /v1/jobs/{id}/progress?follow=1
+//	                                 the push's progress as JSON lines (a
+//	                                 gantry.Progress each: ref, current,
+//	                                 total, and the digest once pushed)
 //	GET  /v1/history?name=REPO&tag=T the jobs that pushed to REPO, newest first,
 //	                                 each marked whether REPO:T holds its image
 //	POST /v1/jobs/{id}/cancel        cancel the job in whatever state it is;
@@ -47,8 +51,9 @@
 //	                                 references); answers with the record. With
 //	                                 progress=1, once the push has begun, the
 //	                                 answer is JSON lines (application/x-ndjson,
-//	                                 a PushLine each): its progress, then the
-//	                                 record or the error
+//	                                 a PushLine each): its lines ("line") and
+//	                                 typed progress ("progress"), then the
+//	                                 record ("job") or the error ("error")
 //
 // Errors answer {"message": "...", "kind": "invalid"} with the status the kind
 // maps to in statusOf; a body that came too slowly (BoundBodies) answers 408.
