@@ -1244,23 +1244,7 @@ func TestShutdownLeavesJobsToResume(t *testing.T) {
 			entered := make(chan struct{}, 1)
 			seen := make(chan [2]error, 1)
 			block := pipeBlock(entered, seen)
-			switch phase {
-			case gantry.StateBuilding:
-				f.builder.build = func(ctx context.Context, r builder.Request, progress io.Writer) (string, error) {
-					fmt.Fprint(progress, pipeProgress)
-					return "", block(ctx)
-				}
-			case gantry.StateRunning:
-				f.engine.run = func(ctx context.Context, id string, out io.Writer) (runner.Exit, error) {
-					fmt.Fprint(out, "Epoch 1/3\n")
-					return runner.Exit{}, block(ctx)
-				}
-			case gantry.StatePushing:
-				f.engine.run = pipeReplay("Model accuracy: 0.9667\n", runner.Exit{})
-				f.pusher.push = func(ctx context.Context, img v1.Image, refs []string, progress io.Writer) ([]gantry.Push, error) {
-					return pipePushes(refs[:1]), block(ctx)
-				}
-			}
+			pipeBlockIn(f, phase, pipeProgress, block)
 			rig := pipeNewRig(t, 1, f)
 			stop := pipeRun(t, rig.d)
 			j := pipeSubmit(t, rig.d, gantry.Spec{Push: refs})
@@ -2145,22 +2129,7 @@ func TestCancelUnderWay(t *testing.T) {
 			entered := make(chan struct{}, 1)
 			seen := make(chan [2]error, 1)
 			block := pipeBlock(entered, seen)
-			switch phase {
-			case gantry.StateBuilding:
-				f.builder.build = func(ctx context.Context, r builder.Request, progress io.Writer) (string, error) {
-					return "", block(ctx)
-				}
-			case gantry.StateRunning:
-				f.engine.run = func(ctx context.Context, id string, out io.Writer) (runner.Exit, error) {
-					fmt.Fprint(out, "Epoch 1/3\n")
-					return runner.Exit{}, block(ctx)
-				}
-			case gantry.StatePushing:
-				f.engine.run = pipeReplay("Model accuracy: 0.9667\n", runner.Exit{})
-				f.pusher.push = func(ctx context.Context, img v1.Image, refs []string, progress io.Writer) ([]gantry.Push, error) {
-					return pipePushes(refs[:1]), block(ctx)
-				}
-			}
+			pipeBlockIn(f, phase, "", block)
 			rig := pipeNewRig(t, 1, f)
 			pipeRun(t, rig.d)
 			j := pipeSubmit(t, rig.d, gantry.Spec{Push: refs})
@@ -3114,5 +3083,28 @@ func TestPushOfAPromotingJobAsItsOwn(t *testing.T) {
 	}
 	if len(got.Promotions) != 1 || got.Promotions[0].Tag != "other.example/team/iris:champion" || !got.Promotions[0].Promoted {
 		t.Errorf("promotions recorded %+v, want one on other.example/team/iris:champion, promoted", got.Promotions)
+	}
+}
+
+// pipeBlockIn makes the fakes block, with block, in phase: the build (after
+// writing buildOut), the training (after its first line), or the push
+// (after its first reference).
+func pipeBlockIn(f pipeFakes, phase gantry.State, buildOut string, block func(context.Context) error) {
+	switch phase {
+	case gantry.StateBuilding:
+		f.builder.build = func(ctx context.Context, r builder.Request, progress io.Writer) (string, error) {
+			fmt.Fprint(progress, buildOut)
+			return "", block(ctx)
+		}
+	case gantry.StateRunning:
+		f.engine.run = func(ctx context.Context, id string, out io.Writer) (runner.Exit, error) {
+			fmt.Fprint(out, "Epoch 1/3\n")
+			return runner.Exit{}, block(ctx)
+		}
+	case gantry.StatePushing:
+		f.engine.run = pipeReplay("Model accuracy: 0.9667\n", runner.Exit{})
+		f.pusher.push = func(ctx context.Context, img v1.Image, refs []string, progress io.Writer) ([]gantry.Push, error) {
+			return pipePushes(refs[:1]), block(ctx)
+		}
 	}
 }
