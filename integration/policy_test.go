@@ -315,12 +315,12 @@ func TestSlowMetricPatternRefused(t *testing.T) {
 		t.Errorf("%d jobs recorded, want none", n)
 	}
 	flood := trainerDir(t, `import sys
-line = "acc" * 1000 + "\n"
-for _ in range(700):
+line = "accuracy:" * 300 + "\n"
+for _ in range(780):
     sys.stdout.write(line)
-print("acc: 0.91", flush=True)
+print("Accuracy: 0.91", flush=True)
 `)
-	id := d.submit(flood, "--metric-regex", `(?i)acc\w*[:=]\s*(\S+)`, "--cpus", "0.1")
+	id := d.submit(flood, "--metric-regex", `(?i)accuracy[:=]\s*(\S+)`, "--cpus", "0.1")
 	if j := d.waitJob(id, 3*time.Minute); j.State != gantry.StateSucceeded || j.Metrics.Accuracy == nil || *j.Metrics.Accuracy != 0.91 {
 		t.Errorf("a 2 MB flood for a costly pattern: %s (%s), accuracy %v; want succeeded, 0.91", j.State, j.Error, j.Metrics.Accuracy)
 	}
