@@ -144,7 +144,11 @@ func TestFetchRule(t *testing.T) {
 				t.Fatal(err)
 			}
 			r := fetchRule{allowPrivate: tc.private, resolve: resolve}
-			err := r.checkFetches(context.Background(), dir, "Dockerfile", tc.args)
+			df, err := readDockerfile(dir, "Dockerfile")
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = r.checkFetches(context.Background(), df, "Dockerfile", tc.args)
 			if tc.want == "" {
 				if err != nil {
 					t.Errorf("checkFetches: %v, want nil", err)

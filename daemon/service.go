@@ -40,11 +40,12 @@ func (d *Daemon) Submit(ctx context.Context, spec gantry.Spec, tar io.Reader) (*
 	sum := sha256.New()
 	lim := Limits{MaxBytes: d.cfg.Policy.ContextBytes, MaxEntries: d.cfg.Policy.ContextEntries}
 	size, err := unpack(io.TeeReader(tar, sum), dir, lim)
+	var df []byte
 	if err == nil {
-		err = checkDockerfile(dir, spec.Build.Dockerfile)
+		df, err = readDockerfile(dir, spec.Build.Dockerfile)
 	}
 	if err == nil {
-		err = d.fetch.checkFetches(ctx, dir, spec.Build.Dockerfile, spec.Build.BuildArgs)
+		err = d.fetch.checkFetches(ctx, df, spec.Build.Dockerfile, spec.Build.BuildArgs)
 	}
 	if err == nil {
 		j.ContextSize = size
@@ -116,17 +117,23 @@ func (d *Daemon) dequeue(id string) {
 	}
 }
 
-func checkDockerfile(dir, name string) error {
+// readDockerfile reads the Dockerfile name of the context in dir. It
+// returns ErrInvalid when there is none (or it is not a regular file).
+func readDockerfile(dir, name string) ([]byte, error) {
 	root, err := os.OpenRoot(dir)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer root.Close()
-	fi, err := root.Stat(name)
-	if err != nil || !fi.Mode().IsRegular() {
-		return gantry.Errorf(gantry.ErrInvalid, "build context has no Dockerfile at %q (give its path with -f)", name)
+	f, err := root.Open(name)
+	if err == nil {
+		defer f.Close()
+		var fi os.FileInfo
+		if fi, err = f.Stat(); err == nil && fi.Mode().IsRegular() {
+			return io.ReadAll(f)
+		}
 	}
-	return nil
+	return nil, gantry.Errorf(gantry.ErrInvalid, "build context has no Dockerfile at %q (give its path with -f)", name)
 }
 
 // Get returns the job id. It returns ErrNotFound.
