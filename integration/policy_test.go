@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
@@ -82,34 +83,66 @@ func TestRootGivingPolicyNeedsItsFlag(t *testing.T) {
 	}
 }
 
-// waitForGo is a trainer's tail: it waits until the test says go (by
-// creating /tmp/go in the container with docker exec), then reports.
-const waitForGo = `
+// heldTail is a trainer's tail: it says it is held, waits until the test
+// releases it (release: a file created in its container), then reports the
+// accuracy its ACC environment variable gives (0.95 when unset). The test,
+// not timing, decides when a held job ends.
+const heldTail = `
 import os, time
-print("waiting for go", flush=True)
-while not os.path.exists("/tmp/go"):
+print("held until released", flush=True)
+while not os.path.exists("/tmp/gantry-it-release"):
     time.sleep(0.05)
-print("Model accuracy: 0.95", flush=True)
+print("Model accuracy:", os.environ.get("ACC") or "0.95", flush=True)
 `
 
-// until polls cond (a check of outside state, not a timer) up to within.
-func until(t *testing.T, what string, within time.Duration, cond func() bool) {
+// release lets job id's held trainer report and end.
+func release(t *testing.T, id string) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("waited %v for %s", within, what)
-		}
-		time.Sleep(50 * time.Millisecond)
+	if out, err := exec.Command("docker", "exec", "gantry-"+id, "touch", "/tmp/gantry-it-release").CombinedOutput(); err != nil {
+		t.Fatalf("release job %s's trainer: %v: %s", id, err, out)
 	}
 }
 
-// sayGo lets a waitForGo trainer in job id's container end.
-func sayGo(t *testing.T, id string) {
+// awaitHeld returns once job id's trainer says it is held, reading the
+// job's log as gantry logs -f streams it. It fails when the log ends (the
+// job ended) before that.
+func awaitHeld(t *testing.T, d *gantryd, id string) {
 	t.Helper()
-	if out, err := exec.Command("docker", "exec", "gantry-"+id, "touch", "/tmp/go").CombinedOutput(); err != nil {
-		t.Fatalf("docker exec touch /tmp/go: %v: %s", err, out)
+	awaitLine(t, gantryLogs(d, id), "held until released")
+}
+
+// gantryLogs is gantry logs -f of job id, not yet started.
+func gantryLogs(d *gantryd, id string) *exec.Cmd {
+	cmd := exec.Command(filepath.Join(binDir, "gantry"), "logs", "-f", id)
+	cmd.Env = append(os.Environ(), "GANTRY_HOST=unix://"+d.socket)
+	return cmd
+}
+
+// awaitLine runs cmd, a follower of a log, until a line of its output holds
+// want, then stops it. It fails the test when the output ends first, or
+// after five minutes (a broken run, not an order of events).
+func awaitLine(t *testing.T, cmd *exec.Cmd, want string) {
+	t.Helper()
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
 	}
+	cmd.Stderr = cmd.Stdout
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("%v: %v", cmd.Args, err)
+	}
+	defer cmd.Wait()
+	defer cmd.Process.Kill()
+	stuck := time.AfterFunc(5*time.Minute, func() { cmd.Process.Kill() })
+	defer stuck.Stop()
+	sc := bufio.NewScanner(out)
+	sc.Buffer(make([]byte, 64<<10), 4<<20)
+	for sc.Scan() {
+		if strings.Contains(sc.Text(), want) {
+			return
+		}
+	}
+	t.Fatalf("%v ended without a line holding %q", cmd.Args, want)
 }
 
 // engineContainer is what docker inspect says of a container.
@@ -145,19 +178,27 @@ func TestFloodingTrainerEngineLogBounded(t *testing.T) {
 	const capBytes = 1 << 20
 	d := startDaemon(t, "--max-log", "1m")
 	id := d.submit(trainerDir(t, `import sys
+print("flooding", flush=True)
 line = "x" * 999 + "\n"
 for _ in range(64):
     sys.stdout.write(line * 1024)
 sys.stdout.flush()
-print("FLOOD-DONE", flush=True)
-`+waitForGo))
-	var c engineContainer
-	until(t, "the trainer's flood to end", 3*time.Minute, func() bool {
-		out, _ := exec.Command("docker", "logs", "--tail", "2", "gantry-"+id).CombinedOutput()
-		var ok bool
-		c, ok = inspectContainer(t, "gantry-"+id)
-		return ok && strings.Contains(string(out), "waiting for go")
-	})
+open("/tmp/gantry-it-flooded", "w").close()
+`+heldTail))
+	// gantry's log drops what is over its cap, the held line with it: the
+	// trainer marks the flood's end with a file in its container instead,
+	// and a process in the container waits for that file.
+	awaitLine(t, gantryLogs(d, id), "flooding")
+	wait := `import os, time
+while not os.path.exists("/tmp/gantry-it-flooded"):
+    time.sleep(0.05)`
+	if out, err := exec.Command("docker", "exec", "gantry-"+id, "python3", "-c", wait).CombinedOutput(); err != nil {
+		t.Fatalf("wait for the flood's end in job %s's container: %v: %s", id, err, out)
+	}
+	c, ok := inspectContainer(t, "gantry-"+id)
+	if !ok {
+		t.Fatalf("container gantry-%s is gone", id)
+	}
 	fi, err := os.Stat(c.LogPath)
 	if err != nil {
 		t.Fatalf("the engine's log of the container: %v", err)
@@ -169,7 +210,7 @@ print("FLOOD-DONE", flush=True)
 	if fi.Size() > capBytes+64<<10 {
 		t.Errorf("the engine's log file holds %d bytes after 64 MiB of output; want at most the job's cap, %d", fi.Size(), capBytes)
 	}
-	sayGo(t, id)
+	release(t, id)
 	if j := d.waitJob(id, 2*time.Minute); j.State != gantry.StateSucceeded {
 		t.Errorf("the flooding job: %s (%s), want succeeded", j.State, j.Error)
 	}
@@ -180,18 +221,19 @@ print("FLOOD-DONE", flush=True)
 func TestVolumeTrainerLeavesNoVolume(t *testing.T) {
 	t.Parallel()
 	d := startDaemon(t)
-	id := d.submit(trainerDir(t, `open("/data/scratch", "w").write("x" * 1024)`+"\n"+waitForGo, "VOLUME /data"))
+	id := d.submit(trainerDir(t, `open("/data/scratch", "w").write("x" * 1024)`+"\n"+heldTail, "VOLUME /data"))
+	awaitHeld(t, d, id)
+	c, _ := inspectContainer(t, "gantry-"+id)
 	var volume string
-	until(t, "the trainer to wait", 3*time.Minute, func() bool {
-		c, ok := inspectContainer(t, "gantry-"+id)
-		for _, m := range c.Mounts {
-			if m.Type == "volume" && m.Destination == "/data" {
-				volume = m.Name
-			}
+	for _, m := range c.Mounts {
+		if m.Type == "volume" && m.Destination == "/data" {
+			volume = m.Name
 		}
-		return ok && volume != "" && strings.Contains(d.mustGantry("logs", id), "waiting for go")
-	})
-	sayGo(t, id)
+	}
+	if volume == "" {
+		t.Fatalf("job %s's container has no volume at /data: %+v", id, c.Mounts)
+	}
+	release(t, id)
 	if j := d.waitJob(id, 2*time.Minute); j.State != gantry.StateSucceeded {
 		t.Fatalf("the VOLUME job: %s (%s), want succeeded", j.State, j.Error)
 	}
@@ -244,7 +286,7 @@ func TestBuildFetchFromLoopbackRefused(t *testing.T) {
 func TestQueueLimitAnswers429(t *testing.T) {
 	t.Parallel()
 	d := startDaemon(t, "--max-jobs", "1", "--max-queue", "1")
-	dir := trainerDir(t, waitForGo)
+	dir := trainerDir(t, heldTail)
 	running := d.submit(dir)
 	d.waitFor(running, "its slot", 3*time.Minute, func(j *gantry.Job) bool { return j.State != gantry.StateQueued })
 	queued := d.submit(dir)

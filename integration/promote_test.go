@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -156,35 +155,10 @@ func mustJSON(v any) []byte {
 }
 
 // heldTrainer prints the accuracy its ACC build argument gives once the
-// test releases it (releaseTrainer), so the test, not timing, decides which
-// job finishes first.
+// test releases it, so the test, not timing, decides which job finishes
+// first.
 func heldTrainer(t *testing.T) string {
-	return trainerDir(t, `import os, time
-print("held until released", flush=True)
-while not os.path.exists("/tmp/gantry-it-release"):
-    time.sleep(0.05)
-print("Model accuracy:", os.environ["ACC"], flush=True)
-`, "ARG ACC", "ENV ACC=${ACC}")
-}
-
-// awaitHeld waits until job id's heldTrainer runs and waits to be released.
-func awaitHeld(t *testing.T, d *gantryd, id string) {
-	t.Helper()
-	until(t, "job "+id+"'s trainer to wait for its release", 5*time.Minute, func() bool {
-		if j := d.inspect(id); j.State.Terminal() {
-			t.Fatalf("job %s ended %s (%s) before it was released", id, j.State, j.Error)
-		}
-		out, _ := exec.Command("docker", "logs", "gantry-"+id).CombinedOutput()
-		return strings.Contains(string(out), "held until released")
-	})
-}
-
-// releaseTrainer lets job id's heldTrainer report its accuracy and end.
-func releaseTrainer(t *testing.T, id string) {
-	t.Helper()
-	if out, err := exec.Command("docker", "exec", "gantry-"+id, "touch", "/tmp/gantry-it-release").CombinedOutput(); err != nil {
-		t.Fatalf("docker exec touch /tmp/gantry-it-release in job %s: %v: %s", id, err, out)
-	}
+	return trainerDir(t, heldTail, "ARG ACC", "ENV ACC=${ACC}")
 }
 
 // Two jobs promoting the same tag, both training at once: whichever the
@@ -208,9 +182,9 @@ func TestPromotionRaceKeepsTheBetter(t *testing.T) {
 			}
 			// The second is released once the first has finished: its
 			// promotion has been decided before the second reports.
-			releaseTrainer(t, first)
+			release(t, first)
 			f := d.waitJob(first, 5*time.Minute)
-			releaseTrainer(t, second)
+			release(t, second)
 			s := d.waitJob(second, 5*time.Minute)
 			if f.State != gantry.StateSucceeded || s.State != gantry.StateSucceeded {
 				t.Fatalf("jobs: %s (%s), %s (%s)", f.State, f.Error, s.State, s.Error)
