@@ -104,6 +104,12 @@ type Spec struct {
 	// the image the tag holds now by at least MinImprovement.
 	Promote        string  `json:"promote,omitempty"`
 	MinImprovement float64 `json:"min_improvement,omitempty"`
+	// Run is what the training container is given: command, environment,
+	// datasets, GPUs.
+	Run RunSpec `json:"run,omitzero"`
+	// Outputs says where training writes what it produces, and how that
+	// ships with the pushed image.
+	Outputs OutputSpec `json:"outputs,omitzero"`
 }
 
 // Sandbox is what a job may relax of the training container's defaults: no
@@ -136,6 +142,8 @@ type Resources struct {
 	// LogBytes caps the training output kept, in gantry's log and in the
 	// engine's own log of the container.
 	LogBytes int64 `json:"log_bytes,omitempty"`
+	// OutputBytes caps the outputs copied out of the container.
+	OutputBytes int64 `json:"output_bytes,omitempty"`
 }
 
 // Duration is a time.Duration that reads and writes JSON as "1m30s".
@@ -183,7 +191,7 @@ func (s *Spec) Validate() error {
 			return Errorf(ErrInvalid, "%s timeout %v: must not be negative", name, time.Duration(t))
 		}
 	}
-	if r := s.Resources; r.Memory < 0 || r.CPUs < 0 || r.CPUs != r.CPUs || r.CPUs > 1e6 || r.PidsLimit < 0 || r.LogBytes < 0 {
+	if r := s.Resources; r.Memory < 0 || r.CPUs < 0 || r.CPUs != r.CPUs || r.CPUs > 1e6 || r.PidsLimit < 0 || r.LogBytes < 0 || r.OutputBytes < 0 {
 		return Errorf(ErrInvalid, "resources %+v: limits must not be negative", r)
 	}
 	if r := s.Resources; r.Memory != 0 && r.Memory < 6<<20 {
@@ -216,7 +224,7 @@ func (s *Spec) Validate() error {
 			return Errorf(ErrInvalid, "push reference: %v", err)
 		}
 	}
-	return nil
+	return s.validateIO()
 }
 
 // validTag reports whether s is a valid image tag.
@@ -325,6 +333,9 @@ type Job struct {
 	Provenance *Provenance `json:"provenance,omitempty"`
 	// Promotions are the decisions on the champion tag, one per repository.
 	Promotions []Promotion `json:"promotions,omitempty"`
+	// Outputs are the files training left in the output directory, set
+	// once the container exited (with checkpoint exited).
+	Outputs *Outputs `json:"outputs,omitempty"`
 }
 
 // NewJob returns a queued job for spec, with a fresh ID.

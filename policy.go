@@ -40,6 +40,11 @@ type Policy struct {
 	// InsecureRegistries are the registries besides loopback that gantryd
 	// speaks plain HTTP to.
 	InsecureRegistries []string `json:"insecure_registries,omitempty"`
+	// DatasetRoots are the host directories under which a job may mount a
+	// dataset; none by default (named volumes are always allowed).
+	DatasetRoots []string `json:"dataset_roots"`
+	// GPUs lets jobs ask for GPUs (--gpus); off by default.
+	GPUs bool `json:"gpus"`
 }
 
 // The flags that set each part of the policy, named in every refusal so
@@ -48,6 +53,8 @@ const (
 	FlagAllowCap      = "--allow-cap"
 	FlagAllowNetwork  = "--allow-network"
 	FlagAllowHostRoot = "--allow-host-root"
+	FlagDatasetRoot   = "--dataset-root"
+	FlagAllowGPUs     = "--allow-gpus"
 )
 
 // Capabilities lists the Linux capabilities by the names Docker takes
@@ -116,6 +123,11 @@ func (p *Policy) Check() error {
 			return Errorf(ErrInvalid, "%s host: the host network reaches every service on the host's loopback; add %s to allow it anyway", FlagAllowNetwork, FlagAllowHostRoot)
 		}
 	}
+	for _, root := range p.DatasetRoots {
+		if !absClean(root) || root == "/" {
+			return Errorf(ErrInvalid, "%s %q: want an absolute, clean path other than /", FlagDatasetRoot, root)
+		}
+	}
 	if p.MaxQueue < 0 || p.MaxQueuedBytes < 0 || p.ContextBytes < 0 || p.ContextEntries < 0 {
 		return Errorf(ErrInvalid, "policy limits must not be negative")
 	}
@@ -137,6 +149,14 @@ func (p *Policy) Apply(spec *Spec) error {
 	if n := sb.Network; n != "" && n != "none" && !slices.Contains(p.Networks, n) {
 		return Errorf(ErrForbidden, "network %q: gantryd's policy lets jobs join %s; the operator allows a network with %s NAME", n, orNone(p.Networks), FlagAllowNetwork)
 	}
+	if spec.Run.GPUs != "" && !p.GPUs {
+		return Errorf(ErrForbidden, "gpus %s: gantryd's policy gives jobs no GPUs; the operator allows them with %s", spec.Run.GPUs, FlagAllowGPUs)
+	}
+	for _, d := range spec.Run.Datasets {
+		if !d.Volume() && len(p.DatasetRoots) == 0 {
+			return Errorf(ErrForbidden, "dataset %s: gantryd's policy allows no host paths (only named volumes); the operator allows a directory with %s DIR", d.Source, FlagDatasetRoot)
+		}
+	}
 	r, t := spec.Resources, spec.Timeouts
 	for _, c := range []struct {
 		what, flag string
@@ -147,6 +167,7 @@ func (p *Policy) Apply(spec *Spec) error {
 		{"cpus", "--cpus", r.CPUs, p.Resources.CPUs, showNumber},
 		{"pids limit", "--pids-limit", float64(r.PidsLimit), float64(p.Resources.PidsLimit), showNumber},
 		{"log limit", "--max-log", float64(r.LogBytes), float64(p.Resources.LogBytes), showBytes},
+		{"output limit", "--max-output", float64(r.OutputBytes), float64(p.Resources.OutputBytes), showBytes},
 		{"build timeout", "--build-timeout", float64(t.Build), float64(p.Timeouts.Build), showDuration},
 		{"train timeout", "--train-timeout", float64(t.Train), float64(p.Timeouts.Train), showDuration},
 		{"push timeout", "--push-timeout", float64(t.Push), float64(p.Timeouts.Push), showDuration},
@@ -163,6 +184,7 @@ func (p *Policy) Apply(spec *Spec) error {
 	fill(&spec.Resources.CPUs, p.Resources.CPUs)
 	fill(&spec.Resources.PidsLimit, p.Resources.PidsLimit)
 	fill(&spec.Resources.LogBytes, p.Resources.LogBytes)
+	fill(&spec.Resources.OutputBytes, p.Resources.OutputBytes)
 	return nil
 }
 

@@ -20,6 +20,8 @@ type Inputs struct {
 	// Bases are the images the build started FROM, with the image ID the
 	// engine resolved each to.
 	Bases []Base `json:"bases,omitempty"`
+	// Datasets are the datasets the training read, pinned by their trees.
+	Datasets []DatasetPin `json:"datasets,omitempty"`
 }
 
 // Base is one image a build started from.
@@ -51,6 +53,15 @@ type Provenance struct {
 	Gate          Gate              `json:"gate"`
 	ExitCode      *int              `json:"exit_code,omitempty"`
 	Times         Times             `json:"times"`
+	// Run is what the training container was given (secret values never:
+	// their names only).
+	Run RunSpec `json:"run,omitzero"`
+	// Outputs are the files training produced, by digest.
+	Outputs *Outputs `json:"outputs,omitempty"`
+	// Built is the manifest digest of the image as built, Shipped the one
+	// pushed (the built image plus the outputs' layer, or the same).
+	Built   string `json:"built,omitempty"`
+	Shipped string `json:"shipped,omitempty"`
 }
 
 // Promotion is the decision on moving a champion tag to a job's image.
@@ -80,6 +91,8 @@ func NewProvenance(j *Job) *Provenance {
 		Gate:          Gate{MinAccuracy: j.Spec.MinAccuracy, Passed: j.GatePassed, Reason: reason},
 		ExitCode:      j.ExitCode,
 		Times:         j.Times,
+		Run:           j.Spec.Run,
+		Outputs:       j.Outputs,
 	}
 }
 

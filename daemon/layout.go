@@ -5,6 +5,7 @@ package daemon
 import (
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/gantry-ml/gantry/internal/joblog"
 	"github.com/gantry-ml/gantry/runner"
@@ -77,4 +78,21 @@ func containerName(id string) string { return "gantry-" + id }
 
 func (d *Daemon) labels(id string) map[string]string {
 	return map[string]string{runner.LabelJob: id, runner.LabelDaemon: d.cfg.Instance}
+}
+
+// OutputsDir holds jobs' outputs, by content: each file under
+// sha256/<hex>, shared by every job that produced the same bytes, and the
+// layers built from them (for --outputs=layer) under layers/sha256/<hex>.
+func (d *Daemon) OutputsDir() string { return filepath.Join(d.cfg.DataDir, "outputs") }
+
+// outputBlob is where the output file with digest ("sha256:<hex>") is kept.
+func (d *Daemon) outputBlob(digest string) string {
+	algo, hex, _ := strings.Cut(digest, ":")
+	return filepath.Join(d.OutputsDir(), algo, hex)
+}
+
+// outputLayer is where the compressed output layer with digest is kept.
+func (d *Daemon) outputLayer(digest string) string {
+	algo, hex, _ := strings.Cut(digest, ":")
+	return filepath.Join(d.OutputsDir(), "layers", algo, hex)
 }

@@ -27,6 +27,10 @@ type submitFlags struct {
 	minAccuracySet bool // --min-accuracy was given: 0 is a gate too
 	memory         string
 	maxLog         string
+	maxOutput      string
+	shmSize        string
+	datasets       []string
+	cmd            []string         // after --: the training command
 	timeouts       [3]time.Duration // build, train, push
 }
 
@@ -37,15 +41,23 @@ func submitCmd(g *globals) *cobra.Command {
 		raw         bool
 	)
 	c := &cobra.Command{
-		Use:   "submit [OPTIONS] CONTEXT",
+		Use:   "submit [OPTIONS] CONTEXT [-- COMMAND [ARG...]]",
 		Short: "Submit a job: build CONTEXT, train, gate, push",
 		Long: `Submit sends the build context CONTEXT (honouring its .dockerignore) to gantryd
 and prints the job ID. With --wait it shows the job's progress and exits with
-its outcome: 0 succeeded, 1 failed, 3 rejected by the gate, 4 canceled.`,
-		Args: exactArgs(1),
+its outcome: 0 succeeded, 1 failed, 3 rejected by the gate, 4 canceled.
+A COMMAND after -- replaces the image's command for training.
+
+The training program writes what it produces (the model) to the directory
+$GANTRY_OUTPUT_DIR (/output unless --output says otherwise); gantryd keeps it
+and, when the job pushes, ships it in the pushed image (--outputs).`,
+		Args: submitArgs,
 		RunE: func(c *cobra.Command, args []string) error {
 			ctx := c.Context()
 			dir := args[0]
+			if n := c.ArgsLenAtDash(); n >= 0 {
+				sf.cmd = args[n:]
+			}
 			sf.minAccuracySet = c.Flags().Changed("min-accuracy")
 			spec, err := buildSpec(dir, sf)
 			if err != nil {
@@ -92,10 +104,29 @@ its outcome: 0 succeeded, 1 failed, 3 rejected by the gate, 4 canceled.`,
 	f.Float64Var(&sf.spec.MinImprovement, "min-improvement", 0, "with --promote, how much better the accuracy must be (default 0: strictly better)")
 	f.StringVar(&sf.spec.Sandbox.Network, "network", "", "network for the training container, one gantryd's policy allows (default: none; see gantry info)")
 	f.StringArrayVar(&sf.spec.Sandbox.CapAdd, "cap-add", nil, "capability the training container keeps, one gantryd's policy allows (default: all dropped; repeatable; see gantry info)")
+	f.StringArrayVarP(&sf.spec.Run.Env, "env", "e", nil, "environment variable of the training container, KEY=VALUE (repeatable; recorded)")
+	f.StringArrayVar(&sf.spec.Run.SecretEnv, "secret-env", nil, "environment variable of the training container whose value is taken from this shell's environment and written nowhere; the record names it only (repeatable)")
+	f.StringArrayVar(&sf.datasets, "dataset", nil, "mount data read-only, SRC:DST: SRC a named volume or a host path under a root gantryd allows (repeatable; see gantry info)")
+	f.StringVar(&sf.spec.Run.GPUs, "gpus", "", "GPUs for the training container, as docker run --gpus takes them: all, a count, or device=ID[,ID]")
+	f.StringVar(&sf.shmSize, "shm-size", "", "size of /dev/shm in the training container, e.g. 1g (default: the engine's 64m)")
+	f.StringVar(&sf.spec.Outputs.Dir, "output", "", "output directory in the training container, given to it as $GANTRY_OUTPUT_DIR (default /output)")
+	f.StringVar(&sf.maxOutput, "max-output", "", "most the output directory may hold, e.g. 1g (default: gantryd's)")
+	f.StringVar(&sf.spec.Outputs.Ship, "outputs", "", "how the outputs ship when the job pushes: layer (in the pushed image, at the output directory), artifact (an OCI artifact referring to the image) or none (default layer)")
 	f.BoolVar(&wait, "wait", false, "wait for the job to end, showing its progress")
 	f.BoolVarP(&quiet, "quiet", "q", false, "with --wait, show only the outcome")
 	f.BoolVar(&raw, "raw", false, "with --wait, write the job's output as it is, control characters and all (no live display)")
 	return c
+}
+
+// submitArgs takes the context, and after -- the training command.
+func submitArgs(c *cobra.Command, args []string) error {
+	n := c.ArgsLenAtDash()
+	if n < 0 {
+		n = len(args)
+	} else if n == len(args) {
+		return &exitError{code: exitUsage, msg: "gantry: nothing after --: give the training command, or leave out the --"}
+	}
+	return exactArgs(1)(c, args[:n])
 }
 
 // buildSpec is the spec of a job built from the context dir with the flags
@@ -129,6 +160,20 @@ func buildSpec(dir string, f submitFlags) (gantry.Spec, error) {
 	if spec.Resources.LogBytes, err = gantry.ParseBytes(f.maxLog); err != nil {
 		return gantry.Spec{}, fmt.Errorf("--max-log: %w", err)
 	}
+	if spec.Resources.OutputBytes, err = gantry.ParseBytes(f.maxOutput); err != nil {
+		return gantry.Spec{}, fmt.Errorf("--max-output: %w", err)
+	}
+	if spec.Run.ShmSize, err = gantry.ParseBytes(f.shmSize); err != nil {
+		return gantry.Spec{}, fmt.Errorf("--shm-size: %w", err)
+	}
+	for _, d := range f.datasets {
+		src, dst, ok := strings.Cut(d, ":")
+		if !ok || src == "" || dst == "" {
+			return gantry.Spec{}, fmt.Errorf("--dataset %q: want SRC:DST, like /srv/data/iris:/data or myvolume:/data", d)
+		}
+		spec.Run.Datasets = append(spec.Run.Datasets, gantry.Dataset{Source: src, Target: dst})
+	}
+	spec.Run.Cmd = f.cmd
 	spec.Timeouts = gantry.Timeouts{
 		Build: gantry.Duration(f.timeouts[0]), Train: gantry.Duration(f.timeouts[1]), Push: gantry.Duration(f.timeouts[2]),
 	}

@@ -45,18 +45,19 @@ func (s *sizeFlag) Set(v string) error {
 // may ask of gantryd (see gantry.Policy).
 type policyFlags struct {
 	memory, maxLog, context, queuedBytes sizeFlag
+	maxOutput                            sizeFlag
 	cpus                                 float64
 	pids                                 int64
 	build, train, push                   time.Duration
 	queue                                int
-	caps, networks                       listFlag
+	caps, networks, datasetRoots         listFlag
 	insecure                             registry.Registries
-	hostRoot, privateFetch               bool
+	hostRoot, privateFetch, gpus         bool
 }
 
 // register adds the policy's flags to fs, with today's defaults.
 func (p *policyFlags) register(fs *flag.FlagSet) {
-	p.maxLog, p.context, p.queuedBytes = 256<<20, 512<<20, 8<<30
+	p.maxLog, p.context, p.queuedBytes, p.maxOutput = 256<<20, 512<<20, 8<<30, 1<<30
 	fs.Var(&p.memory, "memory", "memory limit of training containers, e.g. 2g: the most a job may ask, and what a job that asks nothing gets (empty or 0: none)")
 	fs.Float64Var(&p.cpus, "cpus", 0, "CPU limit of training containers: a job's ceiling and default (0: none)")
 	fs.Int64Var(&p.pids, "pids-limit", 1024, "process limit of training containers: a job's ceiling and default (0: none)")
@@ -64,6 +65,9 @@ func (p *policyFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&p.build, "build-timeout", 30*time.Minute, "limit on a job's build: its ceiling and default (0: none)")
 	fs.DurationVar(&p.train, "train-timeout", 2*time.Hour, "limit on a job's training: its ceiling and default (0: none)")
 	fs.DurationVar(&p.push, "push-timeout", 30*time.Minute, "limit on a job's push, retries included: its ceiling and default (0: none)")
+	fs.Var(&p.maxOutput, "max-output", "outputs kept of a job (what its training writes to its output directory): a job's ceiling and default")
+	fs.Var(&p.datasetRoots, "dataset-root", "a host directory under which jobs may mount datasets with --dataset (repeatable; none by default: only named volumes)")
+	fs.BoolVar(&p.gpus, "allow-gpus", false, "let jobs ask for GPUs with --gpus")
 	fs.Var(&p.context, "max-context-size", "largest build context accepted")
 	fs.IntVar(&p.queue, "max-queue", 100, "jobs that may wait for a slot; a submission beyond is answered 429 (0: no bound)")
 	fs.Var(&p.queuedBytes, "max-queued-bytes", "build contexts the waiting jobs may hold on disk in all; a submission beyond is answered 429 (0: no bound)")
@@ -77,7 +81,8 @@ func (p *policyFlags) register(fs *flag.FlagSet) {
 // policy returns the policy the flags say, checked.
 func (p *policyFlags) policy() (gantry.Policy, error) {
 	pol := gantry.Policy{
-		Resources: gantry.Resources{Memory: int64(p.memory), CPUs: p.cpus, PidsLimit: p.pids, LogBytes: int64(p.maxLog)},
+		Resources: gantry.Resources{Memory: int64(p.memory), CPUs: p.cpus, PidsLimit: p.pids,
+			LogBytes: int64(p.maxLog), OutputBytes: int64(p.maxOutput)},
 		Timeouts: gantry.Timeouts{
 			Build: gantry.Duration(p.build), Train: gantry.Duration(p.train), Push: gantry.Duration(p.push),
 		},
@@ -90,9 +95,14 @@ func (p *policyFlags) policy() (gantry.Policy, error) {
 		HostRoot:           p.hostRoot,
 		BuildPrivateFetch:  p.privateFetch,
 		InsecureRegistries: append([]string(nil), p.insecure...),
+		DatasetRoots:       append([]string(nil), p.datasetRoots...),
+		GPUs:               p.gpus,
 	}
 	if p.maxLog <= 0 {
 		return pol, fmt.Errorf("--max-log %d: gantryd keeps some of a job's output; give a size like 64m", p.maxLog)
+	}
+	if p.maxOutput <= 0 {
+		return pol, fmt.Errorf("--max-output %d: give a size like 1g", p.maxOutput)
 	}
 	if p.context <= 0 {
 		return pol, fmt.Errorf("--max-context-size %d: give a size like 512m", p.context)
