@@ -2437,6 +2437,7 @@ func TestResourcesReachTheContainer(t *testing.T) {
 			want := tc.want
 			want.Image, want.Name = pipeImageID(j.ID), containerName(j.ID)
 			want.LogBytes = 256 << 20 // the default log cap
+			want.Env = []string{"GANTRY_OUTPUT_DIR=/output"}
 			want.Labels = map[string]string{runner.LabelJob: j.ID, runner.LabelDaemon: pipeInstance}
 			if got := f.engine.specs(); len(got) != 1 || !reflect.DeepEqual(got[0], want) {
 				t.Errorf("containers created %+v, want one %+v", got, want)

@@ -75,7 +75,12 @@ func (r *jobRun) create(ctx context.Context) error {
 	if err := d.engine.Remove(ctx, containerName(j.ID)); err != nil {
 		return err
 	}
-	res := j.Spec.Resources
+	res, run := j.Spec.Resources, j.Spec.Run
+	env, err := d.containerEnv(j)
+	if err != nil {
+		return err
+	}
+	gpus, _ := gantry.ParseGPUs(run.GPUs) // checked at submit
 	cid, err := d.engine.Create(ctx, runner.Spec{
 		Image:     j.Image,
 		Name:      containerName(j.ID),
@@ -86,6 +91,11 @@ func (r *jobRun) create(ctx context.Context) error {
 		Network:   j.Spec.Sandbox.Network,
 		CapAdd:    j.Spec.Sandbox.CapAdd,
 		LogBytes:  d.logCap(j),
+		Cmd:       run.Cmd,
+		Env:       env,
+		Mounts:    d.datasetMounts(j),
+		GPUs:      gpus,
+		ShmSize:   run.ShmSize,
 	})
 	if err != nil {
 		return err

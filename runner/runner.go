@@ -16,6 +16,7 @@ import (
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/moby/moby/api/pkg/stdcopy"
 	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/mount"
 	"github.com/moby/moby/client"
 
 	"github.com/gantry-ml/gantry"
@@ -136,6 +137,46 @@ type Spec struct {
 	// LogBytes bounds the engine's own log of the container (zero: the
 	// engine's default, which may be unbounded).
 	LogBytes int64
+	// Cmd, when set, replaces the image's command; Env holds KEY=VALUE
+	// pairs added to the image's environment.
+	Cmd []string
+	Env []string
+	// Mounts are mounted read-only: host paths (already checked against
+	// the policy) and named volumes.
+	Mounts []Mount
+	// GPUs, when Count or DeviceIDs is set, asks the engine for GPUs as
+	// docker run --gpus does.
+	GPUs gantry.GPURequest
+	// ShmSize is /dev/shm's size in bytes (zero: the engine's default).
+	ShmSize int64
+}
+
+// Mount is a read-only mount of a host path or a named volume.
+type Mount struct {
+	Source, Target string
+	Volume         bool
+}
+
+// hostMounts are m as the engine takes them: read-only, and a volume is
+// never filled from the image.
+func hostMounts(ms []Mount) []mount.Mount {
+	var out []mount.Mount
+	for _, m := range ms {
+		hm := mount.Mount{Type: mount.TypeBind, Source: m.Source, Target: m.Target, ReadOnly: true}
+		if m.Volume {
+			hm.Type, hm.VolumeOptions = mount.TypeVolume, &mount.VolumeOptions{NoCopy: true}
+		}
+		out = append(out, hm)
+	}
+	return out
+}
+
+// deviceRequests is g as the engine takes it (docker run --gpus's shape).
+func deviceRequests(g gantry.GPURequest) []container.DeviceRequest {
+	if g.Count == 0 && len(g.DeviceIDs) == 0 {
+		return nil
+	}
+	return []container.DeviceRequest{{Count: g.Count, DeviceIDs: g.DeviceIDs, Capabilities: [][]string{{"gpu"}}}}
 }
 
 // logConfig is the engine's log of a container: json-file, which can be read
@@ -167,7 +208,10 @@ func (e *Engine) Create(ctx context.Context, s Spec) (string, error) {
 		CapAdd:      s.CapAdd,
 		SecurityOpt: []string{"no-new-privileges"},
 		LogConfig:   logConfig(s.LogBytes),
+		Mounts:      hostMounts(s.Mounts),
+		ShmSize:     s.ShmSize,
 	}
+	hc.DeviceRequests = deviceRequests(s.GPUs)
 	hc.Memory = s.Memory
 	hc.NanoCPUs = s.NanoCPUs
 	if s.PidsLimit > 0 {
@@ -175,7 +219,7 @@ func (e *Engine) Create(ctx context.Context, s Spec) (string, error) {
 	}
 	res, err := e.c.ContainerCreate(ctx, client.ContainerCreateOptions{
 		Name:       s.Name,
-		Config:     &container.Config{Image: s.Image, Labels: s.Labels},
+		Config:     &container.Config{Image: s.Image, Labels: s.Labels, Cmd: s.Cmd, Env: s.Env},
 		HostConfig: hc,
 	})
 	if err != nil {
