@@ -3,6 +3,7 @@ package trainer
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -29,12 +30,15 @@ func TestFiles(t *testing.T) {
 		"Dockerfile": {
 			"ARG BASE=python:3.10-slim\nFROM ${BASE}\n",
 			`RUN python3 -c "import sklearn, pandas, joblib" 2>/dev/null || pip install --no-cache-dir -r requirements.txt`,
-			`CMD ["python3", "app.py"]`,
+			`ENTRYPOINT ["python3", "app.py"]`,
 		},
 		"requirements.txt": {"scikit-learn==1.0.2\n", "pandas==1.3.5\n", "joblib==1.1.0\n"},
 		"app.py": {
 			"load_iris()", "pd.DataFrame(", "test_size=0.2, random_state=42",
-			`print(f"Model accuracy: {accuracy:.4f}", flush=True)`, `joblib.dump(model, "model.joblib")`,
+			`print(f"Model accuracy: {accuracy:.4f}", flush=True)`,
+			// Where gantryd says, in the form gantry's constants give it.
+			fmt.Sprintf("os.environ.get(%q, %q)", gantry.OutputDirEnv, gantry.DefaultOutputDir),
+			`joblib.dump(model, MODEL)`, `"--evaluate"`,
 		},
 		".dockerignore": {"*.joblib\n", "__pycache__\n", ".git\n"},
 	}
@@ -44,6 +48,10 @@ func TestFiles(t *testing.T) {
 				t.Errorf("%s does not hold %q", name, s)
 			}
 		}
+	}
+	// With a CMD, `docker run IMAGE --evaluate` would run "--evaluate".
+	if bytes.Contains(files["Dockerfile"], []byte("\nCMD ")) {
+		t.Errorf("Dockerfile has a CMD: arguments of docker run would replace it, not reach app.py")
 	}
 	if bytes.Contains(files["Dockerfile"], []byte("# syntax")) {
 		t.Errorf("Dockerfile has a syntax line: the engine would pull a frontend image for it")
