@@ -46,7 +46,9 @@ func submitCmd(g *globals) *cobra.Command {
 		Long: `Submit sends the build context CONTEXT (honouring its .dockerignore) to gantryd
 and prints the job ID. With --wait it shows the job's progress and exits with
 its outcome: 0 succeeded, 1 failed, 3 rejected by the gate, 4 canceled.
-A COMMAND after -- replaces the image's command for training.
+A COMMAND after -- replaces the image's command (CMD) for training, as
+docker run does: with an ENTRYPOINT (as gantry init's trainer has), the words
+after -- become its arguments.
 
 The training program writes what it produces (the model) to the directory
 $GANTRY_OUTPUT_DIR (/output unless --output says otherwise); gantryd keeps it
