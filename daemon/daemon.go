@@ -62,6 +62,9 @@ type (
 		State(ctx context.Context, id string) (runner.State, error)
 		Stop(ctx context.Context, id string, grace time.Duration) error
 		Remove(ctx context.Context, id string) error
+		// CopyFrom reads path in the container as a tar stream
+		// (ErrNotFound: no such path).
+		CopyFrom(ctx context.Context, id, path string) (io.ReadCloser, error)
 	}
 	// janitor is the subset of the engine that cleans up after jobs.
 	janitor interface {
