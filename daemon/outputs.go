@@ -9,6 +9,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -25,13 +26,13 @@ import (
 
 // The bounds of a job's outputs besides their size: the files are listed in
 // the job's record (twice, once in its provenance), which the store caps at
-// 1 MiB; 1,000 files of 100-byte paths take about 230k a copy.
+// 1 MiB; an entry takes about 130 bytes besides its path, so 1,000 files
+// of 100-byte paths take about 230k a copy. (10,000 would not fit.)
 const (
 	maxOutputFiles = 1000
-	// maxOutputList bounds the list's size: each file counts its path and
-	// outputEntryBytes for the rest of its entry (digest, size, mode, keys).
-	maxOutputList    = 256 << 10
-	outputEntryBytes = 128
+	// maxOutputList bounds the list's size as the record encodes it (a path
+	// JSON escapes grows up to sixfold).
+	maxOutputList = 256 << 10
 	// maxSkipLines bounds the lines naming skipped entries in the job log.
 	maxSkipLines = 20
 )
@@ -162,13 +163,15 @@ func (k *outputKeeper) keep(r io.Reader) (*gantry.Outputs, error) {
 			k.skip(rel, entryKind(hdr))
 			continue
 		}
-		if old, ok := byPath[rel]; ok {
-			total -= old.Size
-			listed -= int64(len(old.Path)) + outputEntryBytes
-		}
+		// (A path seen twice, which the engine never sends, counts twice
+		// against the bounds, and is listed once.)
 		byPath[rel] = f
 		total += f.Size
-		listed += int64(len(rel)) + outputEntryBytes
+		entry, err := json.Marshal(f)
+		if err != nil {
+			return nil, err
+		}
+		listed += int64(len(entry)) + 1
 		if len(byPath) > maxOutputFiles {
 			return nil, fmt.Errorf("the outputs in %s hold over %d files, the most a job keeps (each is listed in its record): write fewer, e.g. one archive of them", k.dir, maxOutputFiles)
 		}
@@ -183,7 +186,11 @@ func (k *outputKeeper) keep(r io.Reader) (*gantry.Outputs, error) {
 	if len(byPath) > 0 {
 		files = slices.SortedFunc(maps.Values(byPath), func(a, b gantry.OutputFile) int { return strings.Compare(a.Path, b.Path) })
 	}
-	return &gantry.Outputs{Dir: k.dir, Files: files, Bytes: total}, nil
+	outs := &gantry.Outputs{Dir: k.dir, Files: files}
+	for _, f := range files {
+		outs.Bytes += f.Size
+	}
+	return outs, nil
 }
 
 // relative is the path of a tar entry inside the output directory: its name
@@ -254,6 +261,15 @@ func (d *Daemon) keepBlob(r io.Reader) (string, int64, error) {
 		return "", 0, fmt.Errorf("keep outputs: %w", err)
 	}
 	return digest, n, nil
+}
+
+// removePartialBlobs removes the temporary files of blobs a gantryd left
+// half written; it runs before any job does.
+func (d *Daemon) removePartialBlobs() {
+	partial, _ := filepath.Glob(filepath.Join(filepath.Dir(d.outputBlob("sha256:0")), ".in-*"))
+	for _, p := range partial {
+		os.Remove(p)
+	}
 }
 
 // syncBlobs makes the blobs' renames durable, before the record lists them.

@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -14,9 +15,11 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gantry-ml/gantry"
 	"github.com/gantry-ml/gantry/runner"
+	"github.com/gantry-ml/gantry/store"
 )
 
 // outEntry is one entry of a tar stream of an output directory.
@@ -88,9 +91,11 @@ func TestKeepOutputs(t *testing.T) {
 	for i := range maxOutputFiles + 1 {
 		many = append(many, outEntry{name: fmt.Sprintf("output/f%04d", i), body: "x"})
 	}
+	// Paths that JSON escapes (each '<' takes six bytes) fill the list
+	// sooner than their length says.
 	long := []outEntry{dir}
-	for i := range maxOutputList/(200+outputEntryBytes) + 1 {
-		long = append(long, outEntry{name: fmt.Sprintf("output/%0200d", i), body: "x"})
+	for i := range maxOutputList / (6 * 200) {
+		long = append(long, outEntry{name: fmt.Sprintf("output/%d%s", i, strings.Repeat("<", 200)), body: "x"})
 	}
 	tests := []struct {
 		name      string
@@ -379,10 +384,18 @@ func TestOutputsAfterRestart(t *testing.T) {
 		t.Errorf("Outputs of the job left running: %v, want a conflict", err)
 	}
 
+	// A blob half written when gantryd stopped is removed at the start.
+	partial := filepath.Join(rig.d.OutputsDir(), "sha256", ".in-123")
+	os.MkdirAll(filepath.Dir(partial), 0o700)
+	os.WriteFile(partial, []byte("half"), 0o600)
+
 	f2 := pipeNewFakes(t)
 	f2.engine.setOutputs(pipeContainerID(j.ID), outModel(t, "weights"))
 	d2 := pipeNewDaemon(t, rig.dir, 1, rig.st, f2)
 	pipeResume(t, d2)
+	if pipeExists(t, partial) {
+		t.Errorf("the half-written blob %s is left after Prepare", partial)
+	}
 	end := pipeWait(t, d2, j.ID)
 	if end.State != gantry.StateSucceeded || end.Outputs == nil || len(end.Outputs.Files) != 2 {
 		t.Fatalf("after the restart: %s (%q), outputs %+v; want succeeded with 2 files", end.State, end.Error, end.Outputs)
@@ -418,3 +431,62 @@ func TestOutputsCopyFails(t *testing.T) {
 		t.Errorf("outputs %+v, want the error and no files", end.Outputs)
 	}
 }
+
+// TestOutputsFitTheRecord: the most a job's outputs may list, in the record
+// and again in its provenance, beside the largest spec a client may send
+// (its build arguments and run spec also copied into the provenance) and
+// the longest reasons, fits the store's cap on a record.
+func TestOutputsFitTheRecord(t *testing.T) {
+	rig := pipeNewRig(t, 1, pipeNewFakes(t))
+	// The longest list the keeper accepts: paths JSON escapes sixfold.
+	entries := []outEntry{{name: "output/", typ: tar.TypeDir}}
+	var listed int64
+	for i := 0; ; i++ {
+		p := fmt.Sprintf("%05d%s", i, strings.Repeat("<", 200))
+		f := gantry.OutputFile{Path: p, Size: 1 << 40, Digest: outDigest("x"), Mode: 0o777}
+		b, _ := json.Marshal(f)
+		if listed+int64(len(b))+1 > maxOutputList {
+			break
+		}
+		listed += int64(len(b)) + 1
+		entries = append(entries, outEntry{name: "output/" + p, body: "x", mode: 0o777})
+	}
+	logf, err := rig.d.openLog("job")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	k := &outputKeeper{d: rig.d, dir: "/output", limit: 1 << 30, logf: logf}
+	outs, err := k.keep(bytes.NewReader(outTar(t, entries...)))
+	if err != nil {
+		t.Fatalf("keep the longest list: %v", err)
+	}
+	for i := range outs.Files {
+		outs.Files[i].Size = 1 << 40 // the widest sizes
+	}
+
+	spec := gantry.Spec{Build: gantry.BuildSpec{Dockerfile: "Dockerfile", BuildArgs: map[string]string{"A": strings.Repeat("a", 30<<10)}}}
+	spec.Run.Env = []string{"B=" + strings.Repeat("b", 30<<10)}
+	if data, _ := json.Marshal(spec); len(data) > api64k {
+		t.Fatalf("the spec takes %d bytes, over what a client may send", len(data))
+	}
+	j := gantry.NewJob(spec, time.Now())
+	j.Error = strings.Repeat("e", maxReason)
+	j.Outputs = outs
+	j.Provenance = gantry.NewProvenance(j)
+	data, err := json.Marshal(j)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(data) > store.MaxRecordBytes {
+		t.Fatalf("the record takes %d bytes, over the store's %d", len(data), store.MaxRecordBytes)
+	}
+	if err := rig.st.Create(context.Background(), j); err != nil {
+		t.Fatalf("store the record (%d bytes): %v", len(data), err)
+	}
+	t.Logf("%d files listed; the record takes %d of %d bytes", len(outs.Files), len(data), store.MaxRecordBytes)
+}
+
+// api64k is the most a client's spec may take (api.MaxSpecBytes; daemon
+// does not import api).
+const api64k = 64 << 10
