@@ -37,6 +37,7 @@ import (
 	"github.com/gantry-ml/gantry"
 	"github.com/gantry-ml/gantry/builder"
 	"github.com/gantry-ml/gantry/internal/keyed"
+	"github.com/gantry-ml/gantry/internal/treesum"
 	"github.com/gantry-ml/gantry/runner"
 )
 
@@ -62,6 +63,9 @@ type (
 		State(ctx context.Context, id string) (runner.State, error)
 		Stop(ctx context.Context, id string, grace time.Duration) error
 		Remove(ctx context.Context, id string) error
+		// Volume returns a named volume (ErrNotFound when there is none),
+		// for a job's datasets.
+		Volume(ctx context.Context, name string) (runner.Volume, error)
 	}
 	// janitor is the subset of the engine that cleans up after jobs.
 	janitor interface {
@@ -149,6 +153,15 @@ type Daemon struct {
 	// tagLocks serialize promotions of each tag.
 	tagLocks keyed.Mutex[string]
 	wg       sync.WaitGroup
+
+	// secrets holds jobs' --secret-env values until their containers are
+	// created, in memory only.
+	secrets secretStore
+	// digests caches the digests of dataset files across jobs; givenRoots
+	// are the --dataset-root directories as the operator wrote them (the
+	// policy holds their real paths).
+	digests    *treesum.Cache
+	givenRoots []string
 }
 
 // New returns a daemon; Prepare and Run start its work.
@@ -174,6 +187,12 @@ func New(cfg Config, st jobStore, b imageBuilder, e Engine, p imagePusher, src i
 	if cfg.Policy.ContextEntries <= 0 {
 		cfg.Policy.ContextEntries = 100000
 	}
+	given := cfg.Policy.DatasetRoots
+	roots, err := resolveDatasetRoots(given)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Policy.DatasetRoots = roots
 	for _, d := range []string{"logs", "contexts"} {
 		if err := os.MkdirAll(filepath.Join(cfg.DataDir, d), 0o700); err != nil {
 			return nil, fmt.Errorf("data dir: %w", err)
@@ -184,11 +203,13 @@ func New(cfg Config, st jobStore, b imageBuilder, e Engine, p imagePusher, src i
 		cfg: cfg, store: &notifyingStore{jobStore: st, changed: changed},
 		builder: b, engine: e, pusher: p, source: src,
 		log: cfg.Logger, now: time.Now,
-		wake:    make(chan struct{}, 1),
-		changed: changed,
-		active:  map[string]context.CancelCauseFunc{},
-		queued:  map[string]int64{},
-		fetch:   fetchRule{allowPrivate: cfg.Policy.BuildPrivateFetch, resolve: lookupNetIP},
+		wake:       make(chan struct{}, 1),
+		changed:    changed,
+		active:     map[string]context.CancelCauseFunc{},
+		queued:     map[string]int64{},
+		fetch:      fetchRule{allowPrivate: cfg.Policy.BuildPrivateFetch, resolve: lookupNetIP},
+		digests:    treesum.NewCache(filepath.Join(cfg.DataDir, "dataset-digests.json")),
+		givenRoots: given,
 	}, nil
 }
 

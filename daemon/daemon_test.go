@@ -107,6 +107,7 @@ type pipeEngine struct {
 	removeImage func(ctx context.Context, ref string) error
 	containers  func(ctx context.Context, labels map[string]string) ([]runner.Container, error)
 	ping        func(ctx context.Context) error
+	volume      func(ctx context.Context, name string) (runner.Volume, error)
 
 	mu      sync.Mutex
 	created []runner.Spec
@@ -161,6 +162,14 @@ func (e *pipeEngine) Remove(ctx context.Context, id string) error {
 		return nil
 	}
 	return e.remove(ctx, id)
+}
+
+func (e *pipeEngine) Volume(ctx context.Context, name string) (runner.Volume, error) {
+	e.record("volume", name)
+	if e.volume == nil {
+		return runner.Volume{Name: name}, nil
+	}
+	return e.volume(ctx, name)
 }
 
 func (e *pipeEngine) ImageID(ctx context.Context, ref string) (string, error) {
@@ -538,7 +547,7 @@ func pipeContext() map[string]string {
 
 func pipeSubmit(t *testing.T, d *Daemon, spec gantry.Spec) *gantry.Job {
 	t.Helper()
-	j, err := d.Submit(context.Background(), spec, pipeTar(t, pipeContext()))
+	j, err := d.Submit(context.Background(), spec, nil, pipeTar(t, pipeContext()))
 	if err != nil {
 		t.Fatalf("Submit: %v", err)
 	}
@@ -1207,7 +1216,7 @@ func TestSubmitRefusesBadSpec(t *testing.T) {
 			rig := pipeNewRig(t, 1, f)
 			ctx := context.Background()
 
-			j, err := rig.d.Submit(ctx, tc.spec, pipeTar(t, tc.files))
+			j, err := rig.d.Submit(ctx, tc.spec, nil, pipeTar(t, tc.files))
 			if !errors.Is(err, gantry.ErrInvalid) {
 				t.Fatalf("Submit error = %v, want one of kind ErrInvalid", err)
 			}

@@ -34,6 +34,9 @@ func (r *jobRun) build(ctx context.Context) error {
 	if _, err := os.Stat(d.contextDir(id)); err != nil {
 		return fmt.Errorf("the build context is gone (%v): submit the job again", err)
 	}
+	if err := d.secretsKept(r.j); err != nil {
+		return err // fail before building what could not run
+	}
 	status, err := os.Create(d.StatusPath(id))
 	if err != nil {
 		return err
@@ -71,6 +74,9 @@ func (r *jobRun) build(ctx context.Context) error {
 // created. A container a crash left before the record has the job's name:
 // it is removed first.
 func (r *jobRun) create(ctx context.Context) error {
+	if err := r.pinDatasets(ctx); err != nil {
+		return err
+	}
 	d, j := r.d, r.j
 	if err := d.engine.Remove(ctx, containerName(j.ID)); err != nil {
 		return err
@@ -111,6 +117,7 @@ func (r *jobRun) create(ctx context.Context) error {
 		d.engine.Remove(context.WithoutCancel(ctx), cid)
 		return err
 	}
+	d.secrets.forget(j.ID) // the engine holds them now
 	return nil
 }
 
