@@ -59,11 +59,7 @@ and, when the job pushes, ships it in the pushed image (--outputs).`,
 				sf.cmd = args[n:]
 			}
 			sf.minAccuracySet = c.Flags().Changed("min-accuracy")
-			spec, err := buildSpec(dir, sf)
-			if err != nil {
-				return &exitError{code: exitUsage, msg: "gantry: " + err.Error()}
-			}
-			secrets, err := secretValues(spec.Run.SecretEnv, os.LookupEnv)
+			spec, secrets, err := specAndSecrets(dir, sf)
 			if err != nil {
 				return &exitError{code: exitUsage, msg: "gantry: " + err.Error()}
 			}
@@ -182,6 +178,17 @@ func buildSpec(dir string, f submitFlags) (gantry.Spec, error) {
 		Build: gantry.Duration(f.timeouts[0]), Train: gantry.Duration(f.timeouts[1]), Push: gantry.Duration(f.timeouts[2]),
 	}
 	return spec, nil
+}
+
+// specAndSecrets is buildSpec, and the values of the variables its
+// --secret-env names, from this shell's environment.
+func specAndSecrets(dir string, f submitFlags) (gantry.Spec, map[string]string, error) {
+	spec, err := buildSpec(dir, f)
+	if err != nil {
+		return spec, nil, err
+	}
+	secrets, err := secretValues(spec.Run.SecretEnv, os.LookupEnv)
+	return spec, secrets, err
 }
 
 // secretValues takes the value of each variable --secret-env names from
