@@ -9,6 +9,11 @@
 //   - run.go: one run of one job, as named steps, each ending at a
 //     checkpoint recorded before the next side effect: built, container
 //     created, exited, gated, published.
+//   - inputs.go, datasets.go: what the training container is given: its
+//     environment (--secret-env's values held in memory only, until the
+//     container is created) and its datasets (checked against the policy at
+//     submit, pinned by the digest of their trees before the container is
+//     created).
 //   - train.go: the training container, its output and its metrics.
 //   - publish.go: the one path to the registry, for a job and for gantry
 //     push: references, job tags, provenance, the champion rule.

@@ -72,7 +72,8 @@ func (r *jobRun) build(ctx context.Context) error {
 // create creates the training container and records it, with where its
 // output will start in the log, as the job moves to running: checkpoint
 // created. A container a crash left before the record has the job's name:
-// it is removed first.
+// it is removed first. The job's datasets are pinned before (datasets.go),
+// and its --secret-env values, handed to the engine, are forgotten after.
 func (r *jobRun) create(ctx context.Context) error {
 	if err := r.pinDatasets(ctx); err != nil {
 		return err
