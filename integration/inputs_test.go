@@ -407,3 +407,18 @@ func TestGPUsAndRefusals(t *testing.T) {
 		t.Errorf("containers left: %s", left)
 	}
 }
+
+// gantryd refuses to start with a --dataset-root that does not exist or is
+// not a directory, naming the flag.
+func TestDatasetRootMustExist(t *testing.T) {
+	t.Parallel()
+	file := filepath.Join(t.TempDir(), "file")
+	os.WriteFile(file, []byte("x"), 0o644)
+	for _, root := range []string{filepath.Join(t.TempDir(), "missing"), file} {
+		cmd := exec.Command(filepath.Join(binDir, "gantryd"), "--socket", filepath.Join(t.TempDir(), "s.sock"), "--data-dir", t.TempDir(), "--dataset-root", root)
+		out, err := cmd.CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "--dataset-root "+root) {
+			t.Errorf("gantryd --dataset-root %s: %v\n%s\nwant a refusal to start naming it", root, err, out)
+		}
+	}
+}
