@@ -110,6 +110,8 @@ type DatasetPin struct {
 	Digest string `json:"digest,omitempty"`
 	Files  int    `json:"files"`
 	Bytes  int64  `json:"bytes"`
+	// Note says why there is no digest (a volume gantryd cannot read).
+	Note string `json:"note,omitempty"`
 }
 
 // GPURequest is a request for GPUs: Count of them (-1 for all), or the

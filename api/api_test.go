@@ -27,7 +27,7 @@ import (
 // fakeService is a Service whose methods do what the test sets; a method
 // left nil answers an error that shows up as a 500.
 type fakeService struct {
-	submit func(ctx context.Context, spec gantry.Spec, tar io.Reader) (*gantry.Job, error)
+	submit func(ctx context.Context, spec gantry.Spec, secrets map[string]string, tar io.Reader) (*gantry.Job, error)
 	get    func(ctx context.Context, id string) (*gantry.Job, error)
 	list   func(ctx context.Context, o gantry.JobFilter) ([]*gantry.Job, string, error)
 	logs   func(ctx context.Context, id string, follow bool, w io.Writer) error
@@ -81,11 +81,11 @@ func (f *fakeService) Push(ctx context.Context, id string, refs []string, rep ga
 
 var errUnexpected = errors.New("fake: unexpected call")
 
-func (f *fakeService) Submit(ctx context.Context, spec gantry.Spec, tar io.Reader) (*gantry.Job, error) {
+func (f *fakeService) Submit(ctx context.Context, spec gantry.Spec, secrets map[string]string, tar io.Reader) (*gantry.Job, error) {
 	if f.submit == nil {
 		return nil, errUnexpected
 	}
-	return f.submit(ctx, spec, tar)
+	return f.submit(ctx, spec, secrets, tar)
 }
 
 func (f *fakeService) Get(ctx context.Context, id string) (*gantry.Job, error) {
@@ -327,9 +327,11 @@ func TestClientMapsErrorsBack(t *testing.T) {
 	for _, tc := range kindCases {
 		t.Run(tc.name, func(t *testing.T) {
 			svc := &fakeService{
-				submit: func(context.Context, gantry.Spec, io.Reader) (*gantry.Job, error) { return nil, tc.err },
-				get:    func(context.Context, string) (*gantry.Job, error) { return nil, tc.err },
-				list:   func(context.Context, gantry.JobFilter) ([]*gantry.Job, string, error) { return nil, "", tc.err },
+				submit: func(context.Context, gantry.Spec, map[string]string, io.Reader) (*gantry.Job, error) {
+					return nil, tc.err
+				},
+				get:  func(context.Context, string) (*gantry.Job, error) { return nil, tc.err },
+				list: func(context.Context, gantry.JobFilter) ([]*gantry.Job, string, error) { return nil, "", tc.err },
 			}
 			c := serveClient(t, svc)
 			calls := map[string]func() error{
@@ -339,7 +341,7 @@ func TestClientMapsErrorsBack(t *testing.T) {
 					return err
 				},
 				"Submit": func() error {
-					_, err := c.Submit(ctx, gantry.Spec{}, strings.NewReader("tar"))
+					_, err := c.Submit(ctx, gantry.Spec{}, nil, strings.NewReader("tar"))
 					return err
 				},
 				"Logs": func() error { return c.Logs(ctx, "0123", false, io.Discard) },
@@ -400,14 +402,14 @@ func TestSubmitSendsSpecAndContextUnchanged(t *testing.T) {
 
 	var gotSpec gantry.Spec
 	var gotBody []byte
-	svc := &fakeService{submit: func(_ context.Context, s gantry.Spec, tar io.Reader) (*gantry.Job, error) {
+	svc := &fakeService{submit: func(_ context.Context, s gantry.Spec, _ map[string]string, tar io.Reader) (*gantry.Job, error) {
 		gotSpec = s
 		b, err := io.ReadAll(tar)
 		gotBody = b
 		return want, err
 	}}
 	c := serveClient(t, svc)
-	got, err := c.Submit(context.Background(), spec, bytes.NewReader(ctxBytes))
+	got, err := c.Submit(context.Background(), spec, nil, bytes.NewReader(ctxBytes))
 	if err != nil {
 		t.Fatalf("Submit: %v", err)
 	}
@@ -423,7 +425,7 @@ func TestSubmitSendsSpecAndContextUnchanged(t *testing.T) {
 }
 
 func TestSubmitAnswers201WithTheJob(t *testing.T) {
-	svc := &fakeService{submit: func(_ context.Context, s gantry.Spec, tar io.Reader) (*gantry.Job, error) {
+	svc := &fakeService{submit: func(_ context.Context, s gantry.Spec, _ map[string]string, tar io.Reader) (*gantry.Job, error) {
 		return &gantry.Job{ID: "0123456789abcdef", Spec: s, State: gantry.StateQueued}, nil
 	}}
 	base := serveHTTP(t, svc)
@@ -451,7 +453,7 @@ func TestSubmitRefusesABadSpecBeforeTheService(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			called := false
-			svc := &fakeService{submit: func(context.Context, gantry.Spec, io.Reader) (*gantry.Job, error) {
+			svc := &fakeService{submit: func(context.Context, gantry.Spec, map[string]string, io.Reader) (*gantry.Job, error) {
 				called = true
 				return nil, errors.New("should not be called")
 			}}

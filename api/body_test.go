@@ -125,7 +125,7 @@ func TestBoundedBody(t *testing.T) {
 // deadline has passed the moment it is set.
 func TestStalledBodyAnswers408(t *testing.T) {
 	read := make(chan error, 1)
-	svc := &fakeService{submit: func(_ context.Context, _ gantry.Spec, tar io.Reader) (*gantry.Job, error) {
+	svc := &fakeService{submit: func(_ context.Context, _ gantry.Spec, _ map[string]string, tar io.Reader) (*gantry.Job, error) {
 		_, err := io.Copy(io.Discard, tar)
 		read <- err
 		return nil, gantry.Errorf(gantry.ErrInvalid, "build context: not a valid tar stream: %v", err)

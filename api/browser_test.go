@@ -67,7 +67,7 @@ func TestRefuseBrowsers(t *testing.T) {
 func TestClientPassesRefuseBrowsers(t *testing.T) {
 	job := &gantry.Job{ID: "06h0000000000000", State: gantry.StateSucceeded}
 	svc := &fakeService{
-		submit: func(_ context.Context, _ gantry.Spec, tar io.Reader) (*gantry.Job, error) {
+		submit: func(_ context.Context, _ gantry.Spec, _ map[string]string, tar io.Reader) (*gantry.Job, error) {
 			io.Copy(io.Discard, tar)
 			return job, nil
 		},
@@ -95,7 +95,10 @@ func TestClientPassesRefuseBrowsers(t *testing.T) {
 	ctx := context.Background()
 	calls := map[string]func() error{
 		"version": func() error { _, err := c.Version(ctx); return err },
-		"submit":  func() error { _, err := c.Submit(ctx, gantry.Spec{}, bytes.NewReader(make([]byte, 1024))); return err },
+		"submit": func() error {
+			_, err := c.Submit(ctx, gantry.Spec{}, nil, bytes.NewReader(make([]byte, 1024)))
+			return err
+		},
 		"get":     func() error { _, err := c.Get(ctx, job.ID); return err },
 		"list":    func() error { _, _, err := c.List(ctx, gantry.JobFilter{}); return err },
 		"logs":    func() error { return c.Logs(ctx, job.ID, true, io.Discard) },

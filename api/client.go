@@ -154,12 +154,19 @@ func (c *Client) url(path string, q url.Values) string {
 }
 
 func (c *Client) do(ctx context.Context, method, path string, q url.Values, body io.Reader, ctype string) (*http.Response, error) {
+	return c.doHeader(ctx, method, path, q, body, http.Header{"Content-Type": {ctype}})
+}
+
+// doHeader is do with the request's headers given (those empty are left out).
+func (c *Client) doHeader(ctx context.Context, method, path string, q url.Values, body io.Reader, h http.Header) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, method, c.url(path, q), body)
 	if err != nil {
 		return nil, err
 	}
-	if ctype != "" {
-		req.Header.Set("Content-Type", ctype)
+	for k, v := range h {
+		if len(v) > 0 && v[0] != "" {
+			req.Header[k] = v
+		}
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
@@ -211,14 +218,20 @@ func (c *Client) Info(ctx context.Context) (Info, error) {
 	return i, err
 }
 
-// Submit sends spec and the build context (a tar stream) and returns the
-// recorded job.
-func (c *Client) Submit(ctx context.Context, spec gantry.Spec, tar io.Reader) (*gantry.Job, error) {
+// Submit sends spec, the values of its SecretEnv (in SecretEnvHeader) and
+// the build context (a tar stream) and returns the recorded job. It returns
+// ErrTooLarge for secrets over MaxSecretBytes.
+func (c *Client) Submit(ctx context.Context, spec gantry.Spec, secrets map[string]string, tar io.Reader) (*gantry.Job, error) {
 	data, err := json.Marshal(spec)
 	if err != nil {
 		return nil, err
 	}
-	resp, err := c.do(ctx, http.MethodPost, "/v1/jobs", url.Values{"spec": {string(data)}}, tar, "application/x-tar")
+	sh, err := EncodeSecrets(secrets)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.doHeader(ctx, http.MethodPost, "/v1/jobs", url.Values{"spec": {string(data)}}, tar,
+		http.Header{"Content-Type": {"application/x-tar"}, SecretEnvHeader: {sh}})
 	if err != nil {
 		return nil, err
 	}

@@ -12,6 +12,10 @@
 //	                                 tar stream (Content-Type application/x-tar),
 //	                                 the way docker build sends it; spec is a
 //	                                 gantry.Spec. Answers 201 with the job.
+//	                                 The values of the spec's secret_env come
+//	                                 in the Gantry-Secret-Env header (base64
+//	                                 of a JSON object, at most 64 KiB), held in
+//	                                 gantryd's memory only.
 //	GET  /v1/jobs?limit=N&before=ID&state=S
 //	                                 a page of jobs, newest first:
 //	                                 {"jobs": [...], "next": "ID", "event_seq": N},
@@ -97,7 +101,9 @@ const MaxSpecBytes = 64 << 10
 
 // Service is what the API serves; daemon.Daemon implements it.
 type Service interface {
-	Submit(ctx context.Context, spec gantry.Spec, tar io.Reader) (*gantry.Job, error)
+	// Submit records a job; secrets are the values of spec.Run.SecretEnv,
+	// which the service keeps in memory only.
+	Submit(ctx context.Context, spec gantry.Spec, secrets map[string]string, tar io.Reader) (*gantry.Job, error)
 	Get(ctx context.Context, id string) (*gantry.Job, error)
 	List(ctx context.Context, o gantry.JobFilter) ([]*gantry.Job, string, error)
 	Logs(ctx context.Context, id string, follow bool, w io.Writer) error
@@ -275,7 +281,12 @@ func (s *server) submit(w http.ResponseWriter, r *http.Request) {
 		s.error(w, r, err)
 		return
 	}
-	j, err := s.svc.Submit(r.Context(), spec, r.Body)
+	secrets, err := DecodeSecrets(r.Header.Get(SecretEnvHeader))
+	if err != nil {
+		s.error(w, r, err)
+		return
+	}
+	j, err := s.svc.Submit(r.Context(), spec, secrets, r.Body)
 	if err != nil {
 		s.error(w, r, err)
 		return

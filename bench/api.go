@@ -65,7 +65,7 @@ func (b *bench) sleepContext() []byte {
 }
 
 func submit(ctx context.Context, cl *api.Client, tarball []byte) (*gantry.Job, error) {
-	return cl.Submit(ctx, gantry.Spec{Build: gantry.BuildSpec{Dockerfile: "Dockerfile"}}, bytes.NewReader(tarball))
+	return cl.Submit(ctx, gantry.Spec{Build: gantry.BuildSpec{Dockerfile: "Dockerfile"}}, nil, bytes.NewReader(tarball))
 }
 
 const mib = 1 << 20

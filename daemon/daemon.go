@@ -9,6 +9,11 @@
 //   - run.go: one run of one job, as named steps, each ending at a
 //     checkpoint recorded before the next side effect: built, container
 //     created, exited, gated, published.
+//   - inputs.go, datasets.go: what the training container is given: its
+//     environment (--secret-env's values held in memory only, until the
+//     container is created) and its datasets (checked against the policy at
+//     submit, pinned by the digest of their trees before the container is
+//     created).
 //   - train.go: the training container, its output and its metrics.
 //   - outputs.go: what training left in its output directory, copied out
 //     before the exit is recorded and kept by content.
@@ -39,6 +44,7 @@ import (
 	"github.com/gantry-ml/gantry"
 	"github.com/gantry-ml/gantry/builder"
 	"github.com/gantry-ml/gantry/internal/keyed"
+	"github.com/gantry-ml/gantry/internal/treesum"
 	"github.com/gantry-ml/gantry/runner"
 )
 
@@ -67,6 +73,9 @@ type (
 		// CopyFrom reads path in the container as a tar stream
 		// (ErrNotFound: no such path).
 		CopyFrom(ctx context.Context, id, path string) (io.ReadCloser, error)
+		// Volume returns a named volume (ErrNotFound when there is none),
+		// for a job's datasets.
+		Volume(ctx context.Context, name string) (runner.Volume, error)
 	}
 	// janitor is the subset of the engine that cleans up after jobs.
 	janitor interface {
@@ -154,6 +163,15 @@ type Daemon struct {
 	// tagLocks serialize promotions of each tag.
 	tagLocks keyed.Mutex[string]
 	wg       sync.WaitGroup
+
+	// secrets holds jobs' --secret-env values until their containers are
+	// created, in memory only.
+	secrets secretStore
+	// digests caches the digests of dataset files across jobs; givenRoots
+	// are the --dataset-root directories as the operator wrote them (the
+	// policy holds their real paths).
+	digests    *treesum.Cache
+	givenRoots []string
 }
 
 // New returns a daemon; Prepare and Run start its work.
@@ -179,6 +197,12 @@ func New(cfg Config, st jobStore, b imageBuilder, e Engine, p imagePusher, src i
 	if cfg.Policy.ContextEntries <= 0 {
 		cfg.Policy.ContextEntries = 100000
 	}
+	given := cfg.Policy.DatasetRoots
+	roots, err := resolveDatasetRoots(given)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Policy.DatasetRoots = roots
 	for _, d := range []string{"logs", "contexts"} {
 		if err := os.MkdirAll(filepath.Join(cfg.DataDir, d), 0o700); err != nil {
 			return nil, fmt.Errorf("data dir: %w", err)
@@ -189,11 +213,13 @@ func New(cfg Config, st jobStore, b imageBuilder, e Engine, p imagePusher, src i
 		cfg: cfg, store: &notifyingStore{jobStore: st, changed: changed},
 		builder: b, engine: e, pusher: p, source: src,
 		log: cfg.Logger, now: time.Now,
-		wake:    make(chan struct{}, 1),
-		changed: changed,
-		active:  map[string]context.CancelCauseFunc{},
-		queued:  map[string]int64{},
-		fetch:   fetchRule{allowPrivate: cfg.Policy.BuildPrivateFetch, resolve: lookupNetIP},
+		wake:       make(chan struct{}, 1),
+		changed:    changed,
+		active:     map[string]context.CancelCauseFunc{},
+		queued:     map[string]int64{},
+		fetch:      fetchRule{allowPrivate: cfg.Policy.BuildPrivateFetch, resolve: lookupNetIP},
+		digests:    treesum.NewCache(filepath.Join(cfg.DataDir, "dataset-digests.json")),
+		givenRoots: given,
 	}, nil
 }
 

@@ -110,6 +110,7 @@ type pipeEngine struct {
 	// copyFrom, when set, answers CopyFrom; else the tar setOutputs set
 	// for the container is served, and without one the path is not found.
 	copyFrom func(ctx context.Context, id, path string) (io.ReadCloser, error)
+	volume   func(ctx context.Context, name string) (runner.Volume, error)
 
 	mu      sync.Mutex
 	outputs map[string][]byte // container ID -> tar of its output directory
@@ -190,6 +191,14 @@ func (e *pipeEngine) setOutputs(id string, data []byte) {
 		e.outputs = map[string][]byte{}
 	}
 	e.outputs[id] = data
+}
+
+func (e *pipeEngine) Volume(ctx context.Context, name string) (runner.Volume, error) {
+	e.record("volume", name)
+	if e.volume == nil {
+		return runner.Volume{Name: name}, nil
+	}
+	return e.volume(ctx, name)
 }
 
 func (e *pipeEngine) ImageID(ctx context.Context, ref string) (string, error) {
@@ -567,7 +576,7 @@ func pipeContext() map[string]string {
 
 func pipeSubmit(t *testing.T, d *Daemon, spec gantry.Spec) *gantry.Job {
 	t.Helper()
-	j, err := d.Submit(context.Background(), spec, pipeTar(t, pipeContext()))
+	j, err := d.Submit(context.Background(), spec, nil, pipeTar(t, pipeContext()))
 	if err != nil {
 		t.Fatalf("Submit: %v", err)
 	}
@@ -1236,7 +1245,7 @@ func TestSubmitRefusesBadSpec(t *testing.T) {
 			rig := pipeNewRig(t, 1, f)
 			ctx := context.Background()
 
-			j, err := rig.d.Submit(ctx, tc.spec, pipeTar(t, tc.files))
+			j, err := rig.d.Submit(ctx, tc.spec, nil, pipeTar(t, tc.files))
 			if !errors.Is(err, gantry.ErrInvalid) {
 				t.Fatalf("Submit error = %v, want one of kind ErrInvalid", err)
 			}

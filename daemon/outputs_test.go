@@ -255,7 +255,7 @@ func TestJobOutputs(t *testing.T) {
 			rig := pipeNewRig(t, 1, f)
 			pipeRun(t, rig.d)
 			spec := gantry.Spec{Resources: gantry.Resources{OutputBytes: tc.cap}}
-			j, err := rig.d.Submit(context.Background(), spec, pipeTar(t, pipeContext()))
+			j, err := rig.d.Submit(context.Background(), spec, nil, pipeTar(t, pipeContext()))
 			if err != nil {
 				t.Fatal(err)
 			}

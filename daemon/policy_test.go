@@ -30,7 +30,7 @@ func TestSubmitBeyondThePolicy(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			rig := pipeNewRig(t, 1, pipeNewFakes(t), func(c *Config) { c.Policy.Resources.PidsLimit = 1024 })
-			_, err := rig.d.Submit(context.Background(), tc.spec, pipeTar(t, pipeContext()))
+			_, err := rig.d.Submit(context.Background(), tc.spec, nil, pipeTar(t, pipeContext()))
 			if !errors.Is(err, gantry.ErrForbidden) || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("Submit: %v; want ErrForbidden naming %s", err, tc.want)
 			}
@@ -61,7 +61,7 @@ func TestQueueBounds(t *testing.T) {
 		rig := pipeNewRig(t, 1, pipeNewFakes(t), func(c *Config) { c.Policy.MaxQueue = 2 })
 		a := pipeSubmit(t, rig.d, gantry.Spec{})
 		pipeSubmit(t, rig.d, gantry.Spec{})
-		_, err := rig.d.Submit(ctx, gantry.Spec{}, pipeTar(t, pipeContext()))
+		_, err := rig.d.Submit(ctx, gantry.Spec{}, nil, pipeTar(t, pipeContext()))
 		if !errors.Is(err, gantry.ErrTooMany) || !strings.Contains(err.Error(), "--max-queue 2") {
 			t.Fatalf("third Submit: %v; want ErrTooMany naming --max-queue 2", err)
 		}
@@ -77,7 +77,7 @@ func TestQueueBounds(t *testing.T) {
 		}
 		rig := pipeNewRig(t, 1, pipeNewFakes(t), func(c *Config) { c.Policy.MaxQueuedBytes = size })
 		pipeSubmit(t, rig.d, gantry.Spec{})
-		_, err := rig.d.Submit(ctx, gantry.Spec{}, pipeTar(t, pipeContext()))
+		_, err := rig.d.Submit(ctx, gantry.Spec{}, nil, pipeTar(t, pipeContext()))
 		if !errors.Is(err, gantry.ErrTooMany) || !strings.Contains(err.Error(), "--max-queued-bytes") {
 			t.Fatalf("second Submit: %v; want ErrTooMany naming --max-queued-bytes", err)
 		}
@@ -89,7 +89,7 @@ func TestQueueBounds(t *testing.T) {
 		if err := again.Prepare(ctx); err != nil {
 			t.Fatalf("Prepare: %v", err)
 		}
-		if _, err := again.Submit(ctx, gantry.Spec{}, pipeTar(t, pipeContext())); !errors.Is(err, gantry.ErrTooMany) {
+		if _, err := again.Submit(ctx, gantry.Spec{}, nil, pipeTar(t, pipeContext())); !errors.Is(err, gantry.ErrTooMany) {
 			t.Fatalf("Submit after a restart: %v; want ErrTooMany", err)
 		}
 	})

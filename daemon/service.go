@@ -18,15 +18,26 @@ import (
 
 // Submit records a new job for spec, with the build context read from tar.
 // The spec is checked against the operator's policy, and limits it leaves at
-// zero take the policy's, so the record shows what applies. It returns
-// ErrInvalid for a bad spec or context, ErrForbidden for a request beyond
-// the policy, ErrTooLarge for a context over the limits and ErrTooMany when
-// the queue is full; nothing of a refused submission is kept.
-func (d *Daemon) Submit(ctx context.Context, spec gantry.Spec, tar io.Reader) (*gantry.Job, error) {
+// zero take the policy's, so the record shows what applies. secrets are the
+// values of the variables spec.Run.SecretEnv names, no more, no less: they
+// are held in memory until the job's container is created, and written
+// nowhere. A dataset's host path is recorded as its real path, the one
+// mounted. It returns ErrInvalid for a bad spec, secrets or context, or a
+// dataset that does not exist, ErrForbidden for a request beyond the policy
+// (a dataset outside every --dataset-root), ErrTooLarge for a context over
+// the limits and ErrTooMany when the queue is full; nothing of a refused
+// submission is kept.
+func (d *Daemon) Submit(ctx context.Context, spec gantry.Spec, secrets map[string]string, tar io.Reader) (*gantry.Job, error) {
 	if err := trainer.CheckSpec(&spec); err != nil {
 		return nil, err
 	}
 	if err := d.cfg.Policy.Apply(&spec); err != nil {
+		return nil, err
+	}
+	if err := checkSecrets(spec, secrets); err != nil {
+		return nil, err
+	}
+	if err := d.checkDatasets(ctx, &spec); err != nil {
 		return nil, err
 	}
 	if err := d.admit(0); err != nil {
@@ -54,9 +65,13 @@ func (d *Daemon) Submit(ctx context.Context, spec gantry.Spec, tar io.Reader) (*
 		j.Inputs.DockerfileDigest = j.Inputs.Files[spec.Build.Dockerfile]
 	}
 	if err == nil {
+		if len(secrets) > 0 {
+			d.secrets.put(j.ID, secrets) // before the job can start
+		}
 		err = d.enqueue(ctx, j)
 	}
 	if err != nil {
+		d.secrets.forget(j.ID)
 		os.RemoveAll(dir)
 		return nil, err
 	}
@@ -187,6 +202,7 @@ func (d *Daemon) Cancel(ctx context.Context, id string) (*gantry.Job, error) {
 	if cancel != nil {
 		cancel(errCanceled)
 	} else if j.State == gantry.StateCanceled {
+		d.secrets.forget(id)
 		os.RemoveAll(d.contextDir(id))
 	}
 	d.log.Info("cancel requested", "job", id, "state", j.State)

@@ -35,6 +35,9 @@ func (r *jobRun) build(ctx context.Context) error {
 	if _, err := os.Stat(d.contextDir(id)); err != nil {
 		return fmt.Errorf("the build context is gone (%v): submit the job again", err)
 	}
+	if err := d.secretsKept(r.j); err != nil {
+		return err // fail before building what could not run
+	}
 	status, err := os.Create(d.StatusPath(id))
 	if err != nil {
 		return err
@@ -70,8 +73,12 @@ func (r *jobRun) build(ctx context.Context) error {
 // create creates the training container and records it, with where its
 // output will start in the log, as the job moves to running: checkpoint
 // created. A container a crash left before the record has the job's name:
-// it is removed first.
+// it is removed first. The job's datasets are pinned before (datasets.go),
+// and its --secret-env values, handed to the engine, are forgotten after.
 func (r *jobRun) create(ctx context.Context) error {
+	if err := r.pinDatasets(ctx); err != nil {
+		return err
+	}
 	d, j := r.d, r.j
 	if err := d.engine.Remove(ctx, containerName(j.ID)); err != nil {
 		return err
@@ -112,6 +119,7 @@ func (r *jobRun) create(ctx context.Context) error {
 		d.engine.Remove(context.WithoutCancel(ctx), cid)
 		return err
 	}
+	d.secrets.forget(j.ID) // the engine holds them now
 	return nil
 }
 

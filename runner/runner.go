@@ -6,11 +6,13 @@ package runner
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"strconv"
+	"strings"
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
@@ -265,7 +267,7 @@ func (e *Engine) Run(ctx context.Context, id string, out io.Writer) (Exit, error
 		_, err := e.c.ContainerStart(sctx, id, client.ContainerStartOptions{})
 		cancel()
 		if err != nil {
-			return Exit{}, fmt.Errorf("start container: %w", err)
+			return Exit{}, e.startError(ctx, id, err)
 		}
 	}
 
@@ -316,6 +318,47 @@ func (e *Engine) Run(ctx context.Context, id string, out io.Writer) (Exit, error
 		}
 	}
 	return exit, nil
+}
+
+// startError is why container id did not start (err, the engine's reason).
+// When the container asked for devices (GPUs), it says what the engine holds
+// of that request, as docker inspect shows it: an engine without a GPU
+// runtime refuses at start, and the user sees what was asked.
+func (e *Engine) startError(ctx context.Context, id string, err error) error {
+	if insp, ierr := e.inspect(ctx, id); ierr == nil && insp.HostConfig != nil && len(insp.HostConfig.DeviceRequests) > 0 {
+		if asked, jerr := json.Marshal(insp.HostConfig.DeviceRequests); jerr == nil {
+			return fmt.Errorf("start container: %w (the container's device requests, as the engine holds them: %s)", err, asked)
+		}
+	}
+	return fmt.Errorf("start container: %w", err)
+}
+
+// Volume is a named volume as the engine knows it.
+type Volume struct {
+	Name string
+	// Mountpoint is its data directory on the engine's host; "" when the
+	// engine is not reached through a unix socket (the directory would be
+	// on another host).
+	Mountpoint string
+}
+
+// Volume returns the named volume. It returns ErrNotFound when the engine
+// has no such volume.
+func (e *Engine) Volume(ctx context.Context, name string) (Volume, error) {
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	res, err := e.c.VolumeInspect(ctx, name, client.VolumeInspectOptions{})
+	if err != nil {
+		if cerrdefs.IsNotFound(err) {
+			return Volume{}, gantry.Errorf(gantry.ErrNotFound, "no such volume %s: create it with docker volume create %s", name, name)
+		}
+		return Volume{}, fmt.Errorf("inspect volume %s: %w", name, err)
+	}
+	v := Volume{Name: res.Volume.Name}
+	if strings.HasPrefix(e.c.DaemonHost(), "unix://") {
+		v.Mountpoint = res.Volume.Mountpoint
+	}
+	return v, nil
 }
 
 // lost classifies an error from a stream to the engine: with ctx still live

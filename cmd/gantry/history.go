@@ -139,6 +139,7 @@ func diffJobs(w io.Writer, a, b *gantry.Job, text func(string) string) {
 			line("base: %s: %s -> %s", r, orNone(short(ba[r])), orNone(short(bb[r])))
 		}
 	}
+	diffRun(line, a, b)
 	// Results.
 	if a.Image != b.Image {
 		line("image: %s -> %s", short(a.Image), short(b.Image))

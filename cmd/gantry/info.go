@@ -79,6 +79,8 @@ func writeInfo(w io.Writer, info api.Info) {
 		{"networks (--allow-network)", "none (no network), " + list(p.Networks)},
 		{"gives root on the host (--allow-host-root)", fmt.Sprint(p.HostRoot)},
 		{"build ADD from private addresses (--build-allow-private)", fmt.Sprint(p.BuildPrivateFetch)},
+		{"dataset host directories (--dataset-root)", list(p.DatasetRoots) + " (named volumes: any)"},
+		{"GPUs (--allow-gpus)", fmt.Sprint(p.GPUs)},
 	}
 	if len(p.InsecureRegistries) > 0 {
 		rows = append(rows, [2]string{"plain-HTTP registries besides loopback (--insecure-registry)", list(p.InsecureRegistries)})

@@ -61,7 +61,7 @@ and, when the job pushes, ships it in the pushed image (--outputs).`,
 				sf.cmd = args[n:]
 			}
 			sf.minAccuracySet = c.Flags().Changed("min-accuracy")
-			spec, err := buildSpec(dir, sf)
+			spec, secrets, err := specAndSecrets(dir, sf)
 			if err != nil {
 				return &exitError{code: exitUsage, msg: "gantry: " + err.Error()}
 			}
@@ -74,7 +74,7 @@ and, when the job pushes, ships it in the pushed image (--outputs).`,
 				return err
 			}
 			defer tr.Close()
-			j, err := cl.Submit(ctx, spec, tr)
+			j, err := cl.Submit(ctx, spec, secrets, tr)
 			if err != nil {
 				return err
 			}
@@ -107,7 +107,7 @@ and, when the job pushes, ships it in the pushed image (--outputs).`,
 	f.StringVar(&sf.spec.Sandbox.Network, "network", "", "network for the training container, one gantryd's policy allows (default: none; see gantry info)")
 	f.StringArrayVar(&sf.spec.Sandbox.CapAdd, "cap-add", nil, "capability the training container keeps, one gantryd's policy allows (default: all dropped; repeatable; see gantry info)")
 	f.StringArrayVarP(&sf.spec.Run.Env, "env", "e", nil, "environment variable of the training container, KEY=VALUE (repeatable; recorded)")
-	f.StringArrayVar(&sf.spec.Run.SecretEnv, "secret-env", nil, "environment variable of the training container whose value is taken from this shell's environment and written nowhere; the record names it only (repeatable)")
+	f.StringArrayVar(&sf.spec.Run.SecretEnv, "secret-env", nil, "environment variable of the training container whose value is taken from this shell's environment and sent beside the spec: gantryd keeps it in memory only, until the container is created, and the record names it only (repeatable). The engine keeps a container's environment in its config while the container exists (gantryd removes it when training ends), and docker inspect shows it to whoever may use the engine")
 	f.StringArrayVar(&sf.datasets, "dataset", nil, "mount data read-only, SRC:DST: SRC a named volume or a host path under a root gantryd allows (repeatable; see gantry info)")
 	f.StringVar(&sf.spec.Run.GPUs, "gpus", "", "GPUs for the training container, as docker run --gpus takes them: all, a count, or device=ID[,ID]")
 	f.StringVar(&sf.shmSize, "shm-size", "", "size of /dev/shm in the training container, e.g. 1g (default: the engine's 64m)")
@@ -180,6 +180,34 @@ func buildSpec(dir string, f submitFlags) (gantry.Spec, error) {
 		Build: gantry.Duration(f.timeouts[0]), Train: gantry.Duration(f.timeouts[1]), Push: gantry.Duration(f.timeouts[2]),
 	}
 	return spec, nil
+}
+
+// specAndSecrets is buildSpec, and the values of the variables its
+// --secret-env names, from this shell's environment.
+func specAndSecrets(dir string, f submitFlags) (gantry.Spec, map[string]string, error) {
+	spec, err := buildSpec(dir, f)
+	if err != nil {
+		return spec, nil, err
+	}
+	secrets, err := secretValues(spec.Run.SecretEnv, os.LookupEnv)
+	return spec, secrets, err
+}
+
+// secretValues takes the value of each variable --secret-env names from
+// this shell's environment (lookup). It says which one is not set.
+func secretValues(names []string, lookup func(string) (string, bool)) (map[string]string, error) {
+	if len(names) == 0 {
+		return nil, nil
+	}
+	vals := make(map[string]string, len(names))
+	for _, k := range names {
+		v, ok := lookup(k)
+		if !ok {
+			return nil, fmt.Errorf("--secret-env %s: %s is not set in this shell's environment", k, k)
+		}
+		vals[k] = v
+	}
+	return vals, nil
 }
 
 // waitJob shows the job until it ends, as gantry watch does (with quiet,

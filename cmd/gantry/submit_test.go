@@ -122,3 +122,21 @@ func TestBuildSpec(t *testing.T) {
 		})
 	}
 }
+
+// --secret-env takes each value from the shell's environment (an empty one
+// too), and names the variable that is not set.
+func TestSecretValues(t *testing.T) {
+	env := map[string]string{"TOKEN": "s3cr3t", "EMPTY": ""}
+	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
+	got, err := secretValues([]string{"TOKEN", "EMPTY"}, lookup)
+	if err != nil || !reflect.DeepEqual(got, env) {
+		t.Errorf("secretValues = %v, %v; want both values", got, err)
+	}
+	if got, err := secretValues(nil, lookup); got != nil || err != nil {
+		t.Errorf("secretValues(none) = %v, %v; want nothing", got, err)
+	}
+	_, err = secretValues([]string{"TOKEN", "MISSING"}, lookup)
+	if want := "--secret-env MISSING: MISSING is not set in this shell's environment"; err == nil || err.Error() != want {
+		t.Errorf("secretValues(an unset name): %v, want %q", err, want)
+	}
+}
