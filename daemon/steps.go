@@ -171,7 +171,16 @@ func (r *jobRun) gate(ctx context.Context) error {
 		r.upload.stop()
 		r.j, err = d.finish(ctx, j.ID, r.log, gantry.StateSucceeded, "", gated)
 	default:
+		// The output layer is built now, and goes up while the gate's
+		// verdict is recorded: the push sends manifests only.
+		if r.j, err = d.ensureLayer(ctx, j); err != nil {
+			r.upload.stop()
+			return err
+		}
 		r.j, err = d.move(ctx, j.ID, gantry.StatePushing, gated)
+		if err == nil && shipsLayer(r.j) {
+			r.upload = d.uploadShipped(ctx, r.j, r.upload)
+		}
 	}
 	return err
 }

@@ -1,0 +1,325 @@
+package daemon
+
+// Shipping a job's outputs with its image: the output layer (built once
+// from the kept files, the same bytes whenever it is built), the image that
+// carries it, and the files as layers of an OCI artifact.
+
+import (
+	"archive/tar"
+	"compress/gzip"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/gantry-ml/gantry"
+	"github.com/gantry-ml/gantry/layers"
+)
+
+// shipsLayer reports whether job j's pushed image carries its outputs as a
+// layer: it ships them so, and training left at least one file.
+func shipsLayer(j *gantry.Job) bool {
+	return j.Spec.Outputs.Ship == gantry.ShipLayer && j.Outputs != nil && len(j.Outputs.Files) > 0
+}
+
+// shipsArtifact reports whether job j's outputs go beside its pushed image
+// as an OCI artifact.
+func shipsArtifact(j *gantry.Job) bool {
+	return j.Spec.Outputs.Ship == gantry.ShipArtifact && j.Outputs != nil && len(j.Outputs.Files) > 0
+}
+
+// ensureLayer returns job j's record with its output layer built, kept and
+// recorded (j.Outputs.Layer), when it ships one; the layer is built once and
+// kept under the data dir. It returns ErrNotFound when a kept output file
+// is gone.
+func (d *Daemon) ensureLayer(ctx context.Context, j *gantry.Job) (*gantry.Job, error) {
+	if !shipsLayer(j) {
+		return j, nil
+	}
+	if l := j.Outputs.Layer; l != nil {
+		if _, err := os.Stat(d.outputLayer(l.Digest)); err == nil {
+			return j, nil
+		}
+	}
+	start := time.Now()
+	l, err := d.buildLayer(j.Outputs)
+	if err != nil {
+		return j, fmt.Errorf("job %s: build the layer of its outputs: %w", j.ID, err)
+	}
+	d.log.Info("output layer built", "job", j.ID, "digest", l.Digest, "bytes", l.Size, "took", time.Since(start).Round(time.Millisecond))
+	nj, err := d.store.Update(context.WithoutCancel(ctx), j.ID, func(j *gantry.Job) error {
+		if j.Outputs == nil {
+			return gantry.Errorf(gantry.ErrConflict, "job %s: its outputs are no longer recorded", j.ID)
+		}
+		j.Outputs.Layer = &l
+		return nil
+	})
+	if err != nil {
+		return j, fmt.Errorf("job %s: record its output layer: %w", j.ID, err)
+	}
+	return nj, nil
+}
+
+// buildLayer writes the layer holding outs' files at outs.Dir, compressed,
+// under the data dir by its digest, and describes it.
+func (d *Daemon) buildLayer(outs *gantry.Outputs) (gantry.OutputLayer, error) {
+	dir := filepath.Join(d.OutputsDir(), "layers")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return gantry.OutputLayer{}, err
+	}
+	tmp, err := os.CreateTemp(dir, "building-*")
+	if err != nil {
+		return gantry.OutputLayer{}, err
+	}
+	defer os.Remove(tmp.Name()) // once renamed, a no-op
+	l, err := d.writeLayer(tmp, outs)
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return gantry.OutputLayer{}, err
+	}
+	dst := d.outputLayer(l.Digest)
+	if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
+		return gantry.OutputLayer{}, err
+	}
+	return l, os.Rename(tmp.Name(), dst)
+}
+
+// writeLayer writes the gzipped tar of outs to w and returns its digests
+// and size. The bytes depend on the files alone: entries sorted, owned by
+// root, dated the Unix epoch, and a gzip header without name or time.
+func (d *Daemon) writeLayer(w io.Writer, outs *gantry.Outputs) (gantry.OutputLayer, error) {
+	compressed := sha256.New()
+	n := &countWriter{w: io.MultiWriter(w, compressed)}
+	zw, err := gzip.NewWriterLevel(n, gzip.BestSpeed) // weights compress little: speed matters more
+	if err != nil {
+		return gantry.OutputLayer{}, err
+	}
+	uncompressed := sha256.New()
+	tw := tar.NewWriter(io.MultiWriter(zw, uncompressed))
+	entries, err := layerEntries(outs)
+	if err != nil {
+		return gantry.OutputLayer{}, err
+	}
+	for _, e := range entries {
+		if err := d.writeEntry(tw, e); err != nil {
+			return gantry.OutputLayer{}, err
+		}
+	}
+	if err := tw.Close(); err != nil {
+		return gantry.OutputLayer{}, err
+	}
+	if err := zw.Close(); err != nil {
+		return gantry.OutputLayer{}, err
+	}
+	return gantry.OutputLayer{
+		Digest: "sha256:" + hex.EncodeToString(compressed.Sum(nil)),
+		DiffID: "sha256:" + hex.EncodeToString(uncompressed.Sum(nil)),
+		Size:   n.n,
+	}, nil
+}
+
+// layerEntry is one entry of an output layer: a directory (file nil) or a
+// kept file.
+type layerEntry struct {
+	name string // in the layer, without a leading slash; directories end in one
+	file *gantry.OutputFile
+}
+
+// layerEntries returns the entries of outs' layer in name order: each file
+// at its path under outs.Dir, and a directory for each parent.
+func layerEntries(outs *gantry.Outputs) ([]layerEntry, error) {
+	root := strings.TrimPrefix(path.Clean(outs.Dir), "/")
+	if !filepath.IsLocal(root) {
+		return nil, gantry.Errorf(gantry.ErrInvalid, "output directory %q: want an absolute path other than /", outs.Dir)
+	}
+	dirs := map[string]bool{}
+	var out []layerEntry
+	for i := range outs.Files {
+		f := &outs.Files[i]
+		if !filepath.IsLocal(f.Path) || path.Clean(f.Path) != f.Path {
+			return nil, gantry.Errorf(gantry.ErrInvalid, "output file %q: not a clean path inside the output directory", f.Path)
+		}
+		name := path.Join(root, f.Path)
+		out = append(out, layerEntry{name: name, file: f})
+		for p := path.Dir(name); p != "."; p = path.Dir(p) {
+			dirs[p] = true
+		}
+	}
+	for p := range dirs {
+		out = append(out, layerEntry{name: p + "/"})
+	}
+	slices.SortFunc(out, func(a, b layerEntry) int { return strings.Compare(a.name, b.name) })
+	return out, nil
+}
+
+func (d *Daemon) writeEntry(tw *tar.Writer, e layerEntry) error {
+	h := &tar.Header{Name: e.name, ModTime: time.Unix(0, 0), Format: tar.FormatPAX}
+	if e.file == nil {
+		h.Typeflag, h.Mode = tar.TypeDir, 0o755
+		return tw.WriteHeader(h)
+	}
+	mode := fs.FileMode(e.file.Mode).Perm()
+	if mode == 0 {
+		mode = 0o644
+	}
+	h.Typeflag, h.Mode, h.Size = tar.TypeReg, int64(mode), e.file.Size
+	f, err := os.Open(d.outputBlob(e.file.Digest))
+	if errors.Is(err, fs.ErrNotExist) {
+		return gantry.Errorf(gantry.ErrNotFound, "output file %s (%s) is no longer kept", e.file.Path, e.file.Digest)
+	}
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := tw.WriteHeader(h); err != nil {
+		return err
+	}
+	if n, err := io.Copy(tw, f); err != nil || n != e.file.Size {
+		return fmt.Errorf("output file %s: copied %d of %d bytes: %v", e.file.Path, n, e.file.Size, err)
+	}
+	return nil
+}
+
+// shipImage returns the image to push for job j, built from its image
+// img: for a job that ships its outputs as a layer, img plus that layer
+// (kept by ensureLayer) with GANTRY_OUTPUT_DIR in its environment; img
+// itself otherwise. img's layers are its own still, read as it reads them.
+func (d *Daemon) shipImage(j *gantry.Job, img v1.Image) (v1.Image, error) {
+	if !shipsLayer(j) || j.Outputs.Layer == nil {
+		return img, nil
+	}
+	mt, err := img.MediaType()
+	if err != nil {
+		return nil, err
+	}
+	lt := types.DockerLayer
+	if mt == types.OCIManifestSchema1 {
+		lt = types.OCILayer
+	}
+	l := j.Outputs.Layer
+	layer, err := keptLayer(d.outputLayer(l.Digest), l.Digest, l.DiffID, l.Size, lt)
+	if err != nil {
+		return nil, err
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		return nil, err
+	}
+	cf = cf.DeepCopy()
+	cf.Config.Env = slices.DeleteFunc(cf.Config.Env, func(kv string) bool {
+		return strings.HasPrefix(kv, gantry.OutputDirEnv+"=")
+	})
+	cf.Config.Env = append(cf.Config.Env, gantry.OutputDirEnv+"="+j.Outputs.Dir)
+	withEnv, err := mutate.ConfigFile(img, cf)
+	if err != nil {
+		return nil, err
+	}
+	created := j.Times.Created
+	if t := j.Times.Run.Finished; t != nil {
+		created = *t
+	}
+	return mutate.Append(withEnv, mutate.Addendum{Layer: layer, History: v1.History{
+		CreatedBy: "gantry: outputs of job " + j.ID,
+		Created:   v1.Time{Time: created.UTC()},
+		Comment:   "the files training left in " + j.Outputs.Dir,
+	}})
+}
+
+// outputFiles returns job j's output files as blobs, by path, for an
+// artifact.
+func (d *Daemon) outputFiles(j *gantry.Job) (map[string]v1.Layer, error) {
+	files := map[string]v1.Layer{}
+	for _, f := range j.Outputs.Files {
+		l, err := keptLayer(d.outputBlob(f.Digest), f.Digest, f.Digest, f.Size, "application/octet-stream")
+		if err != nil {
+			return nil, err
+		}
+		files[f.Path] = l
+	}
+	return files, nil
+}
+
+// keptFile is a blob kept in a file, whose digests and size are known: it
+// is read only when it is sent.
+type keptFile struct {
+	path           string
+	digest, diffID v1.Hash
+	size           int64
+	mediaType      types.MediaType
+}
+
+func keptLayer(file, digest, diffID string, size int64, mt types.MediaType) (v1.Layer, error) {
+	dg, err := v1.NewHash(digest)
+	if err != nil {
+		return nil, fmt.Errorf("kept blob %s: %w", digest, err)
+	}
+	di, err := v1.NewHash(diffID)
+	if err != nil {
+		return nil, fmt.Errorf("kept blob %s: %w", diffID, err)
+	}
+	return &keptFile{path: file, digest: dg, diffID: di, size: size, mediaType: mt}, nil
+}
+
+func (k *keptFile) Digest() (v1.Hash, error)            { return k.digest, nil }
+func (k *keptFile) DiffID() (v1.Hash, error)            { return k.diffID, nil }
+func (k *keptFile) Size() (int64, error)                { return k.size, nil }
+func (k *keptFile) MediaType() (types.MediaType, error) { return k.mediaType, nil }
+
+func (k *keptFile) Compressed() (io.ReadCloser, error) {
+	f, err := os.Open(k.path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, gantry.Errorf(gantry.ErrNotFound, "blob %s is no longer kept", k.digest)
+	}
+	return f, err
+}
+
+func (k *keptFile) Uncompressed() (io.ReadCloser, error) {
+	rc, err := k.Compressed()
+	if err != nil || k.digest == k.diffID {
+		return rc, err
+	}
+	zr, err := gzip.NewReader(rc)
+	if err != nil {
+		rc.Close()
+		return nil, err
+	}
+	return struct {
+		io.Reader
+		io.Closer
+	}{zr, rc}, nil
+}
+
+// uploadShipped starts sending the blobs job j's pushed image has beyond
+// its built image (the output layer, the new config) to the repositories
+// it pushes to, once after (the upload of the built image's blobs) is done.
+// It publishes nothing; what it could not send, the push sends.
+func (d *Daemon) uploadShipped(ctx context.Context, j *gantry.Job, after *earlyUpload) *earlyUpload {
+	return d.startUpload(ctx, j, "output layer uploaded while the gate was decided", func(ctx context.Context) error {
+		after.wait(ctx)
+		img, err := d.image(ctx, j)
+		if err != nil {
+			return err
+		}
+		defer layers.Release(img)
+		ship, err := d.shipImage(j, img)
+		if err != nil {
+			return err
+		}
+		return d.pusher.Upload(ctx, ship, j.Spec.Push)
+	})
+}
