@@ -250,3 +250,19 @@ func absClean(p string) bool {
 func within(p, dir string) bool {
 	return p == dir || strings.HasPrefix(p, strings.TrimSuffix(dir, "/")+"/")
 }
+
+// KeptOutputs returns the outputs job j kept. It returns ErrConflict while
+// its training has not ended (they are copied when it does), and ErrNotFound
+// when the job kept none: it ended before they were copied (at its build,
+// or training was stopped), or copying them failed (the reason is said).
+func (j *Job) KeptOutputs() (*Outputs, error) {
+	switch o := j.Outputs; {
+	case o != nil && o.Error != "":
+		return nil, Errorf(ErrNotFound, "job %s kept no outputs: %s", j.ID, o.Error)
+	case o != nil:
+		return o, nil
+	case !j.State.Terminal():
+		return nil, Errorf(ErrConflict, "job %s is %s: its outputs are copied when training ends", j.ID, j.State)
+	}
+	return nil, Errorf(ErrNotFound, "job %s kept no outputs: it ended %s before they were copied", j.ID, j.State)
+}

@@ -34,6 +34,9 @@ type fakeService struct {
 	cancel func(ctx context.Context, id string) (*gantry.Job, error)
 	push   func(ctx context.Context, id string, refs []string, rep gantry.Reporter) (*gantry.Job, error)
 	events func(ctx context.Context, after uint64, job string, follow bool, send func(*gantry.Event) error) error
+	// outputs answers Outputs; writeOutputs WriteOutputs (outputs_test.go).
+	outputs      func(ctx context.Context, id string) (*gantry.Outputs, error)
+	writeOutputs func(ctx context.Context, id string, w io.Writer) error
 	// lastEvent is the newest event's number (0 when unset, not an error).
 	lastEvent uint64
 	policy    gantry.Policy

@@ -286,6 +286,18 @@ func (c *Client) copy(ctx context.Context, path string, follow bool, w io.Writer
 	return err
 }
 
+// Outputs returns the files job id kept as a tar stream, which the caller
+// closes. It returns ErrConflict before the job has finished training,
+// ErrNotFound for an unknown job or one that kept none. A stream that
+// breaks off ends with an error other than io.EOF.
+func (c *Client) Outputs(ctx context.Context, id string) (io.ReadCloser, error) {
+	resp, err := c.do(ctx, http.MethodGet, "/v1/jobs/"+url.PathEscape(id)+"/outputs", nil, nil, "")
+	if err != nil {
+		return nil, err
+	}
+	return resp.Body, nil
+}
+
 // Cancel asks gantryd to cancel job id and returns the record as it stands.
 func (c *Client) Cancel(ctx context.Context, id string) (*gantry.Job, error) {
 	return c.postJob(ctx, "/v1/jobs/"+url.PathEscape(id)+"/cancel", nil)

@@ -14,7 +14,8 @@
 //	                                 gantry.Spec. Answers 201 with the job.
 //	GET  /v1/jobs?limit=N&before=ID&state=S
 //	                                 a page of jobs, newest first:
-//	                                 {"jobs": [...], "next": "ID", "event_seq": N};
+//	                                 {"jobs": [...], "next": "ID", "event_seq": N},
+//	                                 without their outputs' lists of files;
 //	                                 pass next as before for the following page;
 //	                                 follow /v1/events?since=N to keep it current
 //	GET  /v1/jobs/{id}               one job's record
@@ -39,6 +40,16 @@
 //	                                 the push's progress as JSON lines (a
 //	                                 gantry.Progress each: ref, current,
 //	                                 total, and the digest once pushed)
+//	GET  /v1/jobs/{id}/outputs       the files the job's training left in its
+//	                                 output directory, as a tar stream
+//	                                 (application/x-tar): each under its path
+//	                                 there, with the mode recorded, owned by
+//	                                 root, dated at the epoch. 409 while the job
+//	                                 has not finished training (they are copied
+//	                                 when it does), 404 when it kept none. Each
+//	                                 file's digest is checked as it is sent: on
+//	                                 a mismatch the stream breaks off, unfinished
+//	                                 (and gantryd logs why)
 //	GET  /v1/history?name=REPO&tag=T the jobs that pushed to REPO, newest first,
 //	                                 each marked whether REPO:T holds its image
 //	POST /v1/jobs/{id}/cancel        cancel the job in whatever state it is;
@@ -96,6 +107,10 @@ type Service interface {
 	Push(ctx context.Context, id string, refs []string, rep gantry.Reporter) (*gantry.Job, error)
 	Events(ctx context.Context, after uint64, job string, follow bool, send func(*gantry.Event) error) error
 	History(ctx context.Context, name, tag string) ([]gantry.HistoryEntry, error)
+	// Outputs returns the outputs a job kept (ErrConflict before they are
+	// copied); WriteOutputs writes them as a tar stream.
+	Outputs(ctx context.Context, id string) (*gantry.Outputs, error)
+	WriteOutputs(ctx context.Context, id string, w io.Writer) error
 	LastEvent(ctx context.Context) (uint64, error)
 	// Policy is the operator's bound on what a job may ask.
 	Policy() gantry.Policy
@@ -186,6 +201,7 @@ func Handler(svc Service, version func(context.Context) VersionInfo, log *slog.L
 	mux.HandleFunc("GET /v1/jobs/{id}/logs", s.stream("text/plain; charset=utf-8", Service.Logs))
 	mux.HandleFunc("GET /v1/jobs/{id}/build", s.stream("application/x-ndjson", Service.BuildStatus))
 	mux.HandleFunc("GET /v1/jobs/{id}/progress", s.stream("application/x-ndjson", Service.Progress))
+	mux.HandleFunc("GET /v1/jobs/{id}/outputs", s.outputs)
 	mux.HandleFunc("GET /v1/events", s.events)
 	mux.HandleFunc("GET /v1/history", s.history)
 	mux.HandleFunc("POST /v1/jobs/{id}/cancel", s.cancel)

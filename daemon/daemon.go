@@ -10,6 +10,8 @@
 //     checkpoint recorded before the next side effect: built, container
 //     created, exited, gated, published.
 //   - train.go: the training container, its output and its metrics.
+//   - outputs.go: what training left in its output directory, copied out
+//     before the exit is recorded and kept by content.
 //   - publish.go: the one path to the registry, for a job and for gantry
 //     push: references, job tags, provenance, the champion rule.
 //   - recovery.go, janitor.go: what a restart finds, and what is cleaned up.
@@ -62,6 +64,9 @@ type (
 		State(ctx context.Context, id string) (runner.State, error)
 		Stop(ctx context.Context, id string, grace time.Duration) error
 		Remove(ctx context.Context, id string) error
+		// CopyFrom reads path in the container as a tar stream
+		// (ErrNotFound: no such path).
+		CopyFrom(ctx context.Context, id, path string) (io.ReadCloser, error)
 	}
 	// janitor is the subset of the engine that cleans up after jobs.
 	janitor interface {

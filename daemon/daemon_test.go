@@ -107,8 +107,12 @@ type pipeEngine struct {
 	removeImage func(ctx context.Context, ref string) error
 	containers  func(ctx context.Context, labels map[string]string) ([]runner.Container, error)
 	ping        func(ctx context.Context) error
+	// copyFrom, when set, answers CopyFrom; else the tar setOutputs set
+	// for the container is served, and without one the path is not found.
+	copyFrom func(ctx context.Context, id, path string) (io.ReadCloser, error)
 
 	mu      sync.Mutex
+	outputs map[string][]byte // container ID -> tar of its output directory
 	created []runner.Spec
 	listed  []map[string]string
 	log     []pipeCall
@@ -161,6 +165,31 @@ func (e *pipeEngine) Remove(ctx context.Context, id string) error {
 		return nil
 	}
 	return e.remove(ctx, id)
+}
+
+func (e *pipeEngine) CopyFrom(ctx context.Context, id, path string) (io.ReadCloser, error) {
+	e.record("copy", id)
+	if e.copyFrom != nil {
+		return e.copyFrom(ctx, id, path)
+	}
+	e.mu.Lock()
+	data, ok := e.outputs[id]
+	e.mu.Unlock()
+	if !ok {
+		return nil, gantry.Errorf(gantry.ErrNotFound, "%s: not in container %s", path, id)
+	}
+	return io.NopCloser(bytes.NewReader(data)), nil
+}
+
+// setOutputs makes CopyFrom of container id serve data, a tar stream as
+// the engine sends it.
+func (e *pipeEngine) setOutputs(id string, data []byte) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.outputs == nil {
+		e.outputs = map[string][]byte{}
+	}
+	e.outputs[id] = data
 }
 
 func (e *pipeEngine) ImageID(ctx context.Context, ref string) (string, error) {
@@ -2557,7 +2586,7 @@ func TestEngineLostMidTraining(t *testing.T) {
 					t.Fatalf("log does not hold the marker, then the lost and re-attached lines:\n%s", logText)
 				}
 				rest := logText[i+len(trainingMarker(cid)):lost] + logText[k+len(back):]
-				if want := output + "\x1e==> accuracy 0.9667\n\x1e==> succeeded\n"; rest != want {
+				if want := output + "\x1e==> no outputs: training wrote nothing to /output\n\x1e==> accuracy 0.9667\n\x1e==> succeeded\n"; rest != want {
 					t.Errorf("training part of the log, the daemon's lines taken out:\n%q\nwant\n%q", rest, want)
 				}
 			} else if stopped := f.engine.args("stop"); !slices.Contains(stopped, cid) {

@@ -15,7 +15,8 @@ import (
 // Prepare readies what a previous gantryd left before the API serves: the
 // log of every job caught training is cut back to where training began (its
 // container's log is replayed from the start when the job resumes), and
-// build contexts of jobs that no longer need them are removed.
+// build contexts of jobs that no longer need them are removed, and so are
+// outputs caught half copied.
 func (d *Daemon) Prepare(ctx context.Context) error {
 	jobs, err := d.store.Unfinished(ctx)
 	if err != nil {
@@ -44,6 +45,7 @@ func (d *Daemon) Prepare(ctx context.Context) error {
 			os.RemoveAll(d.contextDir(e.Name()))
 		}
 	}
+	d.removePartialBlobs()
 	return nil
 }
 

@@ -149,7 +149,11 @@ func (d *Daemon) LastEvent(ctx context.Context) (uint64, error) {
 }
 
 func (d *Daemon) List(ctx context.Context, o gantry.JobFilter) ([]*gantry.Job, string, error) {
-	return d.store.List(ctx, o)
+	jobs, next, err := d.store.List(ctx, o)
+	for _, j := range jobs {
+		dropFileLists(j)
+	}
+	return jobs, next, err
 }
 
 // Cancel cancels job id in whatever state it is: a queued job ends at once;

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/gantry-ml/gantry"
 	"github.com/gantry-ml/gantry/builder"
@@ -114,14 +115,21 @@ func (r *jobRun) create(ctx context.Context) error {
 	return nil
 }
 
-// train runs the container (or re-attaches to it) until it exits, and
-// records how it ended and what it reported: checkpoint exited.
+// train runs the container (or re-attaches to it) until it exits, keeps
+// what it left in its output directory, and records how it ended, what it
+// reported and its outputs: checkpoint exited, which means the outputs are
+// kept. (A gantryd killed before that record re-attaches to the exited
+// container when it starts again, and keeps them then.)
 func (r *jobRun) train(ctx context.Context) error {
 	d, j := r.d, r.j
 	if len(j.Spec.Push) > 0 {
 		r.upload = d.uploadEarly(ctx, j)
 	}
 	exit, metrics, err := d.train(ctx, j, r.log)
+	if err != nil {
+		return err
+	}
+	outs, err := d.collectOutputs(ctx, j, r.log)
 	if err != nil {
 		return err
 	}
@@ -134,6 +142,9 @@ func (r *jobRun) train(ctx context.Context) error {
 		case exit.Code != 0:
 			j.Error = fmt.Sprintf("training exited with code %d", exit.Code)
 		}
+		if j.Outputs = outs; outs.Error != "" {
+			j.Error = strings.TrimPrefix(j.Error+"; "+outs.Error, "; ")
+		}
 		j.Checkpoint = gantry.CheckpointExited
 		return nil
 	})
@@ -141,7 +152,7 @@ func (r *jobRun) train(ctx context.Context) error {
 }
 
 // gate removes the container (the record is complete) and decides: a job
-// that failed ends failed, one below its gate rejected, one that pushes
+// that failed (or whose outputs could not be kept) ends failed, one below its gate rejected, one that pushes
 // nowhere succeeded, and one that pushes moves to pushing: checkpoint
 // gated. A job that will not push stops its upload before it ends: once it
 // has ended, nothing of it goes on.
@@ -155,7 +166,7 @@ func (r *jobRun) gate(ctx context.Context) error {
 	} else {
 		r.say("accuracy: %s", j.Metrics.AccuracyError)
 	}
-	if *j.ExitCode != 0 {
+	if *j.ExitCode != 0 || (j.Outputs != nil && j.Outputs.Error != "") {
 		r.upload.stop()
 		return errors.New(j.Error)
 	}

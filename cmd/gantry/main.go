@@ -103,7 +103,7 @@ the job passes its gate.`,
 	root.PersistentFlags().StringVar(&g.tls.CA, "tlscacert", "", "trust only certificates signed by this CA (tcp:// hosts)")
 	root.PersistentFlags().StringVar(&g.tls.Cert, "tlscert", "", "TLS client certificate (tcp:// hosts)")
 	root.PersistentFlags().StringVar(&g.tls.Key, "tlskey", "", "TLS client key (tcp:// hosts)")
-	root.AddCommand(initCmd(), submitCmd(g), lsCmd(g), inspectCmd(g), logsCmd(g), watchCmd(g), cancelCmd(g), pushCmd(g), historyCmd(g), diffCmd(g), versionCmd(g), infoCmd(g))
+	root.AddCommand(initCmd(), submitCmd(g), lsCmd(g), inspectCmd(g), logsCmd(g), watchCmd(g), cancelCmd(g), pushCmd(g), historyCmd(g), diffCmd(g), versionCmd(g), infoCmd(g), outputsCmd(g))
 	return root
 }
 
