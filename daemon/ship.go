@@ -5,7 +5,6 @@ package daemon
 // carries it, and the files as layers of an OCI artifact.
 
 import (
-	"archive/tar"
 	"compress/gzip"
 	"context"
 	"crypto/sha256"
@@ -55,7 +54,7 @@ func (d *Daemon) ensureLayer(ctx context.Context, j *gantry.Job) (*gantry.Job, e
 		}
 	}
 	start := time.Now()
-	l, err := d.buildLayer(j.Outputs)
+	l, err := d.buildLayer(ctx, j.Outputs)
 	if err != nil {
 		return j, fmt.Errorf("job %s: build the layer of its outputs: %w", j.ID, err)
 	}
@@ -74,8 +73,14 @@ func (d *Daemon) ensureLayer(ctx context.Context, j *gantry.Job) (*gantry.Job, e
 }
 
 // buildLayer writes the layer holding outs' files at outs.Dir, compressed,
-// under the data dir by its digest, and describes it.
-func (d *Daemon) buildLayer(outs *gantry.Outputs) (gantry.OutputLayer, error) {
+// under the data dir by its digest, and describes it. It returns
+// ErrInvalid for a file recorded outside the directory.
+func (d *Daemon) buildLayer(ctx context.Context, outs *gantry.Outputs) (gantry.OutputLayer, error) {
+	for _, f := range outs.Files {
+		if !filepath.IsLocal(f.Path) || path.Clean(f.Path) != f.Path {
+			return gantry.OutputLayer{}, gantry.Errorf(gantry.ErrInvalid, "output file %q: not a clean path inside the output directory", f.Path)
+		}
+	}
 	dir := filepath.Join(d.OutputsDir(), "layers")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return gantry.OutputLayer{}, err
@@ -85,7 +90,7 @@ func (d *Daemon) buildLayer(outs *gantry.Outputs) (gantry.OutputLayer, error) {
 		return gantry.OutputLayer{}, err
 	}
 	defer os.Remove(tmp.Name()) // once renamed, a no-op
-	l, err := d.writeLayer(tmp, outs)
+	l, err := d.writeLayer(ctx, tmp, outs)
 	if cerr := tmp.Close(); err == nil {
 		err = cerr
 	}
@@ -99,10 +104,15 @@ func (d *Daemon) buildLayer(outs *gantry.Outputs) (gantry.OutputLayer, error) {
 	return l, os.Rename(tmp.Name(), dst)
 }
 
-// writeLayer writes the gzipped tar of outs to w and returns its digests
-// and size. The bytes depend on the files alone: entries sorted, owned by
-// root, dated the Unix epoch, and a gzip header without name or time.
-func (d *Daemon) writeLayer(w io.Writer, outs *gantry.Outputs) (gantry.OutputLayer, error) {
+// writeLayer writes the gzipped tar of outs, at outs.Dir, to w and returns
+// its digests and size. The bytes depend on the files alone: the tar is
+// gantry outputs' (entries in path order, owned by root, dated the epoch),
+// and the gzip header has no name or time.
+func (d *Daemon) writeLayer(ctx context.Context, w io.Writer, outs *gantry.Outputs) (gantry.OutputLayer, error) {
+	root := strings.TrimPrefix(path.Clean(outs.Dir), "/")
+	if root == "" || root == "." {
+		return gantry.OutputLayer{}, gantry.Errorf(gantry.ErrInvalid, "output directory %q: want an absolute path other than /", outs.Dir)
+	}
 	compressed := sha256.New()
 	n := &countWriter{w: io.MultiWriter(w, compressed)}
 	zw, err := gzip.NewWriterLevel(n, gzip.BestSpeed) // weights compress little: speed matters more
@@ -110,17 +120,7 @@ func (d *Daemon) writeLayer(w io.Writer, outs *gantry.Outputs) (gantry.OutputLay
 		return gantry.OutputLayer{}, err
 	}
 	uncompressed := sha256.New()
-	tw := tar.NewWriter(io.MultiWriter(zw, uncompressed))
-	entries, err := layerEntries(outs)
-	if err != nil {
-		return gantry.OutputLayer{}, err
-	}
-	for _, e := range entries {
-		if err := d.writeEntry(tw, e); err != nil {
-			return gantry.OutputLayer{}, err
-		}
-	}
-	if err := tw.Close(); err != nil {
+	if err := d.writeOutputsTar(ctx, outs, root+"/", io.MultiWriter(zw, uncompressed)); err != nil {
 		return gantry.OutputLayer{}, err
 	}
 	if err := zw.Close(); err != nil {
@@ -131,68 +131,6 @@ func (d *Daemon) writeLayer(w io.Writer, outs *gantry.Outputs) (gantry.OutputLay
 		DiffID: "sha256:" + hex.EncodeToString(uncompressed.Sum(nil)),
 		Size:   n.n,
 	}, nil
-}
-
-// layerEntry is one entry of an output layer: a directory (file nil) or a
-// kept file.
-type layerEntry struct {
-	name string // in the layer, without a leading slash; directories end in one
-	file *gantry.OutputFile
-}
-
-// layerEntries returns the entries of outs' layer in name order: each file
-// at its path under outs.Dir, and a directory for each parent.
-func layerEntries(outs *gantry.Outputs) ([]layerEntry, error) {
-	root := strings.TrimPrefix(path.Clean(outs.Dir), "/")
-	if !filepath.IsLocal(root) {
-		return nil, gantry.Errorf(gantry.ErrInvalid, "output directory %q: want an absolute path other than /", outs.Dir)
-	}
-	dirs := map[string]bool{}
-	var out []layerEntry
-	for i := range outs.Files {
-		f := &outs.Files[i]
-		if !filepath.IsLocal(f.Path) || path.Clean(f.Path) != f.Path {
-			return nil, gantry.Errorf(gantry.ErrInvalid, "output file %q: not a clean path inside the output directory", f.Path)
-		}
-		name := path.Join(root, f.Path)
-		out = append(out, layerEntry{name: name, file: f})
-		for p := path.Dir(name); p != "."; p = path.Dir(p) {
-			dirs[p] = true
-		}
-	}
-	for p := range dirs {
-		out = append(out, layerEntry{name: p + "/"})
-	}
-	slices.SortFunc(out, func(a, b layerEntry) int { return strings.Compare(a.name, b.name) })
-	return out, nil
-}
-
-func (d *Daemon) writeEntry(tw *tar.Writer, e layerEntry) error {
-	h := &tar.Header{Name: e.name, ModTime: time.Unix(0, 0), Format: tar.FormatPAX}
-	if e.file == nil {
-		h.Typeflag, h.Mode = tar.TypeDir, 0o755
-		return tw.WriteHeader(h)
-	}
-	mode := fs.FileMode(e.file.Mode).Perm()
-	if mode == 0 {
-		mode = 0o644
-	}
-	h.Typeflag, h.Mode, h.Size = tar.TypeReg, int64(mode), e.file.Size
-	f, err := os.Open(d.outputBlob(e.file.Digest))
-	if errors.Is(err, fs.ErrNotExist) {
-		return gantry.Errorf(gantry.ErrNotFound, "output file %s (%s) is no longer kept", e.file.Path, e.file.Digest)
-	}
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	if err := tw.WriteHeader(h); err != nil {
-		return err
-	}
-	if n, err := io.Copy(tw, f); err != nil || n != e.file.Size {
-		return fmt.Errorf("output file %s: copied %d of %d bytes: %v", e.file.Path, n, e.file.Size, err)
-	}
-	return nil
 }
 
 // shipImage returns the image to push for job j, built from its image

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"archive/tar"
+	"bytes"
 	"compress/gzip"
 	"context"
 	"crypto/sha256"
@@ -29,7 +30,6 @@ import (
 
 	"github.com/gantry-ml/gantry"
 	"github.com/gantry-ml/gantry/registry"
-	"github.com/gantry-ml/gantry/store"
 )
 
 // shipKeep keeps files (path to content) as a job's outputs in d's data
@@ -96,7 +96,7 @@ func TestOutputLayerIsDeterministic(t *testing.T) {
 	files := map[string]string{"model.joblib": "weights", "ckpt/epoch-1.pt": "one", "ckpt/epoch-2.pt": "two"}
 	r := pipeNewRig(t, 1, pipeNewFakes(t))
 	outs := shipKeep(t, r.d, "/opt/ml/model", files)
-	first, err := r.d.buildLayer(outs)
+	first, err := r.d.buildLayer(context.Background(), outs)
 	if err != nil {
 		t.Fatalf("buildLayer: %v", err)
 	}
@@ -106,7 +106,7 @@ func TestOutputLayerIsDeterministic(t *testing.T) {
 	if err := json.Unmarshal([]byte(pipeJSON(outs)), &back); err != nil {
 		t.Fatal(err)
 	}
-	second, err := again.buildLayer(&back)
+	second, err := again.buildLayer(context.Background(), &back)
 	if err != nil {
 		t.Fatalf("buildLayer again: %v", err)
 	}
@@ -133,7 +133,7 @@ func TestOutputLayerIsDeterministic(t *testing.T) {
 	}
 
 	files["model.joblib"] = "other weights"
-	other, err := r.d.buildLayer(shipKeep(t, r.d, "/opt/ml/model", files))
+	other, err := r.d.buildLayer(context.Background(), shipKeep(t, r.d, "/opt/ml/model", files))
 	if err != nil {
 		t.Fatalf("buildLayer: %v", err)
 	}
@@ -147,7 +147,7 @@ func TestOutputLayerRefusesAPathOutOfTheDirectory(t *testing.T) {
 	outs := shipKeep(t, r.d, "/output", map[string]string{"model": "w"})
 	for _, p := range []string{"../etc/passwd", "/abs", "a/../../b", "a//b"} {
 		outs.Files[0].Path = p
-		if _, err := r.d.buildLayer(outs); !errors.Is(err, gantry.ErrInvalid) {
+		if _, err := r.d.buildLayer(context.Background(), outs); !errors.Is(err, gantry.ErrInvalid) {
 			t.Errorf("output file %q: %v, want ErrInvalid", p, err)
 		}
 	}
@@ -211,22 +211,18 @@ func (p *shipPusher) Push(ctx context.Context, img v1.Image, refs []string, rep 
 	return p.Pusher.Push(ctx, img, refs, rep)
 }
 
-func newShipRig(t *testing.T, st func(*store.Store) jobStore) *shipRig {
+func newShipRig(t *testing.T) *shipRig {
 	t.Helper()
 	f := pipeNewFakes(t)
 	dir := t.TempDir()
 	bolt := pipeOpenStore(t, filepath.Join(dir, "gantry.db"))
 	t.Cleanup(func() { bolt.Close() })
-	var js jobStore = bolt
-	if st != nil {
-		js = st(bolt)
-	}
 	p := &shipPusher{Pusher: registry.New(registry.WithKeychain(authn.NewMultiKeychain()))}
 	d, err := New(Config{
 		DataDir: dir, Instance: pipeInstance, MaxJobs: 1, StopTimeout: time.Second,
 		Policy: gantry.Policy{ContextBytes: 1 << 20, ContextEntries: 100},
 		Logger: slog.New(slog.DiscardHandler),
-	}, js, f.builder, f.engine, p, f.source.read)
+	}, bolt, f.builder, f.engine, p, f.source.read)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -290,7 +286,7 @@ func TestPushShipsTheOutputs(t *testing.T) {
 	files := map[string]string{"model.joblib": "the scored weights", "metrics/eval.json": `{"accuracy":0.97}`}
 	for _, ship := range []string{gantry.ShipLayer, gantry.ShipArtifact, gantry.ShipNone} {
 		t.Run(ship, func(t *testing.T) {
-			r := newShipRig(t, nil)
+			r := newShipRig(t)
 			ref := r.reg.host + "/iris:1"
 			outs := shipKeep(t, r.d, "/output", files)
 			spec := gantry.Spec{Push: []string{ref}, Outputs: gantry.OutputSpec{Dir: "/output", Ship: ship}}
@@ -413,34 +409,14 @@ func shipCheckArtifact(t *testing.T, ref, digest, subject string, outs *gantry.O
 	}
 }
 
-// shipOutputsStore is the real store that records outs as the job's
-// outputs with its exit, as the copy out of the container does.
-type shipOutputsStore struct {
-	*store.Store
-	outs *gantry.Outputs
-}
-
-func (s *shipOutputsStore) Update(ctx context.Context, id string, fn func(*gantry.Job) error) (*gantry.Job, error) {
-	return s.Store.Update(ctx, id, func(j *gantry.Job) error {
-		if err := fn(j); err != nil {
-			return err
-		}
-		if j.Checkpoint == gantry.CheckpointExited && j.Outputs == nil {
-			var outs gantry.Outputs
-			json.Unmarshal([]byte(pipeJSON(s.outs)), &outs)
-			j.Outputs = &outs
-		}
-		return nil
-	})
-}
-
 // TestJobShipsItsOutputsWithManifestsOnly runs a job that pushes: its
 // output layer goes up while the gate is decided, and the push after it
 // sends no blob of the image.
 func TestJobShipsItsOutputsWithManifestsOnly(t *testing.T) {
-	outputs := &shipOutputsStore{}
-	r := newShipRig(t, func(s *store.Store) jobStore { outputs.Store = s; return outputs })
-	outputs.outs = shipKeep(t, r.d, "/output", map[string]string{"model.joblib": "weights"})
+	r := newShipRig(t)
+	r.f.engine.copyFrom = func(context.Context, string, string) (io.ReadCloser, error) {
+		return io.NopCloser(bytes.NewReader(outModel(t, "weights"))), nil
+	}
 	var early []string
 	r.pusher.onPush = func() { _, early = r.reg.take() }
 	pipeRun(t, r.d)
