@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"sort"
@@ -61,27 +62,46 @@ func modelDigest(t *testing.T, j *gantry.Job) string {
 }
 
 // startEngine starts a Docker engine of its own, which never saw a job of
-// the tests: its own data and exec roots, pid file and socket, no bridge
-// and no firewall rules, in the host's network namespace (so it reaches
-// the registry on 127.0.0.1). It is stopped, its mounts undone and its
-// directories removed when the test ends. It returns the host to give
-// docker -H.
+// the tests: its own data and exec roots, pid file and socket, no firewall
+// rules, in the host's network namespace (so it reaches the registry on
+// 127.0.0.1). Its default network is a bridge made for it: with
+// --bridge=none, dockerd deletes the docker0 interface of the namespace,
+// which the main engine's containers need. It is stopped, its mounts undone,
+// its bridge and directories removed when the test ends. It returns the
+// host to give docker -H.
 func startEngine(t *testing.T) string {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "gantry-engine-") // short: the socket's path is bounded
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() {
+		if err := os.RemoveAll(dir); err != nil {
+			t.Errorf("remove the second dockerd's directory: %v", err)
+		}
+	})
+	bridge := fmt.Sprintf("gantryit%04x", rand.IntN(1<<16))
+	subnet := fmt.Sprintf("10.199.%d.1/24", rand.IntN(256))
+	for _, args := range [][]string{{"link", "add", "name", bridge, "type", "bridge"}, {"addr", "add", subnet, "dev", bridge}, {"link", "set", bridge, "up"}} {
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			exec.Command("ip", "link", "del", bridge).Run()
+			t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
+		}
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("ip", "link", "del", bridge).CombinedOutput(); err != nil {
+			t.Errorf("remove the second dockerd's bridge %s: %v: %s", bridge, err, out)
+		}
+	})
 	host := "unix://" + dir + "/docker.sock"
 	cmd := exec.Command("/usr/sbin/dockerd", "--data-root", dir+"/data", "--exec-root", dir+"/exec",
-		"--pidfile", dir+"/docker.pid", "-H", host,
-		"--bridge=none", "--iptables=false", "--ip6tables=false")
+		"--pidfile", dir+"/docker.pid", "-H", host, "--bridge", bridge,
+		"--iptables=false", "--ip6tables=false", "--ip-forward=false", "--ip-masq=false")
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := cmd.Start(); err != nil {
-		os.RemoveAll(dir)
 		t.Fatalf("start a second dockerd: %v", err)
 	}
 	exited := make(chan struct{})
@@ -113,8 +133,8 @@ func startEngine(t *testing.T) string {
 	return host
 }
 
-// stopEngine stops the engine startEngine started (SIGTERM, then SIGKILL),
-// undoes the mounts it left under dir and removes dir.
+// stopEngine stops the engine startEngine started (SIGTERM, then SIGKILL)
+// and undoes the mounts it left under dir.
 func stopEngine(t *testing.T, cmd *exec.Cmd, exited <-chan struct{}, dir string) {
 	cmd.Process.Signal(syscall.SIGTERM)
 	select {
@@ -135,9 +155,6 @@ func stopEngine(t *testing.T, cmd *exec.Cmd, exited <-chan struct{}, dir string)
 		if err := syscall.Unmount(m, syscall.MNT_DETACH); err != nil {
 			t.Errorf("unmount %s: %v", m, err)
 		}
-	}
-	if err := os.RemoveAll(dir); err != nil {
-		t.Errorf("remove the second dockerd's directory: %v", err)
 	}
 }
 
