@@ -15,13 +15,17 @@ import (
 
 // keepModel is appended to the Iris trainer's app.py: it puts the model the
 // trainer saved in its working directory into the output directory, unless
-// the trainer wrote it there itself.
+// the trainer wrote it there itself, and a note naming the run (%q), so
+// that each run's output layer is new to the registry (the seeded model
+// alone is the same bytes every run).
 const keepModel = `
 import os as _os, shutil as _shutil
 _out = _os.environ.get("GANTRY_OUTPUT_DIR", "/output")
+_os.makedirs(_out, exist_ok=True)
 if _os.path.exists("model.joblib") and not _os.path.exists(_os.path.join(_out, "model.joblib")):
-    _os.makedirs(_out, exist_ok=True)
     _shutil.copy("model.joblib", _out)
+with open(_os.path.join(_out, "run.txt"), "w") as _f:
+    _f.write(%q)
 `
 
 // outputs is case 6: the warm Iris job with its model shipped as a layer of
@@ -81,7 +85,7 @@ func (b *bench) outputsJob(ctx context.Context, dir, ref, ship, line string) (jo
 	if err != nil {
 		return jobRun{}, nil, err
 	}
-	_, err = f.WriteString(keepModel)
+	_, err = fmt.Fprintf(f, keepModel, line+" "+b.nonce)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}

@@ -74,11 +74,15 @@ func (d *Daemon) ensureLayer(ctx context.Context, j *gantry.Job) (*gantry.Job, e
 
 // buildLayer writes the layer holding outs' files at outs.Dir, compressed,
 // under the data dir by its digest, and describes it. It returns
-// ErrInvalid for a file recorded outside the directory.
+// ErrInvalid for a file recorded outside the directory, ErrNotFound for one
+// no longer kept.
 func (d *Daemon) buildLayer(ctx context.Context, outs *gantry.Outputs) (gantry.OutputLayer, error) {
 	for _, f := range outs.Files {
 		if !filepath.IsLocal(f.Path) || path.Clean(f.Path) != f.Path {
 			return gantry.OutputLayer{}, gantry.Errorf(gantry.ErrInvalid, "output file %q: not a clean path inside the output directory", f.Path)
+		}
+		if _, err := os.Stat(d.outputBlob(f.Digest)); errors.Is(err, fs.ErrNotExist) {
+			return gantry.OutputLayer{}, gantry.Errorf(gantry.ErrNotFound, "output file %s (%s) is no longer kept in the data dir", f.Path, f.Digest)
 		}
 	}
 	dir := filepath.Join(d.OutputsDir(), "layers")

@@ -445,3 +445,12 @@ func TestJobShipsItsOutputsWithManifestsOnly(t *testing.T) {
 	}
 	shipCheckLayer(t, r.d, j, r.f.source.img, pushed)
 }
+
+func TestOutputLayerOfFilesNoLongerKept(t *testing.T) {
+	r := pipeNewRig(t, 1, pipeNewFakes(t))
+	outs := shipKeep(t, r.d, "/output", map[string]string{"model": "w"})
+	os.Remove(r.d.outputBlob(outs.Files[0].Digest))
+	if _, err := r.d.buildLayer(context.Background(), outs); !errors.Is(err, gantry.ErrNotFound) {
+		t.Errorf("buildLayer of a file no longer kept: %v, want ErrNotFound", err)
+	}
+}
