@@ -349,6 +349,19 @@ func TestOutputsShared(t *testing.T) {
 	if blobs := outBlobs(t, rig.d); len(blobs) != 2 {
 		t.Errorf("blobs %v, want 2: the model and the checkpoint, once each", blobs)
 	}
+	// A page of jobs carries their outputs' size, not their lists; Get does.
+	jobs, _, err := rig.d.List(context.Background(), gantry.JobFilter{})
+	if err != nil || len(jobs) != 2 {
+		t.Fatalf("List: %d jobs, %v", len(jobs), err)
+	}
+	for _, j := range jobs {
+		if j.Outputs == nil || j.Outputs.Files != nil || j.Outputs.Bytes != 17 || j.Provenance.Outputs.Files != nil {
+			t.Errorf("listed job %s: outputs %+v, provenance's %+v; want the size without the files", j.ID, j.Outputs, j.Provenance.Outputs)
+		}
+		if full, _ := rig.d.Get(context.Background(), j.ID); len(full.Outputs.Files) != 2 || len(full.Provenance.Outputs.Files) != 2 {
+			t.Errorf("Get of job %s after List: outputs %+v; want the files", j.ID, full.Outputs)
+		}
+	}
 }
 
 // TestOutputsAfterRestart stops gantryd while it copies the outputs out:

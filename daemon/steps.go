@@ -152,9 +152,9 @@ func (r *jobRun) train(ctx context.Context) error {
 }
 
 // gate removes the container (the record is complete) and decides: a job
-// that failed (or whose outputs could not be kept) ends failed, one below its gate rejected, one that pushes
-// nowhere succeeded, and one that pushes moves to pushing: checkpoint
-// gated. A job that will not push stops its upload before it ends: once it
+// that failed (or whose outputs could not be kept) ends failed, one below
+// its gate rejected, one that pushes nowhere succeeded, and one that pushes
+// moves to pushing: checkpoint gated. A job that will not push stops its upload before it ends: once it
 // has ended, nothing of it goes on.
 func (r *jobRun) gate(ctx context.Context) error {
 	d, j := r.d, r.j
