@@ -45,31 +45,45 @@ func shipsArtifact(j *gantry.Job) bool {
 // kept under the data dir. It returns ErrNotFound when a kept output file
 // is gone.
 func (d *Daemon) ensureLayer(ctx context.Context, j *gantry.Job) (*gantry.Job, error) {
-	if !shipsLayer(j) {
-		return j, nil
+	l, err := d.newLayer(ctx, j)
+	if err != nil || l == nil {
+		return j, err
 	}
-	if l := j.Outputs.Layer; l != nil {
-		if _, err := os.Stat(d.outputLayer(l.Digest)); err == nil {
-			return j, nil
-		}
-	}
-	start := time.Now()
-	l, err := d.buildLayer(ctx, j.Outputs)
-	if err != nil {
-		return j, fmt.Errorf("job %s: build the layer of its outputs: %w", j.ID, err)
-	}
-	d.log.Info("output layer built", "job", j.ID, "digest", l.Digest, "bytes", l.Size, "took", time.Since(start).Round(time.Millisecond))
 	nj, err := d.store.Update(context.WithoutCancel(ctx), j.ID, func(j *gantry.Job) error {
-		if j.Outputs == nil {
-			return gantry.Errorf(gantry.ErrConflict, "job %s: its outputs are no longer recorded", j.ID)
-		}
-		j.Outputs.Layer = &l
+		recordLayer(j, l)
 		return nil
 	})
 	if err != nil {
 		return j, fmt.Errorf("job %s: record its output layer: %w", j.ID, err)
 	}
 	return nj, nil
+}
+
+// newLayer builds job j's output layer when it ships one that is not kept
+// yet, and returns it; nil when there is nothing to build.
+func (d *Daemon) newLayer(ctx context.Context, j *gantry.Job) (*gantry.OutputLayer, error) {
+	if !shipsLayer(j) {
+		return nil, nil
+	}
+	if l := j.Outputs.Layer; l != nil {
+		if _, err := os.Stat(d.outputLayer(l.Digest)); err == nil {
+			return nil, nil
+		}
+	}
+	start := time.Now()
+	l, err := d.buildLayer(ctx, j.Outputs)
+	if err != nil {
+		return nil, fmt.Errorf("job %s: build the layer of its outputs: %w", j.ID, err)
+	}
+	d.log.Info("output layer built", "job", j.ID, "digest", l.Digest, "bytes", l.Size, "took", time.Since(start).Round(time.Millisecond))
+	return &l, nil
+}
+
+// recordLayer records l as the layer of j's outputs (when l is not nil).
+func recordLayer(j *gantry.Job, l *gantry.OutputLayer) {
+	if l != nil && j.Outputs != nil {
+		j.Outputs.Layer = l
+	}
 }
 
 // buildLayer writes the layer holding outs' files at outs.Dir, compressed,
