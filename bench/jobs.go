@@ -36,11 +36,11 @@ type jobRun struct {
 	image     string // gantry/job:ID, or the image ID docker build made
 }
 
-// gantryJob runs `gantry submit DIR [--push REF] --wait -q`, timed end to
-// end, and reads the job's record.
-func (b *bench) gantryJob(ctx context.Context, d *daemon, dir, ref string) (jobRun, error) {
+// gantryJob runs `gantry submit DIR [--push REF] [EXTRA...] --wait -q`,
+// timed end to end, and reads the job's record.
+func (b *bench) gantryJob(ctx context.Context, d *daemon, dir, ref string, extra ...string) (jobRun, error) {
 	var r jobRun
-	args := []string{"submit", dir, "--build-arg", "BASE=" + b.cfg.base, "--wait", "-q"}
+	args := append([]string{"submit", dir, "--build-arg", "BASE=" + b.cfg.base, "--wait", "-q"}, extra...)
 	if ref != "" {
 		args = append(args, "--push", ref)
 	}

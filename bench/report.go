@@ -70,6 +70,14 @@ var rows = []rowDef{
 	{id: "api/rss-4jobs", name: "5. gantryd RSS, 4 jobs training", unit: "MiB", target: "report"},
 	{id: "api/rss-100k", name: "5. gantryd RSS, 100,000 records, after the pages (mmapped data file included)", unit: "MiB", target: "report"},
 	{id: "api/rss-100k-anon", name: "5. same, anonymous memory only (RssAnon: heap, stacks)", unit: "MiB", target: "report"},
+	{id: "outputs/added", name: "6. outputs: time shipping the model adds, exit → tag (layer − none, per run)", unit: "ms",
+		target: "< 100 ms", met: gantryBelow(100)},
+	{id: "outputs/exit-to-tag-layer", name: "6. outputs: exit → tag, model shipped as a layer (--outputs=layer)", unit: "s", target: "report"},
+	{id: "outputs/exit-to-tag-none", name: "6. outputs: exit → tag, --outputs=none", unit: "s", target: "report"},
+	{id: "outputs/layer", name: "6. outputs: output layer uploaded (compressed)", unit: "KB",
+		target: "one small layer", met: func(r *Row) bool { return r.Gantry != nil && r.Gantry.Max < 1024 }},
+	{id: "outputs/job-layer", name: "6. outputs: job, model shipped as a layer", unit: "s", target: "report"},
+	{id: "outputs/job-none", name: "6. outputs: job, --outputs=none", unit: "s", target: "report"},
 }
 
 // Stats are the samples of one side of a row.

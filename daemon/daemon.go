@@ -90,6 +90,9 @@ type (
 		// digest subject in ref's repository; Attached reads it back.
 		Attach(ctx context.Context, ref, subject, mediaType string, data []byte) (string, error)
 		Attached(ctx context.Context, ref, subject, mediaType string) ([]byte, error)
+		// AttachFiles pushes files (by path) as one artifact of
+		// artifactType whose subject is the manifest digest subject.
+		AttachFiles(ctx context.Context, ref, subject, artifactType string, files map[string]v1.Layer) (string, error)
 		Resolve(ctx context.Context, ref string) (string, error)
 		Tag(ctx context.Context, ref, digest string) error
 		// Upload sends an image's blobs, not its manifest: it publishes

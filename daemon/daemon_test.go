@@ -357,6 +357,10 @@ func (p *pipePusher) Attach(ctx context.Context, ref, subject, mediaType string,
 	return "sha256:artifact-of-" + subject, nil
 }
 
+func (p *pipePusher) AttachFiles(ctx context.Context, ref, subject, artifactType string, files map[string]v1.Layer) (string, error) {
+	return "sha256:files-of-" + subject, nil
+}
+
 func (p *pipePusher) Attached(ctx context.Context, ref, subject, mediaType string) ([]byte, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()

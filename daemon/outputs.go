@@ -316,18 +316,18 @@ func (d *Daemon) WriteOutputs(ctx context.Context, id string, w io.Writer) error
 
 // writeOutputsTar writes outs as a tar stream to w, under prefix (e.g.
 // "output/" for a layer that puts them back where training wrote them),
-// parent directories first.
+// parent directories first, the prefix's own included.
 func (d *Daemon) writeOutputsTar(ctx context.Context, outs *gantry.Outputs, prefix string, w io.Writer) error {
 	tw := tar.NewWriter(w)
 	dirs := map[string]bool{}
 	for _, f := range outs.Files {
 		var parents []string
-		for p := path.Dir(f.Path); p != "." && !dirs[p]; p = path.Dir(p) {
+		for p := path.Dir(prefix + f.Path); p != "." && p != "/" && !dirs[p]; p = path.Dir(p) {
 			parents = append(parents, p)
 			dirs[p] = true
 		}
 		for _, p := range slices.Backward(parents) {
-			if err := tw.WriteHeader(outputHeader(prefix+p+"/", tar.TypeDir, 0o755, 0)); err != nil {
+			if err := tw.WriteHeader(outputHeader(p+"/", tar.TypeDir, 0o755, 0)); err != nil {
 				return err
 			}
 		}

@@ -59,7 +59,9 @@ func (d *Daemon) Push(ctx context.Context, id string, refs []string, rep gantry.
 // each of their repositories (so every result can be found and rolled back
 // to), records the pushes, attaches the provenance record beside the image
 // in each repository, and, for a job that promotes, moves its tag there when
-// the champion rule says so. It is the one path to a registry: a job's own
+// the champion rule says so. The image pushed carries the job's outputs as
+// a layer, or has them beside it as an artifact, as the job asked (see
+// ship.go). It is the one path to a registry: a job's own
 // push and gantry push both take it. upload, when not nil, is the job's
 // upload of its blobs, waited for first.
 func (d *Daemon) publish(ctx context.Context, j *gantry.Job, refs []string, upload *earlyUpload, rep gantry.Reporter) (*gantry.Job, error) {
@@ -73,14 +75,30 @@ func (d *Daemon) publish(ctx context.Context, j *gantry.Job, refs []string, uplo
 		return j, phaseErr(ctx, pctx, err)
 	}
 	defer layers.Release(img)
-	pushes, err := d.pusher.Push(pctx, img, refs, rep)
+	built, err := img.Digest()
+	if err != nil {
+		return j, phaseErr(ctx, pctx, fmt.Errorf("job %s: read its image's digest: %w", j.ID, err))
+	}
+	if j, err = d.ensureLayer(pctx, j); err != nil {
+		return j, phaseErr(ctx, pctx, err)
+	}
+	ship, err := d.shipImage(j, img)
+	if err != nil {
+		return j, phaseErr(ctx, pctx, fmt.Errorf("job %s: add its outputs to its image: %w", j.ID, err))
+	}
+	pushes, err := d.pusher.Push(pctx, ship, refs, rep)
 	// Record what moved, even when the rest failed.
 	if j, err = d.recordPushes(ctx, j.ID, pushes, err); err != nil {
 		return j, phaseErr(ctx, pctx, err)
 	}
+	if shipsArtifact(j) {
+		if err = d.attachOutputs(pctx, j, pushes, rep); err != nil {
+			return j, phaseErr(ctx, pctx, err)
+		}
+	}
 	// The provenance record goes beside the image, by digest: the image's
 	// own digest does not change.
-	if j, err = d.attachProvenance(pctx, j, pushes, rep); err != nil {
+	if j, err = d.attachProvenance(pctx, j, pushes, built.String(), rep); err != nil {
 		return j, phaseErr(ctx, pctx, err)
 	}
 	if j.Spec.Promote != "" {
@@ -136,23 +154,31 @@ type earlyUpload struct {
 // job the gate rejects has published nothing. Failures are logged and left
 // to the push, which sends whatever is missing.
 func (d *Daemon) uploadEarly(ctx context.Context, j *gantry.Job) *earlyUpload {
+	return d.startUpload(ctx, j, "image layers uploaded during training", func(ctx context.Context) error {
+		img, err := d.source(ctx, j.ImageName)
+		if err != nil {
+			return err
+		}
+		defer layers.Release(img)
+		return d.pusher.Upload(ctx, img, j.Spec.Push)
+	})
+}
+
+// startUpload runs upload beside job j's run, logging how it ended (done
+// says what it did).
+func (d *Daemon) startUpload(ctx context.Context, j *gantry.Job, done string, upload func(context.Context) error) *earlyUpload {
 	uctx, cancel := context.WithCancel(ctx)
 	u := &earlyUpload{cancel: cancel, done: make(chan struct{})}
 	go func() {
 		defer close(u.done)
 		start := time.Now()
-		img, err := d.source(uctx, j.ImageName)
-		if err == nil {
-			err = d.pusher.Upload(uctx, img, j.Spec.Push)
-			layers.Release(img)
-		}
-		if err != nil {
+		if err := upload(uctx); err != nil {
 			if uctx.Err() == nil {
-				d.log.Warn("upload of the image's layers during training failed; the push will send them", "job", j.ID, "err", err)
+				d.log.Warn("early upload failed; the push will send what is missing", "job", j.ID, "err", err)
 			}
 			return
 		}
-		d.log.Info("image layers uploaded during training", "job", j.ID, "took", time.Since(start).Round(time.Millisecond))
+		d.log.Info(done, "job", j.ID, "took", time.Since(start).Round(time.Millisecond))
 	}()
 	return u
 }
@@ -219,8 +245,13 @@ func (d *Daemon) recordPushes(ctx context.Context, id string, pushes []gantry.Pu
 
 // attachProvenance records the job's provenance and pushes it as an
 // artifact referring to the image in each repository of pushes.
-func (d *Daemon) attachProvenance(ctx context.Context, j *gantry.Job, pushes []gantry.Push, rep gantry.Reporter) (*gantry.Job, error) {
+// built is the digest of the image as built; the one pushed is pushes'.
+func (d *Daemon) attachProvenance(ctx context.Context, j *gantry.Job, pushes []gantry.Push, built string, rep gantry.Reporter) (*gantry.Job, error) {
 	prov := gantry.NewProvenance(j)
+	prov.Built = built
+	if len(pushes) > 0 {
+		prov.Shipped = pushes[0].Digest
+	}
 	data, err := json.Marshal(prov)
 	if err != nil {
 		return j, err
@@ -236,6 +267,24 @@ func (d *Daemon) attachProvenance(ctx context.Context, j *gantry.Job, pushes []g
 		j.Provenance = prov
 		return nil
 	})
+}
+
+// attachOutputs pushes job j's output files as an OCI artifact (type
+// gantry.OutputsType, a layer per file titled by its path) referring to
+// its image in each repository of pushes.
+func (d *Daemon) attachOutputs(ctx context.Context, j *gantry.Job, pushes []gantry.Push, rep gantry.Reporter) error {
+	files, err := d.outputFiles(j)
+	if err != nil {
+		return err
+	}
+	for _, p := range perRepository(pushes) {
+		a, err := d.pusher.AttachFiles(ctx, p.Ref, p.Digest, gantry.OutputsType, files)
+		if err != nil {
+			return fmt.Errorf("attach the outputs: %w", err)
+		}
+		rep.Linef("outputs (%d files, %d bytes) attached as %s to %s@%s", len(files), j.Outputs.Bytes, a, gantry.Repository(p.Ref), p.Digest)
+	}
+	return nil
 }
 
 // promote moves the job's --promote tag, in each repository of pushes, to

@@ -190,7 +190,17 @@ func (r *jobRun) gate(ctx context.Context) error {
 		r.upload.stop()
 		r.j, err = d.finish(ctx, j.ID, r.log, gantry.StateSucceeded, "", gated)
 	default:
-		r.j, err = d.move(ctx, j.ID, gantry.StatePushing, gated)
+		// The output layer is built now, recorded with the verdict, and
+		// goes up meanwhile: the push sends manifests only.
+		layer, lerr := d.newLayer(ctx, j)
+		if lerr != nil {
+			r.upload.stop()
+			return lerr
+		}
+		r.j, err = d.move(ctx, j.ID, gantry.StatePushing, func(j *gantry.Job) { gated(j); recordLayer(j, layer) })
+		if err == nil && shipsLayer(r.j) {
+			r.upload = d.uploadShipped(ctx, r.j, r.upload)
+		}
 	}
 	return err
 }

@@ -15,8 +15,10 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/gantry-ml/gantry"
 )
@@ -182,5 +184,44 @@ func TestUploadSendsBlobsAndPublishesNothing(t *testing.T) {
 	}
 	if n := reqs.take(); n["PUT blob"]+n["POST blob"]+n["HEAD blob"] != 0 {
 		t.Errorf("the push after an upload made blob requests: %v", n)
+	}
+}
+
+// TestUploadOfAnExtendedImageSendsOnlyItsNewBlobs uploads an image, then
+// the image with one more layer: the second upload asks about and sends
+// only the new layer and config.
+func TestUploadOfAnExtendedImageSendsOnlyItsNewBlobs(t *testing.T) {
+	host, reqs := newCountingRegistry(t)
+	base, err := random.Image(2048, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	extra, err := random.Layer(512, types.DockerLayer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := mutate.AppendLayers(base, extra)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	p := New(WithKeychain(authn.NewMultiKeychain()))
+	ref := host + "/iris:1"
+	if err := p.Upload(ctx, base, []string{ref}); err != nil {
+		t.Fatalf("Upload of the base: %v", err)
+	}
+	reqs.take()
+	if err := p.Upload(ctx, img, []string{ref}); err != nil {
+		t.Fatalf("Upload of the extended image: %v", err)
+	}
+	if n := reqs.take(); n["HEAD blob"] != 2 || n["PUT blob"] != 2 {
+		t.Errorf("blob requests %v, want a HEAD and a PUT for each of the new layer and config", n)
+	}
+	reqs.take()
+	if _, err := p.Push(ctx, img, []string{ref}, gantry.Discard); err != nil {
+		t.Fatalf("Push: %v", err)
+	}
+	if n := reqs.take(); n["PUT blob"]+n["POST blob"]+n["HEAD blob"] != 0 {
+		t.Errorf("the push after the uploads made blob requests: %v", n)
 	}
 }

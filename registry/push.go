@@ -205,6 +205,11 @@ func (p *Pusher) Upload(ctx context.Context, img v1.Image, refs []string) error 
 		g, gctx := errgroup.WithContext(ctx)
 		g.SetLimit(4)
 		for _, l := range layers {
+			// A blob known there (an image this one extends was sent)
+			// is not asked about again.
+			if d, err := l.Digest(); err == nil && p.allKnown(repo.Name(), []v1.Hash{d}) {
+				continue
+			}
 			g.Go(func() error { return rp.Upload(gctx, repo, l) })
 		}
 		if err := g.Wait(); err != nil {
@@ -351,6 +356,22 @@ func (p *Pusher) describe(t name.Tag, err error) error {
 // the OCI referrers API index it there; for others the referrers tag scheme
 // ("sha256-<subject hex>") is kept up to date.
 func (p *Pusher) Attach(ctx context.Context, ref, subject, mediaType string, data []byte) (string, error) {
+	return p.attach(ctx, ref, subject, func(sub v1.Descriptor) (v1.Image, error) {
+		layer := static.NewLayer(data, types.MediaType(mediaType))
+		img, err := mutate.Append(empty.Image, mutate.Addendum{Layer: layer})
+		if err != nil {
+			return nil, err
+		}
+		img = mutate.MediaType(img, types.OCIManifestSchema1)
+		img = mutate.ConfigMediaType(img, types.MediaType(mediaType))
+		return mutate.Subject(img, sub).(v1.Image), nil
+	})
+}
+
+// attach pushes, by its digest, the artifact that artifact makes for the
+// descriptor of the manifest subject in ref's repository, and returns the
+// artifact's digest.
+func (p *Pusher) attach(ctx context.Context, ref, subject string, artifact func(sub v1.Descriptor) (v1.Image, error)) (string, error) {
 	t, err := p.ref(ref)
 	if err != nil {
 		return "", err
@@ -359,14 +380,10 @@ func (p *Pusher) Attach(ctx context.Context, ref, subject, mediaType string, dat
 	if err != nil {
 		return "", err
 	}
-	layer := static.NewLayer(data, types.MediaType(mediaType))
-	img, err := mutate.Append(empty.Image, mutate.Addendum{Layer: layer})
+	img, err := artifact(*sub)
 	if err != nil {
 		return "", err
 	}
-	img = mutate.MediaType(img, types.OCIManifestSchema1)
-	img = mutate.ConfigMediaType(img, types.MediaType(mediaType))
-	img = mutate.Subject(img, *sub).(v1.Image)
 	d, err := img.Digest()
 	if err != nil {
 		return "", err
