@@ -202,8 +202,14 @@ func (d *gantryd) stop() {
 // gantry runs the CLI against this daemon and returns its stdout, stderr and
 // exit code.
 func (d *gantryd) gantry(args ...string) (stdout, stderr string, code int) {
+	return d.gantryEnv(nil, args...)
+}
+
+// gantryEnv is gantry with variables added to the CLI's environment.
+func (d *gantryd) gantryEnv(env []string, args ...string) (stdout, stderr string, code int) {
+	d.t.Helper()
 	cmd := exec.Command(filepath.Join(binDir, "gantry"), args...)
-	cmd.Env = append(os.Environ(), "GANTRY_HOST=unix://"+d.socket)
+	cmd.Env = append(append(os.Environ(), "GANTRY_HOST=unix://"+d.socket), env...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()

@@ -8,7 +8,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"io"
 	"io/fs"
 	"net/http"
@@ -28,26 +27,6 @@ import (
 	"github.com/gantry-ml/gantry"
 	"github.com/gantry-ml/gantry/internal/treesum"
 )
-
-// gantryEnv runs the CLI against d with variables added to its environment,
-// and returns its stdout, stderr and exit code.
-func (d *gantryd) gantryEnv(env []string, args ...string) (stdout, stderr string, code int) {
-	d.t.Helper()
-	cmd := exec.Command(filepath.Join(binDir, "gantry"), args...)
-	cmd.Env = append(append(os.Environ(), "GANTRY_HOST=unix://"+d.socket), env...)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-	case errors.As(err, &ee):
-		code = ee.ExitCode()
-	default:
-		d.t.Fatalf("run gantry %v: %v", args, err)
-	}
-	return out.String(), errb.String(), code
-}
 
 // overrideProgram replaces the image's command: it shows what the job gave
 // it (--env, a hash of --secret-env's value, never the value, the size of

@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"sort"
 	"strings"
 	"syscall"
@@ -170,15 +171,19 @@ func docker(t *testing.T, host string, args ...string) string {
 	return string(out)
 }
 
-// The Iris job pushes its image with the model in it (--outputs=layer, the
-// default): an engine that never saw the job pulls the pushed reference and
-// runs it without a network; it finds the model where the trainer wrote it,
-// the very file the record lists, and scores it as the job did.
+// The Iris job of gantry init pushes its image with the model in it
+// (--outputs=layer, the default): an engine that never saw the job pulls
+// the pushed reference and runs it without a network, with --evaluate; it
+// finds the model where the trainer wrote it, the very file the record
+// lists, and scores it as the job did, without training.
 func TestShippedModelRunsInAnotherEngine(t *testing.T) {
 	t.Parallel()
 	d := startDaemon(t)
+	app := filepath.Join(t.TempDir(), "ml-docker-app")
+	d.mustGantry("init", "--base", base, app)
 	ref := uniqueRef(t)
-	id := d.submit(trainerDir(t, shipTrainer), "--push", ref)
+	id := d.submit(app, "--push", ref)
+	removeJobImage(t, id)
 	j := d.waitJob(id, 3*time.Minute)
 	if j.State != gantry.StateSucceeded || j.Metrics.Accuracy == nil {
 		t.Fatalf("job %s: %s (%q), accuracy %v; want succeeded with one", id, j.State, j.Error, j.Metrics.Accuracy)
@@ -194,12 +199,13 @@ func TestShippedModelRunsInAnotherEngine(t *testing.T) {
 
 	host := startEngine(t)
 	docker(t, host, "pull", "-q", ref)
-	out := docker(t, host, "run", "--rm", "--network", "none", ref, "python3", "-u", "/train.py", "--evaluate")
-	if !strings.Contains(out, "model sha256:"+strings.TrimPrefix(want, "sha256:")) {
-		t.Errorf("the pulled image's model:\n%s\nwant the digest the record lists, %s", out, want)
-	}
+	out := docker(t, host, "run", "--rm", "--network", "none", ref, "--evaluate")
 	if acc := fmt.Sprintf("Model accuracy: %.4f", *j.Metrics.Accuracy); !strings.Contains(out, acc) {
-		t.Errorf("the pulled image scored:\n%s\nwant what the job recorded, %q", out, acc)
+		t.Errorf("the pulled image, run with --evaluate, printed:\n%s\nwant what the job recorded, %q", out, acc)
+	}
+	sum := docker(t, host, "run", "--rm", "--network", "none", "--entrypoint", "sha256sum", ref, "/output/model.joblib")
+	if !strings.HasPrefix(sum, strings.TrimPrefix(want, "sha256:")+" ") {
+		t.Errorf("the pulled image's model: %s\nwant the digest the record lists, %s", sum, want)
 	}
 	if env := docker(t, host, "image", "inspect", "-f", "{{json .Config.Env}}", ref); !strings.Contains(env, "GANTRY_OUTPUT_DIR=/output") {
 		t.Errorf("the pulled image's env %s, want GANTRY_OUTPUT_DIR=/output", env)
