@@ -110,6 +110,15 @@ type Spec struct {
 	// Outputs says where training writes what it produces, and how that
 	// ships with the pushed image.
 	Outputs OutputSpec `json:"outputs,omitzero"`
+	// Metrics read named metrics from the output besides accuracy and the
+	// structured lines (MetricLine).
+	Metrics []MetricPattern `json:"metrics,omitempty"`
+	// Gates must all hold for the job to pass (MinAccuracy is one more:
+	// accuracy>=X).
+	Gates []Condition `json:"gates,omitempty"`
+	// PromoteOn is the objective the champion is chosen by, "NAME:max" or
+	// "NAME:min" ("": accuracy:max); MinImprovement is in its direction.
+	PromoteOn string `json:"promote_on,omitempty"`
 }
 
 // Sandbox is what a job may relax of the training container's defaults: no
@@ -224,6 +233,9 @@ func (s *Spec) Validate() error {
 			return Errorf(ErrInvalid, "push reference: %v", err)
 		}
 	}
+	if err := s.validateMeasure(); err != nil {
+		return err
+	}
 	return s.validateIO()
 }
 
@@ -279,6 +291,11 @@ type Metrics struct {
 	// AccuracyError says why there is no accuracy, when training ended
 	// without reporting a valid one.
 	AccuracyError string `json:"accuracy_error,omitempty"`
+	// Values holds every named metric's final value (accuracy included
+	// when reported); the series are kept beside the record.
+	Values map[string]float64 `json:"values,omitempty"`
+	// Problems lists malformed metric lines (the first MaxMetricProblems).
+	Problems []string `json:"problems,omitempty"`
 }
 
 // Phase records when one phase of a job started and ended.
@@ -336,6 +353,9 @@ type Job struct {
 	// Outputs are the files training left in the output directory, set
 	// once the container exited (with checkpoint exited).
 	Outputs *Outputs `json:"outputs,omitempty"`
+	// Sweep is the sweep the job is a point of, and Params its point.
+	Sweep  string            `json:"sweep,omitempty"`
+	Params map[string]string `json:"params,omitempty"`
 }
 
 // NewJob returns a queued job for spec, with a fresh ID.
