@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/gantry-ml/gantry"
 	"github.com/gantry-ml/gantry/api"
@@ -31,6 +32,8 @@ type submitFlags struct {
 	shmSize        string
 	datasets       []string
 	cmd            []string         // after --: the training command
+	metrics        []string         // --metric NAME=REGEX
+	gates          []string         // --gate NAME>=X
 	timeouts       [3]time.Duration // build, train, push
 }
 
@@ -88,7 +91,17 @@ and, when the job pushes, ships it in the pushed image (--outputs).`,
 			return waitJob(ctx, cl, j.ID, c.OutOrStdout(), c.ErrOrStderr(), quiet, raw)
 		},
 	}
+	sf.register(c.Flags())
 	f := c.Flags()
+	f.BoolVar(&wait, "wait", false, "wait for the job to end, showing its progress")
+	f.BoolVarP(&quiet, "quiet", "q", false, "with --wait, show only the outcome")
+	f.BoolVar(&raw, "raw", false, "with --wait, write the job's output as it is, control characters and all (no live display)")
+	return c
+}
+
+// register adds the flags that make a job's spec to f (gantry submit's,
+// and gantry sweep's for each of its points).
+func (sf *submitFlags) register(f *pflag.FlagSet) {
 	f.StringVarP(&sf.dockerfile, "file", "f", "", "Dockerfile path (default: CONTEXT/Dockerfile)")
 	f.StringArrayVar(&sf.buildArgs, "build-arg", nil, "build-time variable, KEY=VALUE (repeatable)")
 	f.StringVar(&sf.spec.Build.Target, "target", "", "build stage to build")
@@ -114,10 +127,9 @@ and, when the job pushes, ships it in the pushed image (--outputs).`,
 	f.StringVar(&sf.spec.Outputs.Dir, "output", "", "output directory in the training container, given to it as $GANTRY_OUTPUT_DIR (default /output)")
 	f.StringVar(&sf.maxOutput, "max-output", "", "most the output directory may hold, e.g. 1g (default: gantryd's)")
 	f.StringVar(&sf.spec.Outputs.Ship, "outputs", "", "how the outputs ship when the job pushes: layer (in the pushed image, at the output directory), artifact (an OCI artifact referring to the image) or none (default layer)")
-	f.BoolVar(&wait, "wait", false, "wait for the job to end, showing its progress")
-	f.BoolVarP(&quiet, "quiet", "q", false, "with --wait, show only the outcome")
-	f.BoolVar(&raw, "raw", false, "with --wait, write the job's output as it is, control characters and all (no live display)")
-	return c
+	f.StringArrayVar(&sf.metrics, "metric", nil, "read metric NAME from the output: NAME=REGEX, the regex's one group is the value, the last match wins (repeatable)")
+	f.StringArrayVar(&sf.gates, "gate", nil, "gate: NAME>=X, NAME>X, NAME<=X or NAME<X on a metric's final value; all must hold (repeatable)")
+	f.StringVar(&sf.spec.PromoteOn, "promote-on", "", "with --promote, the metric the champion is chosen by: NAME, NAME:max or NAME:min (default accuracy:max)")
 }
 
 // submitArgs takes the context, and after -- the training command.
@@ -176,6 +188,20 @@ func buildSpec(dir string, f submitFlags) (gantry.Spec, error) {
 		spec.Run.Datasets = append(spec.Run.Datasets, gantry.Dataset{Source: src, Target: dst})
 	}
 	spec.Run.Cmd = f.cmd
+	for _, m := range f.metrics {
+		name, re, ok := strings.Cut(m, "=")
+		if !ok || name == "" || re == "" {
+			return gantry.Spec{}, fmt.Errorf("--metric %q: want NAME=REGEX, like 'loss=loss: ([0-9.]+)'", m)
+		}
+		spec.Metrics = append(spec.Metrics, gantry.MetricPattern{Name: name, Regex: re})
+	}
+	for _, g := range f.gates {
+		c, err := gantry.ParseCondition(g)
+		if err != nil {
+			return gantry.Spec{}, fmt.Errorf("--gate: %w", err)
+		}
+		spec.Gates = append(spec.Gates, c)
+	}
 	spec.Timeouts = gantry.Timeouts{
 		Build: gantry.Duration(f.timeouts[0]), Train: gantry.Duration(f.timeouts[1]), Push: gantry.Duration(f.timeouts[2]),
 	}
