@@ -228,3 +228,22 @@ func (s *Spec) validateMeasure() error {
 	}
 	return nil
 }
+
+// SweepPoint is one point of a sweep as its leaderboard shows it.
+type SweepPoint struct {
+	Job     string            `json:"job"`
+	Params  map[string]string `json:"params"`
+	State   State             `json:"state"`
+	Metrics Metrics           `json:"metrics"`
+	// Passed is set when the point trained with exit 0 and passed its gates.
+	Passed bool   `json:"passed"`
+	Error  string `json:"error,omitempty"`
+}
+
+// SweepView is a sweep with its leaderboard: the points ranked best first
+// by the objective (those that passed first, then the rest, in grid order).
+type SweepView struct {
+	Sweep     Sweep        `json:"sweep"`
+	Objective string       `json:"objective"`
+	Points    []SweepPoint `json:"points"`
+}
