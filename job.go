@@ -10,6 +10,7 @@ import (
 	"encoding/base32"
 	"encoding/binary"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"sync"
@@ -100,8 +101,9 @@ type Spec struct {
 	// Sandbox relaxes the training container's least-privilege defaults.
 	Sandbox Sandbox `json:"sandbox,omitzero"`
 	// Promote, when set, is the tag (in the repository of each push
-	// reference) that moves to the job's image only when its accuracy beats
-	// the image the tag holds now by at least MinImprovement.
+	// reference) that moves to the job's image only when its value of the
+	// PromoteOn metric beats the image the tag holds now by at least
+	// MinImprovement.
 	Promote        string  `json:"promote,omitempty"`
 	MinImprovement float64 `json:"min_improvement,omitempty"`
 	// Run is what the training container is given: command, environment,
@@ -219,8 +221,8 @@ func (s *Spec) Validate() error {
 	if s.Promote != "" && !validTag(s.Promote) {
 		return Errorf(ErrInvalid, "promote %q: want a tag (letters, digits, '_', '.', '-'; 128 at most)", s.Promote)
 	}
-	if m := s.MinImprovement; m != m || m < 0 || m > 1 {
-		return Errorf(ErrInvalid, "min_improvement %v: must be between 0 and 1", m)
+	if m := s.MinImprovement; m != m || m < 0 || math.IsInf(m, 0) {
+		return Errorf(ErrInvalid, "min_improvement %v: must be a finite number, 0 or more (in the --promote-on metric's units)", m)
 	}
 	if s.MinAccuracy != nil {
 		a := *s.MinAccuracy

@@ -160,6 +160,21 @@ func (o Objective) Gain(candidate, champion float64) float64 {
 	return champion - candidate
 }
 
+// Better reports whether value a is strictly better than value b in o's
+// direction (a NaN is never better), to rank jobs by the objective.
+func (o Objective) Better(a, b float64) bool { return o.Gain(a, b) > 0 }
+
+// Conditions are every condition a job that trained with exit 0 must meet
+// to pass: accuracy>=MinAccuracy when that is set (--min-accuracy X is
+// --gate accuracy>=X), then its Gates.
+func (s *Spec) Conditions() []Condition {
+	var cs []Condition
+	if s.MinAccuracy != nil {
+		cs = append(cs, Condition{Metric: "accuracy", Op: ">=", Value: *s.MinAccuracy})
+	}
+	return append(cs, s.Gates...)
+}
+
 // Param is one parameter of a sweep and the values it takes.
 type Param struct {
 	Name   string   `json:"name"`

@@ -2,6 +2,8 @@ package gantry
 
 import (
 	"fmt"
+	"math"
+	"strings"
 	"time"
 )
 
@@ -33,8 +35,12 @@ type Base struct {
 // Gate is the gate's verdict.
 type Gate struct {
 	MinAccuracy *float64 `json:"min_accuracy,omitempty"`
-	Passed      bool     `json:"passed"`
-	Reason      string   `json:"reason,omitempty"`
+	// Conditions are every condition the job was judged by: its gates, and
+	// accuracy>=MinAccuracy when that is set (see Spec.Conditions).
+	Conditions []Condition `json:"conditions,omitempty"`
+	Passed     bool        `json:"passed"`
+	// Reason names every condition that failed, and why.
+	Reason string `json:"reason,omitempty"`
 }
 
 // Provenance is the record of what produced a job's result: its inputs,
@@ -68,7 +74,8 @@ type Provenance struct {
 type Promotion struct {
 	Tag      string `json:"tag"`
 	Promoted bool   `json:"promoted"`
-	// Reason says why, with both accuracies ("promoted: 0.9667 > 0.9333").
+	// Reason says why, naming the metric with both values ("promoted:
+	// accuracy 0.9667 > 0.9333", "kept champion: loss 0.3000 >= 0.2500").
 	Reason string `json:"reason"`
 }
 
@@ -88,7 +95,7 @@ func NewProvenance(j *Job) *Provenance {
 		Image:         j.Image,
 		Pushes:        j.Pushes,
 		Metrics:       j.Metrics,
-		Gate:          Gate{MinAccuracy: j.Spec.MinAccuracy, Passed: j.GatePassed, Reason: reason},
+		Gate:          Gate{MinAccuracy: j.Spec.MinAccuracy, Conditions: j.Spec.Conditions(), Passed: j.GatePassed, Reason: reason},
 		ExitCode:      j.ExitCode,
 		Times:         j.Times,
 		Run:           j.Spec.Run,
@@ -96,41 +103,83 @@ func NewProvenance(j *Job) *Provenance {
 	}
 }
 
-// Judge is the gate's verdict on a job that trained with exit 0: it passes
-// when it has no minimum accuracy, or reported one at least as high.
-func Judge(min *float64, m Metrics) Gate {
-	g := Gate{MinAccuracy: min, Passed: true}
-	switch {
-	case min == nil:
-	case m.Accuracy == nil:
-		g.Passed, g.Reason = false, fmt.Sprintf("the gate needs accuracy >= %g, but %s", *min, m.AccuracyError)
-	case *m.Accuracy < *min:
-		g.Passed, g.Reason = false, fmt.Sprintf("accuracy %.4f is below the gate %g", *m.Accuracy, *min)
+// Judge is the gate's verdict on a job that trained with exit 0 and
+// reported metrics m: it passes when every condition of s holds (see
+// Spec.Conditions), and none when it has none. A condition on a metric the
+// job never reported fails, saying so. The reason names each condition
+// that failed.
+func Judge(s *Spec, m Metrics) Gate {
+	g := Gate{MinAccuracy: s.MinAccuracy, Conditions: s.Conditions(), Passed: true}
+	var why []string
+	for _, c := range g.Conditions {
+		if r := failure(c, m); r != "" {
+			why = append(why, r)
+		}
+	}
+	if len(why) > 0 {
+		g.Passed, g.Reason = false, strings.Join(why, "; ")
 	}
 	return g
 }
 
-// Decide says whether a candidate accuracy beats the champion's by at least
-// minImprovement (strictly, when it is 0), and why. champion is nil when the
-// tag holds no image with a provenance record; then the candidate wins.
-func Decide(tag string, candidate float64, champion *float64, minImprovement float64) Promotion {
-	p := Promotion{Tag: tag}
+// failure says why condition c does not hold for m, or "" when it does.
+func failure(c Condition, m Metrics) string {
+	v, ok := m.Value(c.Metric)
 	switch {
-	case champion == nil:
+	case !ok && c.Metric == "accuracy" && m.AccuracyError != "":
+		return fmt.Sprintf("the gate needs %s, but %s", c, m.AccuracyError)
+	case !ok:
+		return fmt.Sprintf("the gate needs %s, but the job reported no %s", c, c.Metric)
+	case c.Holds(v):
+		return ""
+	}
+	rel := map[string]string{">=": "below", ">": "not above", "<=": "above", "<": "not below"}[c.Op]
+	return fmt.Sprintf("%s %s is %s the gate %s", c.Metric, FormatValue(v), rel, c)
+}
+
+// FormatValue writes a metric's value as gantry shows it: four decimals
+// (0.9667), or four significant digits for a value too small or too large
+// for them to say much (1.234e-05).
+func FormatValue(v float64) string {
+	if a := math.Abs(v); a != 0 && (a < 0.01 || a >= 1e6) {
+		return fmt.Sprintf("%.4g", v)
+	}
+	return fmt.Sprintf("%.4f", v)
+}
+
+// Decide says whether a candidate's value of the objective o's metric beats
+// the champion's, in o's direction, by at least minImprovement (strictly,
+// when it is 0), and why. champion is nil when the tag holds no image with
+// a value of the metric; then the candidate wins.
+func Decide(tag string, o Objective, candidate float64, champion *float64, minImprovement float64) Promotion {
+	p := Promotion{Tag: tag}
+	if champion == nil {
 		p.Promoted = true
 		p.Reason = "promoted: the tag held no image with a provenance record"
-	case candidate > *champion && candidate-*champion >= minImprovement:
+		return p
+	}
+	better, worse := ">", "<="
+	if !o.Max {
+		better, worse = "<", ">="
+	}
+	cand, champ := FormatValue(candidate), FormatValue(*champion)
+	switch gain := o.Gain(candidate, *champion); {
+	case gain > 0 && gain >= minImprovement-slack(candidate, *champion):
 		p.Promoted = true
-		p.Reason = fmtAcc("promoted: %.4f > %.4f", candidate, *champion)
-	case candidate > *champion:
-		p.Reason = fmtAcc("kept champion: %.4f beats %.4f by less than %g", candidate, *champion, minImprovement)
+		p.Reason = fmt.Sprintf("promoted: %s %s %s %s", o.Metric, cand, better, champ)
+	case gain > 0:
+		p.Reason = fmt.Sprintf("kept champion: %s %s beats %s by less than %g", o.Metric, cand, champ, minImprovement)
 	default:
-		p.Reason = fmtAcc("kept champion: %.4f <= %.4f", candidate, *champion)
+		p.Reason = fmt.Sprintf("kept champion: %s %s %s %s", o.Metric, cand, worse, champ)
 	}
 	return p
 }
 
-func fmtAcc(format string, args ...any) string { return fmt.Sprintf(format, args...) }
+// slack is the rounding error of a difference of a and b: 0.95 beats 0.90
+// by 0.05, though in binary it is 0.04999999999999993.
+func slack(a, b float64) float64 {
+	return 1e-9 * math.Max(1, math.Max(math.Abs(a), math.Abs(b)))
+}
 
 // HistoryEntry is one job that pushed to an image name, as gantry history
 // shows it.
@@ -139,6 +188,10 @@ type HistoryEntry struct {
 	Created  time.Time `json:"created"`
 	State    State     `json:"state"`
 	Accuracy *float64  `json:"accuracy,omitempty"`
+	// Metric is the metric the job promoted on, when not accuracy, and
+	// Value the job's final value of it (nil when it reported none).
+	Metric string   `json:"metric,omitempty"`
+	Value  *float64 `json:"value,omitempty"`
 	// Digest is what the job pushed to the name's repository.
 	Digest string `json:"digest,omitempty"`
 	// Champion is set when the tag asked about holds the job's image now.

@@ -152,6 +152,12 @@ func (d *Daemon) history(ctx context.Context, name, tag string) ([]gantry.Histor
 				continue
 			}
 			e := gantry.HistoryEntry{Job: j.ID, Created: j.Times.Created, State: j.State, Accuracy: j.Metrics.Accuracy, Reason: j.Error}
+			if o, err := gantry.ParseObjective(j.Spec.PromoteOn); err == nil && o.Metric != gantry.DefaultObjective.Metric {
+				e.Metric = o.Metric
+				if v, ok := j.Metrics.Value(o.Metric); ok {
+					e.Value = &v
+				}
+			}
 			for _, p := range j.Pushes {
 				if gantry.Repository(p.Ref) == name {
 					e.Digest = p.Digest

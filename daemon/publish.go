@@ -288,20 +288,26 @@ func (d *Daemon) attachOutputs(ctx context.Context, j *gantry.Job, pushes []gant
 }
 
 // promote moves the job's --promote tag, in each repository of pushes, to
-// its image when its accuracy beats the image the tag holds now, as that
-// image's provenance record in the registry says. Jobs promoting the same
-// tag take turns, so the better one ends on the tag whatever the order. The
+// its image when its value of the --promote-on metric beats, in that
+// metric's direction, the image the tag holds now, as that image's
+// provenance record in the registry says. Jobs promoting the same tag take
+// turns, so the better one ends on the tag whatever the order. A job that
+// reported no value of the metric moves no tag: the decision says why. The
 // decisions are recorded, replacing earlier ones on the same tag.
 func (d *Daemon) promote(ctx context.Context, j *gantry.Job, pushes []gantry.Push, rep gantry.Reporter) (*gantry.Job, error) {
-	if j.Metrics.Accuracy == nil {
-		return j, nil
+	o, err := gantry.ParseObjective(j.Spec.PromoteOn)
+	if err != nil {
+		return j, err // checked at submit
 	}
+	v, ok := j.Metrics.Value(o.Metric)
 	var decisions []gantry.Promotion
 	for _, p := range perRepository(pushes) {
 		ref := gantry.Repository(p.Ref) + ":" + j.Spec.Promote
-		dec, err := d.promoteOne(ctx, ref, p, *j.Metrics.Accuracy, j.Spec.MinImprovement)
-		if err != nil {
-			return j, err
+		dec := gantry.Promotion{Tag: ref, Reason: fmt.Sprintf("not promoted: the job reported no %s, the metric it promotes on (%s)", o.Metric, o)}
+		if ok {
+			if dec, err = d.promoteOne(ctx, ref, p, o, v, j.Spec.MinImprovement); err != nil {
+				return j, err
+			}
 		}
 		rep.Linef("==> %s: %s", ref, dec.Reason)
 		decisions = append(decisions, dec)
@@ -321,10 +327,14 @@ func mergePromotions(have, decisions []gantry.Promotion) []gantry.Promotion {
 	return append(out, decisions...)
 }
 
-func (d *Daemon) promoteOne(ctx context.Context, ref string, p gantry.Push, acc, minImprovement float64) (gantry.Promotion, error) {
+// promoteOne decides on tag ref for the image pushed as p, whose value of
+// o's metric is v, against the image the tag holds now (see promote), and
+// moves the tag when the candidate wins.
+func (d *Daemon) promoteOne(ctx context.Context, ref string, p gantry.Push, o gantry.Objective, v, minImprovement float64) (gantry.Promotion, error) {
 	unlock := d.tagLocks.Lock(ref)
 	defer unlock()
 	var champion *float64
+	lacks := false // the champion's record has no value of the metric
 	cur, err := d.pusher.Resolve(ctx, ref)
 	switch {
 	case errors.Is(err, gantry.ErrNotFound):
@@ -339,10 +349,17 @@ func (d *Daemon) promoteOne(ctx context.Context, ref string, p gantry.Push, acc,
 		}
 		var prov gantry.Provenance
 		if err == nil && json.Unmarshal(data, &prov) == nil {
-			champion = prov.Metrics.Accuracy
+			if cv, ok := prov.Metrics.Value(o.Metric); ok {
+				champion = &cv
+			} else {
+				lacks = true
+			}
 		}
 	}
-	dec := gantry.Decide(ref, acc, champion, minImprovement)
+	dec := gantry.Decide(ref, o, v, champion, minImprovement)
+	if lacks {
+		dec.Reason = fmt.Sprintf("promoted: the provenance record of the image the tag held has no %s", o.Metric)
+	}
 	if dec.Promoted {
 		if err := d.pusher.Tag(ctx, ref, p.Digest); err != nil {
 			return gantry.Promotion{}, err

@@ -178,7 +178,7 @@ func (r *jobRun) gate(ctx context.Context) error {
 		r.upload.stop()
 		return errors.New(j.Error)
 	}
-	v := gantry.Judge(j.Spec.MinAccuracy, j.Metrics)
+	v := gantry.Judge(&j.Spec, j.Metrics)
 	gated := func(j *gantry.Job) { j.GatePassed, j.Checkpoint = v.Passed, gantry.CheckpointGated }
 	var err error
 	switch {

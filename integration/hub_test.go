@@ -216,7 +216,7 @@ func TestDockerHubStyleReference(t *testing.T) {
 
 	steps := []struct{ acc, reason string }{
 		{"0.90", "promoted: the tag held no image with a provenance record"},
-		{"0.95", "promoted: 0.9500 > 0.9000"},
+		{"0.95", "promoted: accuracy 0.9500 > 0.9000"},
 	}
 	var jobs []*gantry.Job
 	var digests []string

@@ -84,8 +84,8 @@ func TestPromoteOnlyBetterModels(t *testing.T) {
 		holder      int // which job holds the tag after this one
 	}{
 		{"0.90", "promoted: the tag held no image with a provenance record", true, 0},
-		{"0.80", "kept champion: 0.8000 <= 0.9000", false, 0},
-		{"0.95", "promoted: 0.9500 > 0.9000", true, 2},
+		{"0.80", "kept champion: accuracy 0.8000 <= 0.9000", false, 0},
+		{"0.95", "promoted: accuracy 0.9500 > 0.9000", true, 2},
 	}
 	var jobs []*gantry.Job
 	for i, s := range steps {
@@ -196,9 +196,9 @@ func TestPromotionRaceKeepsTheBetter(t *testing.T) {
 			if got := servedDigest(t, repo+":champion"); got != b.Pushes[0].Digest {
 				t.Errorf("the champion tag holds %s, want the better job's %s (worse: %s)", got, b.Pushes[0].Digest, w.Pushes[0].Digest)
 			}
-			wantB, wantW := "promoted: the tag held no image with a provenance record", "kept champion: 0.9100 <= 0.9700"
+			wantB, wantW := "promoted: the tag held no image with a provenance record", "kept champion: accuracy 0.9100 <= 0.9700"
 			if first == worse {
-				wantB, wantW = "promoted: 0.9700 > 0.9100", "promoted: the tag held no image with a provenance record"
+				wantB, wantW = "promoted: accuracy 0.9700 > 0.9100", "promoted: the tag held no image with a provenance record"
 			}
 			if len(b.Promotions) != 1 || b.Promotions[0].Reason != wantB {
 				t.Errorf("the better job's promotion: %+v, want %q", b.Promotions, wantB)

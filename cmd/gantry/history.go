@@ -36,12 +36,13 @@ func historyCmd(g *globals) *cobra.Command {
 				return writeJSON(c.OutOrStdout(), h)
 			}
 			tw := tabwriter.NewWriter(c.OutOrStdout(), 0, 0, 3, ' ', 0)
-			fmt.Fprintf(tw, "JOB ID\tCREATED\tSTATE\tACCURACY\tDIGEST\t%s\tWHY\n", tagHeader(tag))
+			header, result := "ACCURACY", accuracyText
+			if slices.ContainsFunc(h, func(e gantry.HistoryEntry) bool { return e.Metric != "" }) {
+				header, result = "PROMOTED ON", objectiveText
+			}
+			fmt.Fprintf(tw, "JOB ID\tCREATED\tSTATE\t%s\tDIGEST\t%s\tWHY\n", header, tagHeader(tag))
 			for _, e := range h {
-				acc, digest, champ := "-", "-", ""
-				if e.Accuracy != nil {
-					acc = strconv.FormatFloat(*e.Accuracy, 'f', 4, 64)
-				}
+				acc, digest, champ := result(e), "-", ""
 				if e.Digest != "" {
 					digest = e.Digest[:min(len(e.Digest), 19)]
 				}
@@ -59,6 +60,26 @@ func historyCmd(g *globals) *cobra.Command {
 }
 
 func tagHeader(tag string) string { return "HOLDS " + tag }
+
+// accuracyText is a history entry's accuracy, "-" when it has none.
+func accuracyText(e gantry.HistoryEntry) string {
+	if e.Accuracy == nil {
+		return "-"
+	}
+	return gantry.FormatValue(*e.Accuracy)
+}
+
+// objectiveText is the metric a history entry's job promoted on, and its
+// value: "loss=0.2100", "accuracy=0.9500", "loss=-" when it reported none.
+func objectiveText(e gantry.HistoryEntry) string {
+	if e.Metric == "" {
+		return gantry.DefaultObjective.Metric + "=" + accuracyText(e)
+	}
+	if e.Value == nil {
+		return e.Metric + "=-"
+	}
+	return e.Metric + "=" + gantry.FormatValue(*e.Value)
+}
 
 func diffCmd(g *globals) *cobra.Command {
 	var raw bool

@@ -122,6 +122,7 @@ func outcome(j *gantry.Job) string {
 	if j.Metrics.Accuracy != nil {
 		s += fmt.Sprintf(": accuracy %.4f", *j.Metrics.Accuracy)
 	}
+	s += gatedMetrics(j)
 	if j.Error != "" {
 		s += ": " + j.Error
 	}
@@ -167,4 +168,23 @@ func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
+}
+
+// gatedMetrics names, for outcome, the other metrics than accuracy that
+// job j's gates judged, with the values it reported (", loss 0.2100").
+func gatedMetrics(j *gantry.Job) string {
+	s, seen := "", map[string]bool{"accuracy": true}
+	for _, c := range j.Spec.Conditions() {
+		if seen[c.Metric] {
+			continue
+		}
+		seen[c.Metric] = true
+		if v, ok := j.Metrics.Value(c.Metric); ok {
+			s += fmt.Sprintf(", %s %s", c.Metric, gantry.FormatValue(v))
+		}
+	}
+	if j.Metrics.Accuracy == nil && s != "" {
+		s = ":" + s[1:]
+	}
+	return s
 }
