@@ -1,0 +1,104 @@
+package integration
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gantry-ml/gantry"
+)
+
+// A gate on accuracy above what the trainer printed, and a gate on a
+// metric it never reported: each rejects (exit 3 from submit --wait),
+// pushes nothing, and says which gate failed and why, in the outcome line
+// and in the record.
+func TestGatesReject(t *testing.T) {
+	t.Parallel()
+	d := startDaemon(t, "--max-jobs", "2")
+	dir := trainerDir(t, "print('Model accuracy: 0.80')\n")
+	for _, tc := range []struct{ name, gate, reason string }{
+		{"below", "accuracy>=0.9", "accuracy 0.8000 is below the gate accuracy>=0.9"},
+		{"never-reported", "f1>=0.5", "the gate needs f1>=0.5, but the job reported no f1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ref := uniqueRef(t)
+			out, errOut, code := d.gantry("submit", dir, "--push", ref, "--gate", tc.gate, "--wait")
+			if code != 3 {
+				t.Errorf("submit --wait exit code %d, want 3 (rejected)\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
+			}
+			id := jobIDFrom(t, out)
+			removeJobImage(t, id)
+			if want := "job " + id + " rejected: accuracy 0.8000: " + tc.reason; !strings.Contains(out, want) {
+				t.Errorf("submit --wait's outcome does not say %q:\n%s", want, out)
+			}
+			j := d.inspect(id)
+			if j.State != gantry.StateRejected || j.Error != tc.reason || j.GatePassed {
+				t.Errorf("state %s, error %q, gate passed %v; want rejected, %q", j.State, j.Error, j.GatePassed, tc.reason)
+			}
+			want, err := gantry.ParseCondition(tc.gate)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if g := j.Provenance; g == nil || len(g.Gate.Conditions) != 1 || g.Gate.Conditions[0] != want || g.Gate.Reason != tc.reason {
+				t.Errorf("provenance %+v: want the gate %v and the reason %q recorded", g, want, tc.reason)
+			}
+			if len(j.Pushes) != 0 || servedDigest(t, ref) != "" {
+				t.Errorf("a rejected job was pushed: %+v", j.Pushes)
+			}
+		})
+	}
+}
+
+// Promotion in the metric's own direction, end to end: two jobs promote
+// the same tag on accuracy:min, both training at once; whichever the test
+// lets finish first, the tag ends on the lower one's image, as the
+// champion's provenance record in the registry says, and each record says
+// why, naming the metric and the direction. (A loss read with --metric
+// awaits the named metrics' reader; the rule is the same for any metric.)
+func TestPromoteOnMinKeepsTheLower(t *testing.T) {
+	t.Parallel()
+	for _, order := range []string{"lower first", "higher first"} {
+		t.Run(strings.ReplaceAll(order, " ", "-"), func(t *testing.T) {
+			t.Parallel()
+			d := startDaemon(t, "--max-jobs", "2")
+			dir := heldTrainer(t)
+			repo := uniqueRepo(t)
+			promote := []string{"--promote", "best", "--promote-on", "accuracy:min"}
+			lower := d.submit(dir, append([]string{"--build-arg", "ACC=0.20", "--push", repo + ":lower"}, promote...)...)
+			higher := d.submit(dir, append([]string{"--build-arg", "ACC=0.30", "--push", repo + ":higher"}, promote...)...)
+			awaitHeld(t, d, lower)
+			awaitHeld(t, d, higher)
+			first, second := lower, higher
+			if order == "higher first" {
+				first, second = higher, lower
+			}
+			// The second reports once the first has ended: its promotion
+			// has been decided before.
+			release(t, first)
+			f := d.waitJob(first, 5*time.Minute)
+			release(t, second)
+			s := d.waitJob(second, 5*time.Minute)
+			if f.State != gantry.StateSucceeded || s.State != gantry.StateSucceeded {
+				t.Fatalf("jobs: %s (%s), %s (%s)", f.State, f.Error, s.State, s.Error)
+			}
+			lo, hi := f, s
+			if first == higher {
+				lo, hi = s, f
+			}
+			if got := servedDigest(t, repo+":best"); got != lo.Pushes[0].Digest {
+				t.Errorf("the tag holds %s, want the lower job's %s (higher: %s)", got, lo.Pushes[0].Digest, hi.Pushes[0].Digest)
+			}
+			wantLo, wantHi := "promoted: the tag held no image with a provenance record", "kept champion: accuracy 0.3000 >= 0.2000"
+			if first == higher {
+				wantLo, wantHi = "promoted: accuracy 0.2000 < 0.3000", "promoted: the tag held no image with a provenance record"
+			}
+			if len(lo.Promotions) != 1 || lo.Promotions[0].Reason != wantLo || !lo.Promotions[0].Promoted {
+				t.Errorf("the lower job's promotion: %+v, want %q", lo.Promotions, wantLo)
+			}
+			if len(hi.Promotions) != 1 || hi.Promotions[0].Reason != wantHi {
+				t.Errorf("the higher job's promotion: %+v, want %q", hi.Promotions, wantHi)
+			}
+		})
+	}
+}
