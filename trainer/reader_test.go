@@ -4,6 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"reflect"
 	"runtime"
 	"strings"
@@ -353,4 +356,47 @@ func FuzzMetricLine(f *testing.F) {
 			t.Errorf("parseMetricLine(%q) = %q, %v, %d", payload, name, v, step)
 		}
 	})
+}
+
+// TestMetricsHelper runs the helper gantry init writes: what it prints is
+// what the Reader reads.
+func TestMetricsHelper(t *testing.T) {
+	python, err := exec.LookPath("python3")
+	if err != nil {
+		t.Skip("python3 is not on PATH")
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "gantry_metrics.py"), Files("")["gantry_metrics.py"], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	prog := `from gantry_metrics import log_metric
+log_metric("loss", 0.5)
+log_metric("loss", 1, step=7)
+log_metric("val/f1", "0.25", step=2.0)
+log_metric("accuracy", 0.9667)
+log_metric("loss", float("nan"))
+`
+	cmd := exec.Command(python, "-c", prog)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "PYTHONDONTWRITEBYTECODE=1")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("python3: %v\n%s", err, out)
+	}
+	r := readAll(t, gantry.Spec{}, strings.Split(strings.TrimSuffix(string(out), "\n"), "\n")...)
+	want := gantry.Series{
+		"loss":     {{Step: 0, Value: 0.5}, {Step: 7, Value: 1}},
+		"val/f1":   {{Step: 2, Value: 0.25}},
+		"accuracy": {{Step: 0, Value: 0.9667}},
+	}
+	if got := r.Series(); !reflect.DeepEqual(got, want) {
+		t.Errorf("Series() = %v; want %v\noutput:\n%s", got, want, out)
+	}
+	m := r.Metrics()
+	if m.Accuracy == nil || *m.Accuracy != 0.9667 || len(m.Problems) != 1 || !strings.Contains(m.Problems[0], "line 5: metric line: the value is not a finite number") {
+		t.Errorf("Metrics() = %+v; want accuracy 0.9667 and the NaN of line 5 a problem", m)
+	}
+	if n := strings.Count(string(Files("")["gantry_metrics.py"]), "\n"); n != 5 {
+		t.Errorf("gantry_metrics.py has %d lines; want 5", n)
+	}
 }
