@@ -6,6 +6,8 @@ import (
 	"io"
 	"os"
 	"reflect"
+	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/gantry-ml/gantry"
@@ -104,5 +106,42 @@ func TestMetricsLive(t *testing.T) {
 	want := gantry.Series{"loss": {{Step: 0, Value: 0.5}, {Step: 1, Value: 0.25}}, "accuracy": {{Step: 0, Value: 1}}}
 	if got, err := rig.d.Metrics(ctx, j.ID, ""); err != nil || !reflect.DeepEqual(got, want) {
 		t.Errorf("Metrics at the end = %v, %v; want %v", got, err, want)
+	}
+}
+
+// TestMetricsAcrossEngineLoss: when the engine goes away mid-training and
+// the container's output is replayed from the start on re-attaching, each
+// point counts once.
+func TestMetricsAcrossEngineLoss(t *testing.T) {
+	f := pipeNewFakes(t)
+	var calls atomic.Int32
+	f.engine.run = func(ctx context.Context, id string, out io.Writer) (runner.Exit, error) {
+		if calls.Add(1) == 1 {
+			// The first three lines, then the engine is gone.
+			head := strings.SplitAfterN(metricsOutput, "\n", 4)
+			if _, err := io.WriteString(out, strings.Join(head[:3], "")); err != nil {
+				return runner.Exit{}, err
+			}
+			return runner.Exit{}, gantry.Errorf(gantry.ErrUnavailable, "engine gone")
+		}
+		return pipeReplay(metricsOutput, runner.Exit{})(ctx, id, out)
+	}
+	rig := pipeNewRig(t, 1, f)
+	pipeRun(t, rig.d)
+	j := pipeSubmit(t, rig.d, gantry.Spec{Metrics: []gantry.MetricPattern{{Name: "f1", Regex: `f1=([0-9.]+)`}}})
+	j = pipeWait(t, rig.d, j.ID)
+	if j.State != gantry.StateSucceeded || calls.Load() != 2 {
+		t.Fatalf("job %s: %s (%s) after %d runs; want succeeded after 2", j.ID, j.State, j.Error, calls.Load())
+	}
+	want := gantry.Series{
+		"loss":     {{Step: 1, Value: 0.9}, {Step: 2, Value: 0.5}, {Step: 3, Value: 0.25}},
+		"f1":       {{Step: 0, Value: 0.8}},
+		"accuracy": {{Step: 0, Value: 0.9667}},
+	}
+	if got, err := rig.d.Metrics(context.Background(), j.ID, ""); err != nil || !reflect.DeepEqual(got, want) {
+		t.Errorf("Metrics = %v, %v; want %v", got, err, want)
+	}
+	if p := j.Metrics.Problems; len(p) != 1 || !strings.HasPrefix(p[0], "line 4: ") {
+		t.Errorf("problems %q; want the one of line 4", p)
 	}
 }
