@@ -285,6 +285,9 @@ func TestReaderMillionLines(t *testing.T) {
 // TestReaderLineAllocs: a line that reports nothing costs no allocation,
 // whatever the patterns; nor does a point once its series has filled.
 func TestReaderLineAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates")
+	}
 	spec := gantry.Spec{Metrics: []gantry.MetricPattern{{Name: "loss", Regex: `loss: ([0-9.]+)`}}}
 	r := readAll(t, spec)
 	if a := testing.AllocsPerRun(1000, func() { r.Line("Epoch 3/10 - 12s - something else entirely") }); a != 0 {
