@@ -37,6 +37,8 @@ type fakeService struct {
 	// outputs answers Outputs; writeOutputs WriteOutputs (outputs_test.go).
 	outputs      func(ctx context.Context, id string) (*gantry.Outputs, error)
 	writeOutputs func(ctx context.Context, id string, w io.Writer) error
+	// metrics answers Metrics (metrics_test.go).
+	metrics func(ctx context.Context, id, name string) (gantry.Series, error)
 	// lastEvent is the newest event's number (0 when unset, not an error).
 	lastEvent uint64
 	policy    gantry.Policy

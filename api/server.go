@@ -54,6 +54,9 @@
 //	                                 file's digest is checked as it is sent: on
 //	                                 a mismatch the stream breaks off, unfinished
 //	                                 (and gantryd logs why)
+//	GET  /v1/jobs/{id}/metrics?name=NAME the job's metric series, a gantry.Series
+//	                                 ({"loss": [{"step": 0, "value": 0.5}]}); with
+//	                                 name, that metric's; {} while there is none
 //	GET  /v1/history?name=REPO&tag=T the jobs that pushed to REPO, newest first,
 //	                                 each marked whether REPO:T holds its image
 //	POST /v1/jobs/{id}/cancel        cancel the job in whatever state it is;
@@ -117,6 +120,7 @@ type Service interface {
 	// copied); WriteOutputs writes them as a tar stream.
 	Outputs(ctx context.Context, id string) (*gantry.Outputs, error)
 	WriteOutputs(ctx context.Context, id string, w io.Writer) error
+	Metrics(ctx context.Context, id, name string) (gantry.Series, error)
 	LastEvent(ctx context.Context) (uint64, error)
 	// Policy is the operator's bound on what a job may ask.
 	Policy() gantry.Policy
@@ -208,6 +212,7 @@ func Handler(svc Service, version func(context.Context) VersionInfo, log *slog.L
 	mux.HandleFunc("GET /v1/jobs/{id}/build", s.stream("application/x-ndjson", Service.BuildStatus))
 	mux.HandleFunc("GET /v1/jobs/{id}/progress", s.stream("application/x-ndjson", Service.Progress))
 	mux.HandleFunc("GET /v1/jobs/{id}/outputs", s.outputs)
+	mux.HandleFunc("GET /v1/jobs/{id}/metrics", s.metrics)
 	mux.HandleFunc("GET /v1/events", s.events)
 	mux.HandleFunc("GET /v1/history", s.history)
 	mux.HandleFunc("POST /v1/jobs/{id}/cancel", s.cancel)

@@ -14,7 +14,8 @@
 //     container is created) and its datasets (checked against the policy at
 //     submit, pinned by the digest of their trees before the container is
 //     created).
-//   - train.go: the training container, its output and its metrics.
+//   - train.go: the training container, its output and its metrics;
+//     metrics.go: the metric series, kept beside the record.
 //   - outputs.go: what training left in its output directory, copied out
 //     before the exit is recorded and kept by content.
 //   - publish.go: the one path to the registry, for a job and for gantry
@@ -206,7 +207,7 @@ func New(cfg Config, st jobStore, b imageBuilder, e Engine, p imagePusher, src i
 		return nil, err
 	}
 	cfg.Policy.DatasetRoots = roots
-	for _, d := range []string{"logs", "contexts"} {
+	for _, d := range []string{"logs", "contexts", "metrics"} {
 		if err := os.MkdirAll(filepath.Join(cfg.DataDir, d), 0o700); err != nil {
 			return nil, fmt.Errorf("data dir: %w", err)
 		}

@@ -31,6 +31,13 @@ func (d *Daemon) ProgressPath(id string) string {
 	return filepath.Join(d.cfg.DataDir, "logs", id+".progress.jsonl")
 }
 
+// SeriesPath is where job id's metric series live: a gantry.Series as
+// JSON, out of the job's record so that reading records stays cheap;
+// replaced whole while the job trains, and when it exits.
+func (d *Daemon) SeriesPath(id string) string {
+	return filepath.Join(d.cfg.DataDir, "metrics", id+".json")
+}
+
 // jobLog is a job's log, open for the run: its text goes through a
 // joblog.Writer, which marks gantryd's own lines.
 type jobLog struct {

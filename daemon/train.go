@@ -34,15 +34,18 @@ func trainingLine(cid string) string { return fmt.Sprintf("==> training in conta
 func trainingMarker(cid string) string { return joblog.Line(trainingLine(cid)) }
 
 // train runs (or re-attaches to) the job's container until it exits, and
-// reads its metrics from the output. The training timeout counts from when
+// reads its metrics from the output: the finals and problems it returns go
+// to the record, the series to their own file (SeriesPath), written as they
+// grow and whole before train returns. The training timeout counts from when
 // the job first started running, across restarts. When the engine goes away
 // mid-way, train waits for it and re-attaches if the container survived.
 func (d *Daemon) train(ctx context.Context, j *gantry.Job, logf *jobLog) (runner.Exit, gantry.Metrics, error) {
-	pattern, err := trainer.Compile(j.Spec.MetricRegex)
+	reader, err := trainer.ReaderFor(&j.Spec)
 	if err != nil {
 		return runner.Exit{}, gantry.Metrics{}, err
 	}
-	reader := pattern.NewReader()
+	stopSeries := d.keepSeries(j.ID, reader)
+	defer stopSeries()
 	lines := iox.NewLineSplitter(maxLine, reader.Line)
 	// A flood of output fills the log only up to its cap; the metric reader
 	// still reads every line.
@@ -66,12 +69,12 @@ func (d *Daemon) train(ctx context.Context, j *gantry.Job, logf *jobLog) (runner
 		exit, err := d.engine.Run(tctx, j.ContainerID, &iox.SkipWriter{W: out, Skip: out.n})
 		if err == nil {
 			lines.Flush()
-			m := gantry.Metrics{}
-			if acc, err := reader.Accuracy(); err == nil {
-				m.Accuracy = &acc
-			} else {
-				m.AccuracyError = clip(err.Error(), maxReason)
+			stopSeries()
+			if err := d.writeSeries(j.ID, reader.Series(), true); err != nil {
+				return runner.Exit{}, gantry.Metrics{}, fmt.Errorf("keep the metric series: %w", err)
 			}
+			m := reader.Metrics()
+			m.AccuracyError = clip(m.AccuracyError, maxReason)
 			return exit, m, nil
 		}
 		if tctx.Err() != nil {

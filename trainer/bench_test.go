@@ -7,6 +7,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/gantry-ml/gantry"
 )
 
 // threadCPU returns the CPU time the calling OS thread has used, so that a
@@ -69,6 +71,28 @@ func BenchmarkReaderWorstCase(b *testing.B) {
 			}
 			if d := threadCPU(b) - cpu; d > 0 {
 				b.ReportMetric(float64(n*len(line))/1e6/d.Seconds(), "MB/cpu-s")
+			}
+		})
+	}
+}
+
+// BenchmarkReaderLines reads typical lines: a structured metric line, a
+// line that the patterns match, and one that reports nothing, with the
+// default pattern and one named pattern.
+func BenchmarkReaderLines(b *testing.B) {
+	r, err := ReaderFor(&gantry.Spec{Metrics: []gantry.MetricPattern{{Name: "loss", Regex: `loss: ([0-9.]+)`}}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, line := range []string{
+		gantry.MetricLine + `{"name":"val_loss","value":0.3125,"step":12}`,
+		"Epoch 12/100 - loss: 0.2931 - accuracy: 0.9123",
+		"Epoch 12/100 - 1s - 14ms/step - lr 0.001",
+	} {
+		b.Run(line[:16], func(b *testing.B) {
+			b.SetBytes(int64(len(line)))
+			for b.Loop() {
+				r.Line(line)
 			}
 		})
 	}

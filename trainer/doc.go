@@ -33,6 +33,8 @@
 //     default in the form "accuracy: 0.95" (or "Model accuracy = 95%"), and
 //     the last such line is the one that counts. A job may give its own
 //     pattern instead; see Compile. Reader reads the output as it streams.
+//   - Named metrics (loss, F1, ...), each a series of points: see Metrics
+//     below.
 //   - The exit code: anything but 0 fails the job, whatever accuracy was
 //     printed.
 //   - The files left in the output directory: once the container has exited,
@@ -40,6 +42,28 @@
 //     copies the directory out through the engine, up to the job's
 //     --max-output, and keeps each regular file by its digest. A checkpoint
 //     written before a crash is kept too. `gantry outputs ID` gives them back.
+//
+// # Metrics
+//
+// Besides the accuracy, a program reports any named metric, a point at a
+// time, two ways. A job's --metric NAME=REGEX patterns: each line a pattern
+// matches is a point, its one capture group the value. And the structured
+// line, a line of output that starts with gantry.MetricLine:
+//
+//	@@gantry metric {"name":"loss","value":0.31,"step":3}
+//
+// name as gantry.CheckMetricName allows, value a finite JSON number, step a
+// whole number >= 0, optional (without it, the point's step is the number of
+// that metric's points before it); no other key. A line named "accuracy"
+// reports the accuracy. `gantry init` writes gantry_metrics.py beside app.py,
+// whose log_metric(name, value, step=None) prints the line.
+//
+// The last point of a metric is its final value, in the job's record; a
+// malformed line (not JSON, an unknown key, NaN or Infinity, a bad name) is a
+// problem the record lists ("line 1234: ..."), never a failure. A job keeps
+// gantry.MaxMetrics metrics, each series downsampled to
+// gantry.MaxSeriesPoints points (see Reader), beside the record: `gantry
+// metrics ID` prints them.
 //
 // # What ships
 //
@@ -61,7 +85,8 @@
 // # The reference program
 //
 // The scikit-learn Iris trainer that `gantry init` writes out with Write:
-// app.py, requirements.txt, a Dockerfile and a .dockerignore. app.py trains,
+// app.py, requirements.txt, a Dockerfile, a .dockerignore and the metrics
+// helper gantry_metrics.py. app.py trains,
 // prints "Model accuracy: 0.9667", and saves model.joblib in
 // $GANTRY_OUTPUT_DIR; `app.py --evaluate` trains nothing, loads that model
 // and prints its accuracy on the same held-out samples, or exits 1 saying

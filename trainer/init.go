@@ -16,13 +16,16 @@ import (
 
 // A file whose name starts with a dot is embedded only when named.
 //
-//go:embed iris/app.py iris/requirements.txt iris/Dockerfile iris/.dockerignore
+//go:embed iris/app.py iris/gantry_metrics.py iris/requirements.txt iris/Dockerfile iris/.dockerignore
 var iris embed.FS
 
 // defaultBase is the Dockerfile's line that names the base image.
 const defaultBase = "ARG BASE=python:3.10-slim"
 
-// Files returns the reference Iris trainer, file name to content. With base
+// Files returns the reference Iris trainer, file name to content: app.py,
+// requirements.txt, a Dockerfile, a .dockerignore, and gantry_metrics.py,
+// the helper a program imports to report a metric as a structured line
+// (log_metric(name, value, step=None)). With base
 // "" the Dockerfile keeps its default base image, python:3.10-slim, which
 // installs requirements.txt from the network; any other base replaces it
 // there, such as an image that already has scikit-learn, pandas and joblib

@@ -14,7 +14,7 @@ import (
 	"github.com/gantry-ml/gantry"
 )
 
-var fileNames = []string{".dockerignore", "Dockerfile", "app.py", "requirements.txt"}
+var fileNames = []string{".dockerignore", "Dockerfile", "app.py", "gantry_metrics.py", "requirements.txt"}
 
 func TestFiles(t *testing.T) {
 	files := Files("")

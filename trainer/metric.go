@@ -7,7 +7,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"unicode/utf8"
 
 	"github.com/gantry-ml/gantry"
@@ -111,75 +110,6 @@ func compile(pattern string) (*Pattern, error) {
 // String returns the pattern's source text.
 func (p *Pattern) String() string { return p.src }
 
-// Reader reads the accuracy a training program reports, one line of its
-// output at a time, as the output arrives. The last line that matches the
-// pattern decides, even when its value is not a valid accuracy. A Reader is
-// safe for concurrent use, but lines fed from two goroutines have no order,
-// so "last" then means last fed. The zero Reader reads with DefaultPattern.
-type Reader struct {
-	p *Pattern
-
-	mu      sync.Mutex
-	matched bool
-	value   float64
-	// bad says why the last matching line's value is not an accuracy;
-	// empty when it is one.
-	bad string
-	// line is the last matching line, or the part of it around the
-	// match, quoted for an error message. It is a copy, so a long line
-	// is not kept alive by it.
-	line string
-}
-
-// NewReader returns a Reader that reads with p.
-func (p *Pattern) NewReader() *Reader { return &Reader{p: p} }
-
-// Line examines one line of output, without its newline. A trailing '\r' is
-// ignored; a line longer than MaxLine is ignored whole; a '\r' inside the line is taken as a terminal would, as the start
-// of a new line drawn over the old one (progress bars do this), so each part
-// counts as a line of its own. Colour and other terminal escape sequences
-// ("\x1b[32m") are removed before the pattern sees the line.
-func (r *Reader) Line(line string) {
-	if len(line) > MaxLine {
-		return
-	}
-	line = strings.TrimRight(line, "\r")
-	// Of the parts, the last one that matches is the one that would
-	// decide, so look from the end and stop at the first match.
-	for {
-		i := strings.LastIndexByte(line, '\r')
-		if r.part(line[i+1:]) || i < 0 {
-			return
-		}
-		line = line[:i]
-	}
-}
-
-// part examines one '\r'-free line and reports whether it matched.
-func (r *Reader) part(line string) bool {
-	p := r.p
-	if p == nil {
-		p = defaultPattern
-	}
-	if strings.IndexByte(line, '\x1b') >= 0 {
-		line = csi.ReplaceAllString(line, "")
-	}
-	if p.word != "" && !containsFoldASCII(line, p.word) {
-		return false
-	}
-	m := p.re.FindStringSubmatchIndex(line)
-	if m == nil {
-		return false
-	}
-	value, bad := parse(line, m[2*p.group], m[2*p.group+1])
-	quoted := excerpt(line, m[0])
-
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.matched, r.value, r.bad, r.line = true, value, bad, quoted
-	return true
-}
-
 // parse reads the value text line[start:end] as an accuracy normalised to
 // [0,1]. A '%' at the end of the text, or right after it (spaces between
 // allowed), makes it a percentage. It returns why the value is not an
@@ -196,6 +126,26 @@ func parse(line string, start, end int) (value float64, bad string) {
 	} else if strings.HasPrefix(strings.TrimLeft(line[end:], " \t"), "%") {
 		percent = true
 	}
+	v, bad := readNumber(text)
+	if bad != "" {
+		return 0, bad
+	}
+	text = short(text)
+	switch {
+	case percent && (v < 0 || v > 100):
+		return 0, fmt.Sprintf("%s%% is outside [0%%,100%%]", text)
+	case !percent && (v < 0 || v > 1):
+		return 0, fmt.Sprintf("%s is outside [0,1]", text)
+	}
+	if percent {
+		v /= 100
+	}
+	return v + 0, "" // + 0 turns -0 into 0
+}
+
+// readNumber reads text (spaces trimmed) as a finite number. It returns why
+// it is not one, or "" when it is.
+func readNumber(text string) (float64, string) {
 	if text == "" {
 		return 0, "it holds no number"
 	}
@@ -209,35 +159,10 @@ func parse(line string, start, end int) (value float64, bad string) {
 	if err != nil && !errors.Is(err, strconv.ErrRange) {
 		return 0, fmt.Sprintf("%s is not a number", text)
 	}
-	switch {
-	case math.IsNaN(v) || math.IsInf(v, 0):
+	if math.IsNaN(v) || math.IsInf(v, 0) {
 		return 0, fmt.Sprintf("%s is not a finite number", text)
-	case percent && (v < 0 || v > 100):
-		return 0, fmt.Sprintf("%s%% is outside [0%%,100%%]", text)
-	case !percent && (v < 0 || v > 1):
-		return 0, fmt.Sprintf("%s is outside [0,1]", text)
 	}
-	if percent {
-		v /= 100
-	}
-	return v + 0, "" // + 0 turns -0 into 0
-}
-
-// Accuracy returns the value of the last line that matched, normalised to
-// [0,1]. It returns an error when no line matched, or when the last line that
-// matched holds no finite number in range: an earlier valid line does not
-// count then, so an odd or forged last line cannot let an older value
-// through. The errors are for a person to read and are of no kind.
-func (r *Reader) Accuracy() (float64, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if !r.matched {
-		return 0, errors.New("no line of the training output reported accuracy")
-	}
-	if r.bad != "" {
-		return 0, fmt.Errorf("last accuracy line %s: %s", r.line, r.bad)
-	}
-	return r.value, nil
+	return v + 0, ""
 }
 
 // maxQuote is how much of a line an error message quotes.
@@ -299,9 +224,30 @@ func lowerASCII(c byte) byte {
 	return c
 }
 
-// CheckSpec validates a job's spec whole: Spec.Validate, then the metric
-// pattern against this contract's bounds (Compile). It returns ErrInvalid,
-// naming the field at fault.
+// compileNamed compiles a named metric's pattern: like Compile, but the
+// pattern must have exactly one capture group, the value, and the name may
+// not be accuracy's, whose pattern is MetricRegex. It returns ErrInvalid.
+func compileNamed(m gantry.MetricPattern) (*Pattern, error) {
+	if m.Name == "accuracy" {
+		return nil, gantry.Errorf(gantry.ErrInvalid, "metric accuracy: the accuracy's pattern is --metric-regex (metric_regex); give this metric another name")
+	}
+	if m.Regex == "" {
+		return nil, gantry.Errorf(gantry.ErrInvalid, "metric %s: give the regex, like '%s: ([0-9.]+)'", m.Name, m.Name)
+	}
+	p, err := compile(m.Regex)
+	if err != nil {
+		return nil, gantry.Errorf(gantry.ErrInvalid, "metric %s: %v", m.Name, err)
+	}
+	if p.group != 1 {
+		return nil, gantry.Errorf(gantry.ErrInvalid, "metric %s: pattern %q has no capture group; put one around the number, like '%s: ([0-9.]+)'", m.Name, m.Regex, m.Name)
+	}
+	return p, nil
+}
+
+// CheckSpec validates a job's spec whole: Spec.Validate, then the accuracy
+// pattern and the named metrics' patterns against this contract's bounds
+// (Compile; a named metric's pattern must have exactly one capture group).
+// It returns ErrInvalid, naming the field at fault.
 func CheckSpec(s *gantry.Spec) error {
 	if err := s.Validate(); err != nil {
 		return err
@@ -309,6 +255,11 @@ func CheckSpec(s *gantry.Spec) error {
 	if s.MetricRegex != "" {
 		if _, err := Compile(s.MetricRegex); err != nil {
 			return gantry.Errorf(gantry.ErrInvalid, "metric_regex %q: %v", s.MetricRegex, err)
+		}
+	}
+	for _, m := range s.Metrics {
+		if _, err := compileNamed(m); err != nil {
+			return err
 		}
 	}
 	return nil

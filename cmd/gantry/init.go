@@ -12,7 +12,7 @@ func initCmd() *cobra.Command {
 	var base string
 	c := &cobra.Command{
 		Use:   "init DIR",
-		Short: "Write the reference Iris trainer (app.py, requirements.txt, Dockerfile) into DIR",
+		Short: "Write the reference Iris trainer (app.py, requirements.txt, Dockerfile, gantry_metrics.py) into DIR",
 		Args:  exactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
 			if err := trainer.Write(args[0], base); err != nil {

@@ -1,0 +1,6 @@
+//go:build race
+
+package trainer
+
+// raceEnabled: the race detector changes what allocates.
+const raceEnabled = true
