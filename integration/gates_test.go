@@ -15,9 +15,10 @@ import (
 func TestGatesReject(t *testing.T) {
 	t.Parallel()
 	d := startDaemon(t, "--max-jobs", "2")
-	dir := trainerDir(t, "print('Model accuracy: 0.80')\n")
+	dir := trainerDir(t, lossEpochs+"print('Model accuracy: 0.80')\n")
 	for _, tc := range []struct{ name, gate, reason string }{
 		{"below", "accuracy>=0.9", "accuracy 0.8000 is below the gate accuracy>=0.9"},
+		{"loss-above", "loss<=0.25", "loss 0.3100 is above the gate loss<=0.25"},
 		{"never-reported", "f1>=0.5", "the gate needs f1>=0.5, but the job reported no f1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -29,7 +30,7 @@ func TestGatesReject(t *testing.T) {
 			}
 			id := jobIDFrom(t, out)
 			removeJobImage(t, id)
-			if want := "job " + id + " rejected: accuracy 0.8000: " + tc.reason; !strings.Contains(out, want) {
+			if want := tc.reason; !strings.Contains(out, "job "+id+" rejected: accuracy 0.8000") || !strings.Contains(out, want) {
 				t.Errorf("submit --wait's outcome does not say %q:\n%s", want, out)
 			}
 			j := d.inspect(id)
@@ -50,23 +51,32 @@ func TestGatesReject(t *testing.T) {
 	}
 }
 
+// lossEpochs reports a loss for 5 epochs through the structured line, the
+// last one $LOSS (0.31 unless given).
+const lossEpochs = `import json, os
+final = float(os.environ.get("LOSS") or "0.31")
+for epoch in range(1, 6):
+    print("@@gantry metric " + json.dumps({"name": "loss", "value": final + (5 - epoch) * 0.1, "step": epoch}), flush=True)
+`
+
 // Promotion in the metric's own direction, end to end: two jobs promote
-// the same tag on accuracy:min, both training at once; whichever the test
-// lets finish first, the tag ends on the lower one's image, as the
-// champion's provenance record in the registry says, and each record says
-// why, naming the metric and the direction. (A loss read with --metric
-// awaits the named metrics' reader; the rule is the same for any metric.)
+// the same tag on loss:min (reported per epoch through the structured
+// line; the final loss is given with --env, so one image serves both),
+// both training at once; whichever the test lets finish first, the tag
+// ends on the lower one's image, as the champion's provenance record in
+// the registry says, and each record says why, naming the metric and the
+// direction.
 func TestPromoteOnMinKeepsTheLower(t *testing.T) {
 	t.Parallel()
 	for _, order := range []string{"lower first", "higher first"} {
 		t.Run(strings.ReplaceAll(order, " ", "-"), func(t *testing.T) {
 			t.Parallel()
 			d := startDaemon(t, "--max-jobs", "2")
-			dir := heldTrainer(t)
+			dir := trainerDir(t, heldTail+lossEpochs)
 			repo := uniqueRepo(t)
-			promote := []string{"--promote", "best", "--promote-on", "accuracy:min"}
-			lower := d.submit(dir, append([]string{"--build-arg", "ACC=0.20", "--push", repo + ":lower"}, promote...)...)
-			higher := d.submit(dir, append([]string{"--build-arg", "ACC=0.30", "--push", repo + ":higher"}, promote...)...)
+			promote := []string{"--promote", "best", "--promote-on", "loss:min"}
+			lower := d.submit(dir, append([]string{"--env", "LOSS=0.20", "--push", repo + ":lower"}, promote...)...)
+			higher := d.submit(dir, append([]string{"--env", "LOSS=0.30", "--push", repo + ":higher"}, promote...)...)
 			awaitHeld(t, d, lower)
 			awaitHeld(t, d, higher)
 			first, second := lower, higher
@@ -89,9 +99,9 @@ func TestPromoteOnMinKeepsTheLower(t *testing.T) {
 			if got := servedDigest(t, repo+":best"); got != lo.Pushes[0].Digest {
 				t.Errorf("the tag holds %s, want the lower job's %s (higher: %s)", got, lo.Pushes[0].Digest, hi.Pushes[0].Digest)
 			}
-			wantLo, wantHi := "promoted: the tag held no image with a provenance record", "kept champion: accuracy 0.3000 >= 0.2000"
+			wantLo, wantHi := "promoted: the tag held no image with a provenance record", "kept champion: loss 0.3000 >= 0.2000"
 			if first == higher {
-				wantLo, wantHi = "promoted: accuracy 0.2000 < 0.3000", "promoted: the tag held no image with a provenance record"
+				wantLo, wantHi = "promoted: loss 0.2000 < 0.3000", "promoted: the tag held no image with a provenance record"
 			}
 			if len(lo.Promotions) != 1 || lo.Promotions[0].Reason != wantLo || !lo.Promotions[0].Promoted {
 				t.Errorf("the lower job's promotion: %+v, want %q", lo.Promotions, wantLo)
