@@ -59,6 +59,11 @@ type (
 		Unfinished(ctx context.Context) ([]*gantry.Job, error)
 		Events(ctx context.Context, after uint64, job string, limit int) ([]gantry.Event, error)
 		LastEvent(ctx context.Context) (uint64, error)
+		// A sweep is created with its points' jobs, in one transaction.
+		CreateSweep(ctx context.Context, sw *gantry.Sweep, jobs []*gantry.Job) error
+		GetSweep(ctx context.Context, id string) (*gantry.Sweep, error)
+		UpdateSweep(ctx context.Context, id string, fn func(*gantry.Sweep) error) (*gantry.Sweep, error)
+		ListSweeps(ctx context.Context, limit int, unfinished bool) ([]*gantry.Sweep, error)
 	}
 	imageBuilder interface {
 		Build(ctx context.Context, r builder.Request, progress io.Writer) (builder.Result, error)
@@ -165,7 +170,11 @@ type Daemon struct {
 	fetch fetchRule
 	// tagLocks serialize promotions of each tag.
 	tagLocks keyed.Mutex[string]
-	wg       sync.WaitGroup
+	// sweepLocks serialize the settling of each sweep; sweepBuilds are the
+	// sweeps' builds under way (d.mu).
+	sweepLocks  keyed.Mutex[string]
+	sweepBuilds map[string]*sharedBuild
+	wg          sync.WaitGroup
 
 	// secrets holds jobs' --secret-env values until their containers are
 	// created, in memory only.
@@ -216,13 +225,14 @@ func New(cfg Config, st jobStore, b imageBuilder, e Engine, p imagePusher, src i
 		cfg: cfg, store: &notifyingStore{jobStore: st, changed: changed},
 		builder: b, engine: e, pusher: p, source: src,
 		log: cfg.Logger, now: time.Now,
-		wake:       make(chan struct{}, 1),
-		changed:    changed,
-		active:     map[string]context.CancelCauseFunc{},
-		queued:     map[string]int64{},
-		fetch:      fetchRule{allowPrivate: cfg.Policy.BuildPrivateFetch, resolve: lookupNetIP},
-		digests:    treesum.NewCache(filepath.Join(cfg.DataDir, "dataset-digests.json")),
-		givenRoots: given,
+		wake:        make(chan struct{}, 1),
+		changed:     changed,
+		active:      map[string]context.CancelCauseFunc{},
+		queued:      map[string]int64{},
+		sweepBuilds: map[string]*sharedBuild{},
+		fetch:       fetchRule{allowPrivate: cfg.Policy.BuildPrivateFetch, resolve: lookupNetIP},
+		digests:     treesum.NewCache(filepath.Join(cfg.DataDir, "dataset-digests.json")),
+		givenRoots:  given,
 	}, nil
 }
 
