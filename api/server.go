@@ -29,7 +29,7 @@
 //	GET  /v1/events?job=ID&since=N&follow=0
 //	                                 the event stream (server-sent events):
 //	                                 each event is "id: SEQ", "event: TYPE"
-//	                                 (state, accuracy, push) and "data: JSON"
+//	                                 (state, accuracy, push, sweep) and "data: JSON"
 //	                                 (a gantry.Event). It replays the events
 //	                                 after since (or the Last-Event-ID header),
 //	                                 then follows new ones; with job, only that
@@ -69,6 +69,18 @@
 //	                                 a PushLine each): its lines ("line") and
 //	                                 typed progress ("progress"), then the
 //	                                 record ("job") or the error ("error")
+//	POST /v1/sweeps?spec=JSON        submit a sweep (sweeps.go): spec is a
+//	                                 gantry.SweepSpec, the body and the secrets
+//	                                 header as for POST /v1/jobs. Answers 201
+//	                                 with the gantry.Sweep (a job per point)
+//	GET  /v1/sweeps?limit=N          the sweeps, newest first:
+//	                                 {"sweeps": [...], "event_seq": N}
+//	GET  /v1/sweeps/{id}             a gantry.SweepView: the sweep and its
+//	                                 leaderboard (the points that passed first,
+//	                                 best first by the objective, then the rest
+//	                                 in grid order)
+//	POST /v1/sweeps/{id}/cancel      cancel the sweep's unfinished points and
+//	                                 the sweep; answers with the sweep
 //
 // Errors answer {"message": "...", "kind": "invalid"} with the status the kind
 // maps to in statusOf; a body that came too slowly (BoundBodies) answers 408.
@@ -120,6 +132,7 @@ type Service interface {
 	LastEvent(ctx context.Context) (uint64, error)
 	// Policy is the operator's bound on what a job may ask.
 	Policy() gantry.Policy
+	SweepService
 }
 
 // Info is what /v1/info answers: who serves, and what a job may ask of it.
@@ -212,6 +225,7 @@ func Handler(svc Service, version func(context.Context) VersionInfo, log *slog.L
 	mux.HandleFunc("GET /v1/history", s.history)
 	mux.HandleFunc("POST /v1/jobs/{id}/cancel", s.cancel)
 	mux.HandleFunc("POST /v1/jobs/{id}/push", s.push)
+	s.sweepRoutes(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.error(w, r, gantry.Errorf(gantry.ErrNotFound, "no such endpoint: %s %s (this is gantry API %s)", r.Method, r.URL.Path, Version))
 	})
