@@ -40,6 +40,7 @@ type fakeService struct {
 	// lastEvent is the newest event's number (0 when unset, not an error).
 	lastEvent uint64
 	policy    gantry.Policy
+
 	fakeSweeps // sweeps_test.go
 }
 
