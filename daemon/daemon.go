@@ -19,6 +19,10 @@
 //     before the exit is recorded and kept by content.
 //   - publish.go: the one path to the registry, for a job and for gantry
 //     push: references, job tags, provenance, the champion rule.
+//   - sweep.go, sweeprun.go: a sweep, a grid of jobs over one spec: its
+//     context unpacked once, its image built once (the first point to
+//     build builds, the others wait), the winner chosen once every point
+//     has ended, recorded, then alone published.
 //   - recovery.go, janitor.go: what a restart finds, and what is cleaned up.
 //   - logs.go, events.go: what followers of a job read.
 //

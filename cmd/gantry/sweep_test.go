@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/gantry-ml/gantry"
 	"github.com/gantry-ml/gantry/api"
@@ -148,5 +149,13 @@ func TestWaitSweep(t *testing.T) {
 		if src.since != 7 || strings.Contains(errOut.String(), "OTHER") || !strings.Contains(errOut.String(), "point J3 failed") {
 			t.Errorf("%s: followed since %d, said %q", tt.state, src.since, errOut.String())
 		}
+	}
+}
+
+func TestSweepEventLine(t *testing.T) {
+	el := &eventLines{loc: time.UTC}
+	got := el.line(gantry.Event{Time: time.Date(2026, 11, 30, 3, 0, 0, 0, time.UTC), Type: gantry.EventSweep, Sweep: "S1", State: gantry.StateRejected, Error: "no point passed its gates"})
+	if want := "2026-11-30T03:00:00Z sweep S1 rejected: no point passed its gates"; got != want {
+		t.Errorf("got %q, want %q", got, want)
 	}
 }
