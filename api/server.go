@@ -69,18 +69,10 @@
 //	                                 a PushLine each): its lines ("line") and
 //	                                 typed progress ("progress"), then the
 //	                                 record ("job") or the error ("error")
-//	POST /v1/sweeps?spec=JSON        submit a sweep (sweeps.go): spec is a
-//	                                 gantry.SweepSpec, the body and the secrets
-//	                                 header as for POST /v1/jobs. Answers 201
-//	                                 with the gantry.Sweep (a job per point)
-//	GET  /v1/sweeps?limit=N          the sweeps, newest first:
-//	                                 {"sweeps": [...], "event_seq": N}
-//	GET  /v1/sweeps/{id}             a gantry.SweepView: the sweep and its
-//	                                 leaderboard (the points that passed first,
-//	                                 best first by the objective, then the rest
-//	                                 in grid order)
-//	POST /v1/sweeps/{id}/cancel      cancel the sweep's unfinished points and
-//	                                 the sweep; answers with the sweep
+//	POST /v1/sweeps?spec=JSON        submit a sweep, a gantry.SweepSpec (body, secrets: as jobs): 201
+//	GET  /v1/sweeps?limit=N          {"sweeps": [...], "event_seq": N}, newest first
+//	GET  /v1/sweeps/{id}             the gantry.SweepView, its leaderboard (sweeps.go)
+//	POST /v1/sweeps/{id}/cancel      cancel the sweep and its unfinished points
 //
 // Errors answer {"message": "...", "kind": "invalid"} with the status the kind
 // maps to in statusOf; a body that came too slowly (BoundBodies) answers 408.

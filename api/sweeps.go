@@ -1,6 +1,14 @@
 package api
 
 // Sweeps: a grid of jobs built once, of which only the best ships.
+//
+// POST /v1/sweeps takes the build context as the body and the secrets'
+// values in SecretEnvHeader, as POST /v1/jobs does, and answers 201 with the
+// gantry.Sweep (its points' job IDs in grid order). GET /v1/sweeps/{id}
+// answers the gantry.SweepView: the points that passed first, best first by
+// the objective (ties in grid order), then the rest in grid order. A
+// sweep's changes (its state, its winner) are "sweep" events on
+// /v1/events.
 
 import (
 	"context"
