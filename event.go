@@ -7,6 +7,9 @@ const (
 	EventState    = "state"    // the job moved to Event.State
 	EventAccuracy = "accuracy" // the job's accuracy was recorded
 	EventPush     = "push"     // the job's image was pushed to Event.Push
+	// EventSweep: sweep Event.Sweep changed: its state (Event.State), or
+	// its winner was chosen. Job is empty.
+	EventSweep = "sweep"
 )
 
 // Event is one change in a job's life, as the event stream delivers it.
@@ -21,6 +24,7 @@ type Event struct {
 	Error    string    `json:"error,omitempty"`
 	Accuracy *float64  `json:"accuracy,omitempty"`
 	Push     *Push     `json:"push,omitempty"`
+	Sweep    string    `json:"sweep,omitempty"`
 }
 
 // Changes returns the events that a change of a job's record from old to

@@ -42,6 +42,8 @@ type fakeService struct {
 	// lastEvent is the newest event's number (0 when unset, not an error).
 	lastEvent uint64
 	policy    gantry.Policy
+
+	fakeSweeps // sweeps_test.go
 }
 
 func (f *fakeService) Policy() gantry.Policy { return f.policy }

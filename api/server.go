@@ -29,7 +29,7 @@
 //	GET  /v1/events?job=ID&since=N&follow=0
 //	                                 the event stream (server-sent events):
 //	                                 each event is "id: SEQ", "event: TYPE"
-//	                                 (state, accuracy, push) and "data: JSON"
+//	                                 (state, accuracy, push, sweep) and "data: JSON"
 //	                                 (a gantry.Event). It replays the events
 //	                                 after since (or the Last-Event-ID header),
 //	                                 then follows new ones; with job, only that
@@ -72,6 +72,10 @@
 //	                                 a PushLine each): its lines ("line") and
 //	                                 typed progress ("progress"), then the
 //	                                 record ("job") or the error ("error")
+//	POST /v1/sweeps?spec=JSON        submit a sweep, a gantry.SweepSpec (body, secrets: as jobs): 201
+//	GET  /v1/sweeps?limit=N          {"sweeps": [...], "event_seq": N}, newest first
+//	GET  /v1/sweeps/{id}             the gantry.SweepView, its leaderboard (sweeps.go)
+//	POST /v1/sweeps/{id}/cancel      cancel the sweep and its unfinished points
 //
 // Errors answer {"message": "...", "kind": "invalid"} with the status the kind
 // maps to in statusOf; a body that came too slowly (BoundBodies) answers 408.
@@ -124,6 +128,7 @@ type Service interface {
 	LastEvent(ctx context.Context) (uint64, error)
 	// Policy is the operator's bound on what a job may ask.
 	Policy() gantry.Policy
+	SweepService
 }
 
 // Info is what /v1/info answers: who serves, and what a job may ask of it.
@@ -217,6 +222,7 @@ func Handler(svc Service, version func(context.Context) VersionInfo, log *slog.L
 	mux.HandleFunc("GET /v1/history", s.history)
 	mux.HandleFunc("POST /v1/jobs/{id}/cancel", s.cancel)
 	mux.HandleFunc("POST /v1/jobs/{id}/push", s.push)
+	s.sweepRoutes(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.error(w, r, gantry.Errorf(gantry.ErrNotFound, "no such endpoint: %s %s (this is gantry API %s)", r.Method, r.URL.Path, Version))
 	})

@@ -9,7 +9,7 @@
 // Run it with `make bench` (which first brings up dockerd, the base image and
 // the registry tools with `make services`), or:
 //
-//	go run ./bench [-runs 5] [-heavy-runs N] [-cases cold,warm,repush,large,api,outputs] [-out bench/results]
+//	go run ./bench [-runs 5] [-heavy-runs N] [-cases cold,warm,repush,large,api,outputs,sweep] [-out bench/results]
 //
 // BENCHMARKS.md at the repository root says how to read the results.
 package main
@@ -33,7 +33,7 @@ import (
 )
 
 // allCases lists the cases in the order they run.
-var allCases = []string{"cold", "warm", "repush", "large", "api", "outputs"}
+var allCases = []string{"cold", "warm", "repush", "large", "api", "outputs", "sweep"}
 
 type config struct {
 	runs        int // runs of each case
@@ -123,6 +123,8 @@ func run(ctx context.Context, cfg config) error {
 			err = b.api(ctx)
 		case "outputs":
 			err = b.outputs(ctx)
+		case "sweep":
+			err = b.sweep(ctx)
 		}
 		b.res.CaseSeconds[c] = time.Since(start).Seconds()
 		if err != nil {

@@ -78,6 +78,12 @@ var rows = []rowDef{
 		target: "one small layer", met: func(r *Row) bool { return r.Gantry != nil && r.Gantry.Max < 1024 }},
 	{id: "outputs/job-layer", name: "6. outputs: job, model shipped as a layer", unit: "s", target: "report"},
 	{id: "outputs/job-none", name: "6. outputs: job, --outputs=none", unit: "s", target: "report"},
+	{id: "sweep/job", name: "7. sweep: 12 points of the Iris trainer, push the best (gantry sweep vs a docker CLI loop)", unit: "s", target: "report"},
+	{id: "sweep/builds", name: "7. sweep: builds (gantry: BuildKit's cache record; docker: docker build runs)", unit: "",
+		target: "gantry: one", met: func(r *Row) bool { return r.Gantry != nil && r.Gantry.Max == 1 }},
+	{id: "sweep/one-run", name: "7. sweep: one warm training run (docker run --rm, one at a time)", unit: "s", target: "report"},
+	{id: "sweep/over-bound", name: "7. sweep: gantry's time / (ceil(12 / max-jobs) × one warm run)", unit: "×",
+		target: "≤ 1.25", met: gantryBelow(1.2500001)},
 }
 
 // Stats are the samples of one side of a row.

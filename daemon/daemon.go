@@ -20,6 +20,10 @@
 //     before the exit is recorded and kept by content.
 //   - publish.go: the one path to the registry, for a job and for gantry
 //     push: references, job tags, provenance, the champion rule.
+//   - sweep.go, sweeprun.go: a sweep, a grid of jobs over one spec: its
+//     context unpacked once, its image built once (the first point to
+//     build builds, the others wait), the winner chosen once every point
+//     has ended, recorded, then alone published.
 //   - recovery.go, janitor.go: what a restart finds, and what is cleaned up.
 //   - logs.go, events.go: what followers of a job read.
 //
@@ -60,6 +64,11 @@ type (
 		Unfinished(ctx context.Context) ([]*gantry.Job, error)
 		Events(ctx context.Context, after uint64, job string, limit int) ([]gantry.Event, error)
 		LastEvent(ctx context.Context) (uint64, error)
+		// A sweep is created with its points' jobs, in one transaction.
+		CreateSweep(ctx context.Context, sw *gantry.Sweep, jobs []*gantry.Job) error
+		GetSweep(ctx context.Context, id string) (*gantry.Sweep, error)
+		UpdateSweep(ctx context.Context, id string, fn func(*gantry.Sweep) error) (*gantry.Sweep, error)
+		ListSweeps(ctx context.Context, limit int, unfinished bool) ([]*gantry.Sweep, error)
 	}
 	imageBuilder interface {
 		Build(ctx context.Context, r builder.Request, progress io.Writer) (builder.Result, error)
@@ -166,7 +175,11 @@ type Daemon struct {
 	fetch fetchRule
 	// tagLocks serialize promotions of each tag.
 	tagLocks keyed.Mutex[string]
-	wg       sync.WaitGroup
+	// sweepLocks serialize the settling of each sweep; sweepBuilds are the
+	// sweeps' builds under way (d.mu).
+	sweepLocks  keyed.Mutex[string]
+	sweepBuilds map[string]*sharedBuild
+	wg          sync.WaitGroup
 
 	// secrets holds jobs' --secret-env values until their containers are
 	// created, in memory only.
@@ -217,13 +230,14 @@ func New(cfg Config, st jobStore, b imageBuilder, e Engine, p imagePusher, src i
 		cfg: cfg, store: &notifyingStore{jobStore: st, changed: changed},
 		builder: b, engine: e, pusher: p, source: src,
 		log: cfg.Logger, now: time.Now,
-		wake:       make(chan struct{}, 1),
-		changed:    changed,
-		active:     map[string]context.CancelCauseFunc{},
-		queued:     map[string]int64{},
-		fetch:      fetchRule{allowPrivate: cfg.Policy.BuildPrivateFetch, resolve: lookupNetIP},
-		digests:    treesum.NewCache(filepath.Join(cfg.DataDir, "dataset-digests.json")),
-		givenRoots: given,
+		wake:        make(chan struct{}, 1),
+		changed:     changed,
+		active:      map[string]context.CancelCauseFunc{},
+		queued:      map[string]int64{},
+		sweepBuilds: map[string]*sharedBuild{},
+		fetch:       fetchRule{allowPrivate: cfg.Policy.BuildPrivateFetch, resolve: lookupNetIP},
+		digests:     treesum.NewCache(filepath.Join(cfg.DataDir, "dataset-digests.json")),
+		givenRoots:  given,
 	}, nil
 }
 

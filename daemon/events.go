@@ -52,6 +52,18 @@ func (s *notifyingStore) Update(ctx context.Context, id string, fn func(*gantry.
 	return j, err
 }
 
+func (s *notifyingStore) CreateSweep(ctx context.Context, sw *gantry.Sweep, jobs []*gantry.Job) error {
+	err := s.jobStore.CreateSweep(ctx, sw, jobs)
+	s.changed.notify()
+	return err
+}
+
+func (s *notifyingStore) UpdateSweep(ctx context.Context, id string, fn func(*gantry.Sweep) error) (*gantry.Sweep, error) {
+	sw, err := s.jobStore.UpdateSweep(ctx, id, fn)
+	s.changed.notify()
+	return sw, err
+}
+
 // keepAlive is how long an idle event stream waits before send(nil), so
 // that the transport can prove the connection alive.
 var keepAlive = 15 * time.Second

@@ -31,7 +31,7 @@ func (d *Daemon) cleanup(ctx context.Context, id string, canceled bool) {
 	os.RemoveAll(d.contextDir(id))
 	// By name: a cancel can land after the build made the image but
 	// before the record held it.
-	if canceled {
+	if canceled && j.Sweep == "" { // a sweep's image is every point's
 		if err := d.engine.RemoveImage(ctx, j.ImageName); err != nil {
 			d.log.Warn("remove image", "job", id, "err", err)
 		}

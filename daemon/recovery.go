@@ -40,6 +40,9 @@ func (d *Daemon) Prepare(ctx context.Context) error {
 		return fmt.Errorf("recover: %w", err)
 	}
 	for _, e := range entries {
+		if sw, err := d.store.GetSweep(ctx, e.Name()); err == nil && !sw.State.Terminal() && sw.Image == "" && sw.Error == "" {
+			continue // a sweep's context, kept until its one build
+		}
 		j, err := d.store.Get(ctx, e.Name())
 		if err != nil || j.State.Terminal() || j.Reached(gantry.CheckpointBuilt) {
 			os.RemoveAll(d.contextDir(e.Name()))

@@ -28,6 +28,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	d.mu.Unlock()
 	d.poke()
+	d.wg.Add(1)
+	go func() { defer d.wg.Done(); d.settleSweeps(ctx) }()
 	sweep := time.NewTicker(max(d.cfg.OrphanGrace/2, time.Second))
 	defer sweep.Stop()
 	for {
@@ -95,6 +97,7 @@ func (d *Daemon) start(ctx context.Context, id string) {
 		d.mu.Unlock()
 		d.poke()
 		d.prune(id)
+		d.pointEnded(ctx, id)
 	}()
 }
 

@@ -28,16 +28,7 @@ import (
 // the limits and ErrTooMany when the queue is full; nothing of a refused
 // submission is kept.
 func (d *Daemon) Submit(ctx context.Context, spec gantry.Spec, secrets map[string]string, tar io.Reader) (*gantry.Job, error) {
-	if err := trainer.CheckSpec(&spec); err != nil {
-		return nil, err
-	}
-	if err := d.cfg.Policy.Apply(&spec); err != nil {
-		return nil, err
-	}
-	if err := checkSecrets(spec, secrets); err != nil {
-		return nil, err
-	}
-	if err := d.checkDatasets(ctx, &spec); err != nil {
+	if err := d.checkSubmit(ctx, &spec, secrets); err != nil {
 		return nil, err
 	}
 	if err := d.admit(0); err != nil {
@@ -45,6 +36,44 @@ func (d *Daemon) Submit(ctx context.Context, spec gantry.Spec, secrets map[strin
 	}
 	j := gantry.NewJob(spec, d.now())
 	dir := d.contextDir(j.ID)
+	in, err := d.unpackContext(ctx, dir, spec, tar)
+	if err == nil {
+		j.ContextSize, j.Inputs = in.ContextSize, in.Inputs
+		if len(secrets) > 0 {
+			d.secrets.put(j.ID, secrets) // before the job can start
+		}
+		err = d.enqueue(ctx, j)
+	}
+	if err != nil {
+		d.secrets.forget(j.ID)
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	d.log.Info("job submitted", "job", j.ID, "context_bytes", j.ContextSize)
+	d.poke()
+	return j, nil
+}
+
+// checkSubmit checks spec as Submit and SubmitSweep take it: the trainer
+// contract, the operator's policy (which fills the limits left at zero),
+// the secrets' values and the datasets.
+func (d *Daemon) checkSubmit(ctx context.Context, spec *gantry.Spec, secrets map[string]string) error {
+	if err := trainer.CheckSpec(spec); err != nil {
+		return err
+	}
+	if err := d.cfg.Policy.Apply(spec); err != nil {
+		return err
+	}
+	if err := checkSecrets(*spec, secrets); err != nil {
+		return err
+	}
+	return d.checkDatasets(ctx, spec)
+}
+
+// unpackContext unpacks the build context from tar into dir (which it
+// makes) and returns what a job records of it: its size (in ContextSize)
+// and its digests (in Inputs). The caller removes dir on error.
+func (d *Daemon) unpackContext(ctx context.Context, dir string, spec gantry.Spec, tar io.Reader) (*gantry.Job, error) {
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("submit: %w", err)
 	}
@@ -58,26 +87,16 @@ func (d *Daemon) Submit(ctx context.Context, spec gantry.Spec, secrets map[strin
 	if err == nil {
 		err = d.fetch.checkFetches(ctx, df, spec.Build.Dockerfile, spec.Build.BuildArgs)
 	}
-	if err == nil {
-		j.ContextSize = size
-		j.Inputs.ContextDigest = "sha256:" + hex.EncodeToString(sum.Sum(nil))
-		j.Inputs.Files, err = fileDigests(dir)
-		j.Inputs.DockerfileDigest = j.Inputs.Files[spec.Build.Dockerfile]
-	}
-	if err == nil {
-		if len(secrets) > 0 {
-			d.secrets.put(j.ID, secrets) // before the job can start
-		}
-		err = d.enqueue(ctx, j)
-	}
 	if err != nil {
-		d.secrets.forget(j.ID)
-		os.RemoveAll(dir)
 		return nil, err
 	}
-	d.log.Info("job submitted", "job", j.ID, "context_bytes", size)
-	d.poke()
-	return j, nil
+	in := &gantry.Job{ContextSize: size}
+	in.Inputs.ContextDigest = "sha256:" + hex.EncodeToString(sum.Sum(nil))
+	if in.Inputs.Files, err = fileDigests(dir); err != nil {
+		return nil, err
+	}
+	in.Inputs.DockerfileDigest = in.Inputs.Files[spec.Build.Dockerfile]
+	return in, nil
 }
 
 // admit says whether one more job of size bytes fits in the queue (ErrTooMany
@@ -89,9 +108,13 @@ func (d *Daemon) admit(size int64) error {
 }
 
 // fits is admit with d.mu held.
-func (d *Daemon) fits(size int64) error {
+func (d *Daemon) fits(size int64) error { return d.fitsN(1, size) }
+
+// fitsN says whether n more jobs holding size bytes fit in the queue; d.mu
+// must be held.
+func (d *Daemon) fitsN(n int, size int64) error {
 	p := d.cfg.Policy
-	if p.MaxQueue > 0 && len(d.queued)+1 > p.MaxQueue {
+	if p.MaxQueue > 0 && len(d.queued)+n > p.MaxQueue {
 		return gantry.Errorf(gantry.ErrTooMany, "the queue is full: %d jobs wait for a slot, the most gantryd keeps (--max-queue %d); submit again once some have started", len(d.queued), p.MaxQueue)
 	}
 	if p.MaxQueuedBytes > 0 && d.queuedBytes+size > p.MaxQueuedBytes {
@@ -204,6 +227,7 @@ func (d *Daemon) Cancel(ctx context.Context, id string) (*gantry.Job, error) {
 	} else if j.State == gantry.StateCanceled {
 		d.secrets.forget(id)
 		os.RemoveAll(d.contextDir(id))
+		d.pointEnded(ctx, id)
 	}
 	d.log.Info("cancel requested", "job", id, "state", j.State)
 	return j, nil

@@ -31,8 +31,21 @@ func (r *jobRun) say(format string, args ...any) { r.log.Linef("==> "+format, ar
 // build builds the job's image from its context and records it: checkpoint
 // built.
 func (r *jobRun) build(ctx context.Context) error {
+	if r.j.Sweep != "" {
+		return r.buildShared(ctx) // once for every point (sweeprun.go)
+	}
+	if err := r.buildIn(ctx, r.d.contextDir(r.j.ID)); err != nil {
+		return err
+	}
+	os.RemoveAll(r.d.contextDir(r.j.ID))
+	r.say("built image %s", r.j.Image)
+	return nil
+}
+
+// buildIn builds the job's image from the context in dir and records it.
+func (r *jobRun) buildIn(ctx context.Context, dir string) error {
 	d, id := r.d, r.j.ID
-	if _, err := os.Stat(d.contextDir(id)); err != nil {
+	if _, err := os.Stat(dir); err != nil {
 		return fmt.Errorf("the build context is gone (%v): submit the job again", err)
 	}
 	if err := d.secretsKept(r.j); err != nil {
@@ -45,7 +58,7 @@ func (r *jobRun) build(ctx context.Context) error {
 	bctx, cancel := withLimit(ctx, "build", r.j.Spec.Timeouts.Build)
 	r.say("building %s (Dockerfile %s)", r.j.ImageName, r.j.Spec.Build.Dockerfile)
 	res, err := d.builder.Build(bctx, builder.Request{
-		ContextDir: d.contextDir(id),
+		ContextDir: dir,
 		Spec:       r.j.Spec.Build,
 		Name:       r.j.ImageName,
 		Labels:     d.labels(id),
@@ -65,8 +78,6 @@ func (r *jobRun) build(ctx context.Context) error {
 	}); err != nil {
 		return err
 	}
-	os.RemoveAll(d.contextDir(id))
-	r.say("built image %s", res.ImageID)
 	return nil
 }
 

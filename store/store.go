@@ -116,7 +116,7 @@ func initFile(tx *bolt.Tx, path string) error {
 			return err
 		}
 	}
-	for _, name := range [][]byte{bucketJobs, bucketActive, bucketEvents} {
+	for _, name := range [][]byte{bucketJobs, bucketActive, bucketEvents, bucketSweeps} {
 		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 			return err
 		}

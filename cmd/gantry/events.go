@@ -114,6 +114,9 @@ func (el *eventLines) state(job string) gantry.State { return el.seen(job).state
 
 // line is e's line.
 func (el *eventLines) line(e gantry.Event) string {
+	if e.Type == gantry.EventSweep {
+		return el.sweepLine(e)
+	}
 	js := el.seen(e.Job)
 	switch e.Type {
 	case gantry.EventState:
@@ -149,4 +152,20 @@ func (el *eventLines) line(e gantry.Event) string {
 		return el.text(b.String())
 	}
 	return b.String()
+}
+
+// sweepLine is a sweep event's line: the sweep's state, and why it ended.
+func (el *eventLines) sweepLine(e gantry.Event) string {
+	loc := el.loc
+	if loc == nil {
+		loc = time.Local
+	}
+	s := fmt.Sprintf("%s sweep %s %s", e.Time.In(loc).Format(time.RFC3339), e.Sweep, e.State)
+	if e.Error != "" {
+		s += ": " + e.Error
+	}
+	if el.text != nil {
+		return el.text(s)
+	}
+	return s
 }
