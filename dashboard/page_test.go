@@ -30,7 +30,7 @@ type fakeGantry struct {
 	series map[string]gantry.Series
 	sweeps []gantry.SweepView
 	seq    uint64
-	subs   []chan gantry.Event
+	subs   []chan event
 	log    chan string
 	done   chan struct{}
 }
@@ -112,7 +112,7 @@ func (f *fakeGantry) logs(w http.ResponseWriter, r *http.Request) {
 }
 
 func (f *fakeGantry) events(w http.ResponseWriter, r *http.Request) {
-	ch := make(chan gantry.Event, 16)
+	ch := make(chan event, 16)
 	f.mu.Lock()
 	f.subs = append(f.subs, ch)
 	f.mu.Unlock()
@@ -134,21 +134,33 @@ func (f *fakeGantry) events(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// change applies fn to the records, then sends events of the given type
-// about the given jobs.
+// event is gantry's event, with the sweep a sweep's event is about.
+type event struct {
+	gantry.Event
+	Sweep string `json:"sweep,omitempty"`
+}
+
+// eventSweep is the type of a sweep's events (created, ended, its winner
+// chosen); they name no job.
+const eventSweep = "sweep"
+
+// change applies fn to the records, then sends events of type typ about
+// each of ids: jobs, or sweeps for eventSweep.
 func (f *fakeGantry) change(fn func(), typ string, ids ...string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	fn()
 	for _, id := range ids {
 		f.seq++
-		e := gantry.Event{Seq: f.seq, Time: time.Now().UTC(), Job: id, Type: typ}
-		j := f.job(id)
+		e := event{Event: gantry.Event{Seq: f.seq, Time: time.Now().UTC(), Type: typ}}
 		switch typ {
+		case eventSweep:
+			e.Sweep = id
 		case gantry.EventState:
-			e.State = j.State
+			e.Job, e.State = id, f.job(id).State
 		case gantry.EventPush:
-			e.Push = &j.Pushes[len(j.Pushes)-1]
+			pushes := f.job(id).Pushes
+			e.Job, e.Push = id, &pushes[len(pushes)-1]
 		}
 		for _, ch := range f.subs {
 			ch <- e
@@ -292,20 +304,35 @@ func TestPageDrawsCurvesAndLeaderboard(t *testing.T) {
 	run("follow the job's sweep link", chromedp.Click(chromedp.CSS(`#job-sweep a`)))
 	checkLeaderboard(t, p, f, "")
 
-	// The winner is chosen and pushed: its push event marks it.
+	// The winner is chosen: the sweep's event marks it. Then it is pushed,
+	// and promoted.
 	winner := f.sweeps[0].Points[0].Job
 	f.change(func() {
 		v := &f.sweeps[0]
 		v.Sweep.State, v.Sweep.Winner = gantry.StateSucceeded, winner
+	}, eventSweep, f.sweeps[0].Sweep.ID)
+	p.waitFor("the winner marked", `document.querySelector('#leaderboard tr.winner')?.dataset.job ?? ''`, winner)
+	checkLeaderboard(t, p, f, winner)
+	f.change(func() {
 		f.job(winner).Pushes = []gantry.Push{{Ref: "127.0.0.1:5000/iris:sweep", Digest: "sha256:" + strings.Repeat("ab", 32)}}
 		f.job(winner).Promotions = []gantry.Promotion{{Tag: "127.0.0.1:5000/iris:sweep-best", Promoted: true, Reason: "promoted: the tag held no image with a provenance record"}}
 	}, gantry.EventPush, winner)
-	p.waitFor("the winner marked", `document.querySelector('#leaderboard tr.winner')?.dataset.job ?? ''`, winner)
-	checkLeaderboard(t, p, f, winner)
 
 	run("open the sweeps list", chromedp.Click(chromedp.CSS(`#nav-sweeps`)))
-	p.waitFor("the sweep's row", `[...document.querySelector('#sweep-list tr[data-sweep="06h1000000000s00"]')?.cells ?? []].slice(0, 6).map((c) => c.textContent).join('|')`,
-		"06h1000000000s00|succeeded|3|LR = 0.1, 0.3, "+hostileParam+"|loss:min|"+winner)
+	sweepRow := func(id string) string {
+		return `[...document.querySelector('#sweep-list tr[data-sweep="` + id + `"]')?.cells ?? []].slice(0, 6).map((c) => c.textContent).join('|')`
+	}
+	p.waitFor("the sweep's row", sweepRow("06h1000000000s00"), "06h1000000000s00|succeeded|3|LR = 0.1, 0.3, "+hostileParam+"|loss:min|"+winner)
+	// A new sweep's event lists it.
+	f.change(func() {
+		sw := gantry.Sweep{ID: "06h1000000000s01", State: gantry.StateQueued, Jobs: []string{}, Created: time.Now(),
+			Spec: gantry.SweepSpec{Params: []gantry.Param{{Name: "depth", Values: []string{"2", "4"}}}}}
+		f.sweeps = append([]gantry.SweepView{{Sweep: sw}}, f.sweeps...)
+	}, eventSweep, "06h1000000000s01")
+	p.waitFor("the new sweep's row", sweepRow("06h1000000000s01"), "06h1000000000s01|queued|0|depth = 2, 4|accuracy:max|—")
+	if got := p.eval(`[...document.querySelectorAll('#sweep-list tbody tr')].map((r) => r.dataset.sweep).join(' ')`); got != "06h1000000000s01 06h1000000000s00" {
+		t.Errorf("the sweeps listed are %q, want the newest first", got)
+	}
 	run("open the jobs list", chromedp.Click(chromedp.CSS(`#nav-jobs`)))
 	checkChampions(t, p, f, winner)
 

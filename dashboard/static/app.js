@@ -119,11 +119,12 @@ function listen() {
   const onEvent = (msg) => {
     lastSeq = msg.lastEventId || lastSeq;
     const e = JSON.parse(msg.data);
-    if (stale(e)) refresh(e.job);
+    if (e.job && stale(e)) refresh(e.job);
     if (view && e.job === view.id) refreshCurves(e.job);
     sweepsOnEvent(e);
   };
-  for (const type of ['state', 'accuracy', 'push']) es.addEventListener(type, onEvent);
+  // A sweep's events (created, ended, its winner chosen) name no job.
+  for (const type of ['state', 'accuracy', 'push', 'sweep']) es.addEventListener(type, onEvent);
   es.onopen = () => setConn('live');
   es.onerror = () => {
     // The browser reconnects by itself (sending Last-Event-ID) unless the

@@ -1,6 +1,7 @@
 // Sweeps: their list (GET v1/sweeps) and one sweep's leaderboard (GET
 // v1/sweeps/ID), its points ranked best first by the objective. Both are
-// fetched again on the events of the sweeps' jobs.
+// fetched again on the events of the sweeps (created, ended, a winner
+// chosen) and of their jobs.
 'use strict';
 
 const sweeps = {
@@ -10,7 +11,6 @@ const sweeps = {
   view: null,    // its SweepView
   busy: false,
   again: new Set(), // what to fetch: 'list', or a sweep's ID
-  timer: 0,
 };
 
 // routeSweeps shows the list (listed) or sweep id, or neither.
@@ -22,8 +22,6 @@ function routeSweeps(listed, id) {
   if (id !== sweeps.id) {
     sweeps.id = id || '';
     sweeps.view = null;
-    clearTimeout(sweeps.timer);
-    sweeps.timer = 0;
     $('sweep-id').textContent = sweeps.id;
     $('sweep-state').replaceChildren();
     $('sweep-summary').replaceChildren();
@@ -35,11 +33,15 @@ function routeSweeps(listed, id) {
 }
 
 // sweepsOnEvent fetches what event e may have changed: the list while it
-// is shown, and the sweep shown when e is about one of its points (or a job
-// the page does not know yet).
+// is shown, and the sweep shown when e is about it or one of its points (or
+// a job the page does not know yet).
 function sweepsOnEvent(e) {
   if (sweeps.listed) refreshSweeps('list');
   if (!sweeps.id) return;
+  if (e.type === 'sweep') {
+    if (e.sweep === sweeps.id) refreshSweeps(sweeps.id);
+    return;
+  }
   const j = jobs.get(e.job);
   const ours = !sweeps.view || (sweeps.view.sweep.jobs || []).includes(e.job) || !j || j.sweep === sweeps.id;
   if (ours) refreshSweeps(sweeps.id);
@@ -133,14 +135,4 @@ function renderSweep() {
     return tr;
   });
   $('leaderboard').tBodies[0].replaceChildren(...rows);
-
-  // The winner is chosen once every point ended, with no event of its own
-  // when nothing is pushed: ask again until the sweep ends.
-  if (!TERMINAL.has(s.state) && v.points.every((p) => TERMINAL.has(p.state)) && !sweeps.timer) {
-    const id = s.id;
-    sweeps.timer = setTimeout(() => {
-      sweeps.timer = 0;
-      if (id === sweeps.id) refreshSweeps(id);
-    }, 1000);
-  }
 }
