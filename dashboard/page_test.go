@@ -156,6 +156,11 @@ func (f *fakeGantry) change(fn func(), typ string, ids ...string) {
 		switch typ {
 		case eventSweep:
 			e.Sweep = id
+			for _, v := range f.sweeps {
+				if v.Sweep.ID == id {
+					e.State = v.Sweep.State
+				}
+			}
 		case gantry.EventState:
 			e.Job, e.State = id, f.job(id).State
 		case gantry.EventPush:
@@ -304,19 +309,21 @@ func TestPageDrawsCurvesAndLeaderboard(t *testing.T) {
 	run("follow the job's sweep link", chromedp.Click(chromedp.CSS(`#job-sweep a`)))
 	checkLeaderboard(t, p, f, "")
 
-	// The winner is chosen: the sweep's event marks it. Then it is pushed,
-	// and promoted.
-	winner := f.sweeps[0].Points[0].Job
-	f.change(func() {
-		v := &f.sweeps[0]
-		v.Sweep.State, v.Sweep.Winner = gantry.StateSucceeded, winner
-	}, eventSweep, f.sweeps[0].Sweep.ID)
+	// The winner is chosen: the sweep's event marks it. Then it is pushed
+	// (its push event) and promoted (no event of its own), and the sweep
+	// ends.
+	winner, sweepID := f.sweeps[0].Points[0].Job, f.sweeps[0].Sweep.ID
+	f.change(func() { f.sweeps[0].Sweep.Winner = winner }, eventSweep, sweepID)
 	p.waitFor("the winner marked", `document.querySelector('#leaderboard tr.winner')?.dataset.job ?? ''`, winner)
 	checkLeaderboard(t, p, f, winner)
 	f.change(func() {
 		f.job(winner).Pushes = []gantry.Push{{Ref: "127.0.0.1:5000/iris:sweep", Digest: "sha256:" + strings.Repeat("ab", 32)}}
-		f.job(winner).Promotions = []gantry.Promotion{{Tag: "127.0.0.1:5000/iris:sweep-best", Promoted: true, Reason: "promoted: the tag held no image with a provenance record"}}
 	}, gantry.EventPush, winner)
+	p.waitFor("the winner's push", `document.querySelector('#jobs tr[data-job="`+winner+`"] td.ref div')?.textContent ?? ''`, "127.0.0.1:5000/iris:sweep @abababababab")
+	f.change(func() {
+		f.job(winner).Promotions = []gantry.Promotion{{Tag: "127.0.0.1:5000/iris:sweep-best", Promoted: true, Reason: "promoted: the tag held no image with a provenance record"}}
+		f.sweeps[0].Sweep.State = gantry.StateSucceeded
+	}, eventSweep, sweepID)
 
 	run("open the sweeps list", chromedp.Click(chromedp.CSS(`#nav-sweeps`)))
 	sweepRow := func(id string) string {

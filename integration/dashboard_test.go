@@ -110,10 +110,10 @@ func TestDashboard(t *testing.T) {
 	}
 }
 
-// sweepTrainer reports loss and val_acc for 5 epochs with the structured
+// dashboardSweepTrainer reports loss and val_acc for 5 epochs with the structured
 // metric line, from the sweep's parameter LR: the lower LR, the lower the
 // final loss (LR/5 + 0.05) and the higher val_acc (0.9 - LR/10).
-var sweepTrainer = fmt.Sprintf(`import json, os
+var dashboardSweepTrainer = fmt.Sprintf(`import json, os
 lr = float(os.environ["LR"])
 for epoch in range(1, 6):
     loss = round(lr * (6 - epoch) / 5 + 0.01 * epoch, 4)
@@ -145,9 +145,10 @@ func TestDashboardSweep(t *testing.T) {
 	p.eval(`window.gantryTestMark = 'loaded'`)
 	p.waitFor("the event stream to connect", `document.getElementById('conn').textContent`, textIs("live"))
 
-	ref := uniqueRef(t)
-	repo := strings.Split(ref, ":run-")[0]
-	d.mustGantry("sweep", trainerDir(t, sweepTrainer), "--param", "LR=0.3,0.1,0.2",
+	// A fresh repository: its tag "best" holds nothing yet.
+	repo := uniqueRepo(t)
+	ref := repo + ":run"
+	d.mustGantry("sweep", trainerDir(t, dashboardSweepTrainer), "--param", "LR=0.3,0.1,0.2",
 		"--push", ref, "--promote", "best", "--promote-on", "loss:min")
 	sw := findSweep(t, url, ref)
 	for _, id := range sw.Jobs {
@@ -155,24 +156,20 @@ func TestDashboardSweep(t *testing.T) {
 	}
 	t.Cleanup(func() {
 		var v gantry.SweepView
-		if getJSON(url+"v1/sweeps/"+sw.ID, &v) == nil && v.Sweep.Image != "" {
+		if dashboardJSON(url+"v1/sweeps/"+sw.ID, &v) == nil && v.Sweep.Image != "" {
 			exec.Command("docker", "rmi", "-f", v.Sweep.Image).Run()
 		}
 	})
 
 	row := fmt.Sprintf(`#sweep-list tr[data-sweep=%q]`, sw.ID)
 	p.waitFor("sweep "+sw.ID+" in the list", fmt.Sprintf(`document.querySelector('%s')?.dataset.sweep ?? ''`, row), textIs(sw.ID))
-	if err := chromedp.Do(p.ctx, chromedp.Click(chromedp.CSS(row+" a"))); err != nil {
-		t.Fatalf("click sweep %s: %v", sw.ID, err)
-	}
+	p.click(row + " a")
 	winner := p.waitFor("the winner marked on the leaderboard", `document.querySelector('#leaderboard tr.winner')?.dataset.job ?? ''`, func(s string) bool { return s != "" })
 	checkSweepLeaderboard(t, p, url, sw.ID, winner)
 	p.screenshot("dashboard-sweep.png", false)
 
 	// The winner's page: its curves, as the trainer printed them.
-	if err := chromedp.Do(p.ctx, chromedp.Click(chromedp.CSS(fmt.Sprintf(`#leaderboard tr[data-job=%q] a`, winner)))); err != nil {
-		t.Fatalf("click job %s: %v", winner, err)
-	}
+	p.click(fmt.Sprintf(`#leaderboard tr[data-job=%q] a`, winner))
 	for name, final := range map[string]string{"loss": "0.07", "val_acc": "0.89"} {
 		fig := fmt.Sprintf(`document.querySelector('#job-metrics figure[data-metric=%q]')`, name)
 		p.waitFor(name+"'s curve of 5 points", fig+`?.dataset.points ?? ''`, textIs("5"))
@@ -186,9 +183,7 @@ func TestDashboardSweep(t *testing.T) {
 	p.screenshot("dashboard-curves.png", false)
 
 	// The jobs list: the winner holds the promoted tag.
-	if err := chromedp.Do(p.ctx, chromedp.Click(chromedp.CSS(`#nav-jobs`))); err != nil {
-		t.Fatalf("open the jobs list: %v", err)
-	}
+	p.click(`#nav-jobs`)
 	p.waitFor(repo+":best's holder", fmt.Sprintf(`document.querySelector('#champions tr[data-tag=%q]')?.dataset.job ?? ''`, repo+":best"), textIs(winner))
 	if got := p.eval(fmt.Sprintf(`document.querySelector('#jobs tr[data-job=%q] .holds')?.textContent ?? ''`, winner)); got != "holds "+repo+":best" {
 		t.Errorf("the winner's row shows %q, want holds %s:best", got, repo)
@@ -212,7 +207,7 @@ func checkSweepLeaderboard(t *testing.T, p *browserPage, url, id, winner string)
 		' val_acc=' + r.querySelector('[data-metric="val_acc"]').textContent +
 		' ' + r.querySelector('td.verdict').textContent).join('\n')`, textIs(want))
 	var v gantry.SweepView
-	if err := getJSON(url+"v1/sweeps/"+id, &v); err != nil {
+	if err := dashboardJSON(url+"v1/sweeps/"+id, &v); err != nil {
 		t.Fatal(err)
 	}
 	if v.Sweep.Winner != winner || len(v.Points) != 3 || v.Points[0].Job != winner || v.Points[0].Params["LR"] != "0.1" {
@@ -223,11 +218,21 @@ func checkSweepLeaderboard(t *testing.T, p *browserPage, url, id, winner string)
 	}
 }
 
+// click clicks the element sel finds, in one step in the page: the lists
+// are drawn anew on each event, so a node found first may be gone when a
+// second step clicks it.
+func (p *browserPage) click(sel string) {
+	p.t.Helper()
+	if got := p.eval(fmt.Sprintf(`(() => { const e = document.querySelector(%q); if (e) e.click(); return !!e; })()`, sel)); got != "true" {
+		p.t.Fatalf("click %s: no such element", sel)
+	}
+}
+
 // findSweep returns the sweep that pushes to ref, from the API.
 func findSweep(t *testing.T, url, ref string) gantry.Sweep {
 	t.Helper()
 	var list struct{ Sweeps []gantry.Sweep }
-	if err := getJSON(url+"v1/sweeps", &list); err != nil {
+	if err := dashboardJSON(url+"v1/sweeps", &list); err != nil {
 		t.Fatal(err)
 	}
 	for _, s := range list.Sweeps {
@@ -239,7 +244,7 @@ func findSweep(t *testing.T, url, ref string) gantry.Sweep {
 	return gantry.Sweep{}
 }
 
-func getJSON(url string, v any) error {
+func dashboardJSON(url string, v any) error {
 	resp, err := http.Get(url)
 	if err != nil {
 		return err

@@ -76,7 +76,7 @@ function curve(name, points, gates) {
     svg('text', {class: 'final', x: x(last.step) + 8, y: y(last.value) + 4}, fmtNum(last.value)));
 
   return el('figure', {class: 'chart curve', 'data-metric': name, 'data-points': String(points.length), 'data-final': String(last.value)},
-    el('figcaption', null, name, el('span', {class: 'muted'}, ` final ${fmtNum(last.value)} at step ${last.step}, ${points.length} points`)),
+    el('figcaption', null, name, el('span', {class: 'muted'}, ` final ${fmtNum(last.value)} at step ${last.step}, ${points.length} point${points.length === 1 ? "" : "s"}`)),
     s);
 }
 

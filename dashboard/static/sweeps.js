@@ -10,7 +10,7 @@ const sweeps = {
   id: '',        // the sweep shown
   view: null,    // its SweepView
   busy: false,
-  again: new Set(), // what to fetch: 'list', or a sweep's ID
+  again: new Set(), // what to fetch: 'list', a sweep's ID, or 'ended:' and one
 };
 
 // routeSweeps shows the list (listed) or sweep id, or neither.
@@ -37,6 +37,9 @@ function routeSweeps(listed, id) {
 // a job the page does not know yet).
 function sweepsOnEvent(e) {
   if (sweeps.listed) refreshSweeps('list');
+  // The winner is published after its job ended: its promotions reach its
+  // record with no event of the job's own, before the sweep's last one.
+  if (e.type === 'sweep' && TERMINAL.has(e.state)) refreshSweeps('ended:' + e.sweep);
   if (!sweeps.id) return;
   if (e.type === 'sweep') {
     if (e.sweep === sweeps.id) refreshSweeps(sweeps.id);
@@ -62,6 +65,9 @@ async function fetchSweeps() {
         if (what === 'list') {
           sweeps.list = (await getJSON('v1/sweeps')).sweeps || [];
           renderSweepList();
+        } else if (what.startsWith('ended:')) {
+          const v = await getJSON('v1/sweeps/' + encodeURIComponent(what.slice(6)));
+          if (v.sweep.winner) refresh(v.sweep.winner);
         } else if (what === sweeps.id) {
           const v = await getJSON('v1/sweeps/' + encodeURIComponent(what));
           if (what === sweeps.id) {
