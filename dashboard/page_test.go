@@ -281,30 +281,7 @@ func TestPageDrawsCurvesAndLeaderboard(t *testing.T) {
 		t.Errorf("the hostile metric's caption reads %q, want its name as text", got)
 	}
 
-	// An epoch more, with no event: the log grows, and the curves with it.
-	f.change(func() {
-		s := f.series[running.ID]
-		s["loss"] = append(s["loss"], gantry.Point{Step: 4, Value: 0.35})
-		s["accuracy"] = append(s["accuracy"], gantry.Point{Step: 4, Value: 0.9})
-	}, "")
-	f.log <- "epoch 4\n"
-	checkCurves(t, p, 4, "0.35", "0.9")
-
-	// The last epoch, and the job ends: its event, and the curves grow.
-	f.change(func() {
-		s := f.series[running.ID]
-		s["loss"] = append(s["loss"], gantry.Point{Step: 5, Value: 0.3})
-		s["accuracy"] = append(s["accuracy"], gantry.Point{Step: 5, Value: 0.95})
-		j := f.job(running.ID)
-		j.State, j.Metrics.Values = gantry.StateSucceeded, map[string]float64{"loss": 0.3, "accuracy": 0.95}
-		v := &f.sweeps[0]
-		v.Points[2] = gantry.SweepPoint{Job: j.ID, Params: j.Params, State: j.State, Metrics: j.Metrics, Passed: true}
-		v.Points[1], v.Points[2] = v.Points[2], v.Points[1] // 0.3 ranks before the failed point
-	}, gantry.EventState, running.ID)
-	checkCurves(t, p, 5, "0.3", "0.95")
-	if got := p.eval(`document.querySelector('#job-metrics figure[data-metric="loss"] line.gate') ? 'gate' : 'none'`); got != "gate" {
-		t.Errorf("the loss chart draws no gate (the sweep's loss<=0.5)")
-	}
+	growCurves(t, p, f, running.ID)
 
 	run("follow the job's sweep link", chromedp.Click(chromedp.CSS(`#job-sweep a`)))
 	checkLeaderboard(t, p, f, "")
@@ -343,6 +320,13 @@ func TestPageDrawsCurvesAndLeaderboard(t *testing.T) {
 	run("open the jobs list", chromedp.Click(chromedp.CSS(`#nav-jobs`)))
 	checkChampions(t, p, f, winner)
 
+	checkPageClean(t, p)
+}
+
+// checkPageClean checks that no user data ran or became markup, that the
+// page never reloaded, and that it reported no errors.
+func checkPageClean(t *testing.T, p *browserPage) {
+	t.Helper()
 	if got := p.eval(`String(window.pwned)`); got != "undefined" {
 		t.Errorf("user data ran as code: window.pwned = %s", got)
 	}
@@ -354,6 +338,36 @@ func TestPageDrawsCurvesAndLeaderboard(t *testing.T) {
 	}
 	if errs := p.pageErrors(); len(errs) > 0 {
 		t.Errorf("the page reported errors:\n%s", strings.Join(errs, "\n"))
+	}
+}
+
+// growCurves adds two epochs to job id's series: the first with no event
+// (the page sees the log grow), the second with the job's end.
+func growCurves(t *testing.T, p *browserPage, f *fakeGantry, id string) {
+	t.Helper()
+	// An epoch more, with no event: the log grows, and the curves with it.
+	f.change(func() {
+		s := f.series[id]
+		s["loss"] = append(s["loss"], gantry.Point{Step: 4, Value: 0.35})
+		s["accuracy"] = append(s["accuracy"], gantry.Point{Step: 4, Value: 0.9})
+	}, "")
+	f.log <- "epoch 4\n"
+	checkCurves(t, p, 4, "0.35", "0.9")
+
+	// The last epoch, and the job ends: its event, and the curves grow.
+	f.change(func() {
+		s := f.series[id]
+		s["loss"] = append(s["loss"], gantry.Point{Step: 5, Value: 0.3})
+		s["accuracy"] = append(s["accuracy"], gantry.Point{Step: 5, Value: 0.95})
+		j := f.job(id)
+		j.State, j.Metrics.Values = gantry.StateSucceeded, map[string]float64{"loss": 0.3, "accuracy": 0.95}
+		v := &f.sweeps[0]
+		v.Points[2] = gantry.SweepPoint{Job: j.ID, Params: j.Params, State: j.State, Metrics: j.Metrics, Passed: true}
+		v.Points[1], v.Points[2] = v.Points[2], v.Points[1] // 0.3 ranks before the failed point
+	}, gantry.EventState, id)
+	checkCurves(t, p, 5, "0.3", "0.95")
+	if got := p.eval(`document.querySelector('#job-metrics figure[data-metric="loss"] line.gate') ? 'gate' : 'none'`); got != "gate" {
+		t.Errorf("the loss chart draws no gate (the sweep's loss<=0.5)")
 	}
 }
 
