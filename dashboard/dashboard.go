@@ -1,8 +1,9 @@
 // Package dashboard serves gantry's web dashboard: one page, built into the
-// binary, that shows the job list with live states, a job's record and live
-// log, and the accuracy of successive jobs of each image. The page reads the
-// API (the same handler the unix socket serves) and follows its event
-// stream, so it updates without reloading.
+// binary, that shows the job list with live states and the job that holds
+// each promoted tag, a job's record, live log and metric curves, the
+// accuracy of successive jobs of each image, and sweeps with their
+// leaderboards. The page reads the API (the same handler the unix socket
+// serves) and follows its event stream, so it updates without reloading.
 //
 // The dashboard is read-only: it forwards only GET requests to the API. With
 // Credentials, every request needs them (HTTP basic auth), and cancel is

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/base64"
 	"io"
+	"io/fs"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -60,6 +61,10 @@ func TestStaticAssets(t *testing.T) {
 			{"/", "text/html", c.mode},
 			{"/", "text/html", `<script src="app.js"`},
 			{"/app.js", "text/javascript", "new EventSource('v1/events'"},
+			{"/", "text/html", `<script src="curves.js"`},
+			{"/", "text/html", `<script src="sweeps.js"`},
+			{"/curves.js", "text/javascript", "'/metrics'"},
+			{"/sweeps.js", "text/javascript", "getJSON('v1/sweeps')"},
 			{"/style.css", "text/css", ".pt-succeeded"},
 			{"/favicon.svg", "image/svg+xml", "<svg"},
 		} {
@@ -81,6 +86,27 @@ func TestStaticAssets(t *testing.T) {
 		}
 		if w := do(h, "GET", "/nope.js", c.cred); w.Code != http.StatusNotFound {
 			t.Errorf("GET /nope.js: %d, want 404", w.Code)
+		}
+	}
+}
+
+// The page's code never turns what it shows into markup: a job's output, its
+// parameters and its metrics' names are user data, shown as text nodes and
+// attribute values (see make in app.js).
+func TestScriptsMakeNoMarkup(t *testing.T) {
+	files, err := fs.Glob(static, "static/*.js")
+	if err != nil || len(files) < 3 {
+		t.Fatalf("the page's scripts: %v, %v", files, err)
+	}
+	for _, name := range files {
+		b, err := fs.ReadFile(static, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, sink := range []string{"innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function", "createContextualFragment", "DOMParser"} {
+			if strings.Contains(string(b), sink) {
+				t.Errorf("%s uses %s: build elements with el() and svg(), with data as text", name, sink)
+			}
 		}
 	}
 }

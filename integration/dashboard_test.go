@@ -2,9 +2,11 @@ package integration
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -12,6 +14,8 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/gantry-ml/gantry"
 )
 
 // chromium is Debian's package, which make services installs.
@@ -104,6 +108,152 @@ func TestDashboard(t *testing.T) {
 	if errs := p.pageErrors(); len(errs) > 0 {
 		t.Errorf("the page reported errors:\n%s", strings.Join(errs, "\n"))
 	}
+}
+
+// dashboardSweepTrainer reports loss and val_acc for 5 epochs with the structured
+// metric line, from the sweep's parameter LR: the lower LR, the lower the
+// final loss (LR/5 + 0.05) and the higher val_acc (0.9 - LR/10).
+var dashboardSweepTrainer = fmt.Sprintf(`import json, os
+lr = float(os.environ["LR"])
+for epoch in range(1, 6):
+    loss = round(lr * (6 - epoch) / 5 + 0.01 * epoch, 4)
+    acc = round(0.8 + 0.02 * epoch - lr / 10, 4)
+    print(%[1]q + json.dumps({"name": "loss", "value": loss, "step": epoch}), flush=True)
+    print(%[1]q + json.dumps({"name": "val_acc", "value": acc, "step": epoch}), flush=True)
+print("Model accuracy: %%.4f" %% acc)
+`, gantry.MetricLine)
+
+// A real browser follows a sweep of three points on the dashboard: without
+// a reload the sweep appears, its leaderboard ranks the points by the loss
+// the trainer printed and marks the winner gantryd chose; the winner's page
+// draws its loss and val_acc curves, 5 points each; the jobs list shows
+// that the winner holds the promoted tag.
+func TestDashboardSweep(t *testing.T) {
+	t.Parallel()
+	if _, err := os.Stat(chromium); err != nil {
+		t.Fatalf("the dashboard test needs a headless browser: %v; install chromium (make services does)", err)
+	}
+	addr := freeAddr(t)
+	d := startDaemon(t, "--http", addr)
+	url := "http://" + addr + "/"
+	waitServing(t, url+"_ping", 30*time.Second)
+
+	p := openBrowser(t)
+	if err := chromedp.Do(p.ctx, chromedp.Navigate(url+"#/sweeps")); err != nil {
+		t.Fatalf("open %s: %v", url, err)
+	}
+	p.eval(`window.gantryTestMark = 'loaded'`)
+	p.waitFor("the event stream to connect", `document.getElementById('conn').textContent`, textIs("live"))
+
+	// A fresh repository: its tag "best" holds nothing yet.
+	repo := uniqueRepo(t)
+	ref := repo + ":run"
+	d.mustGantry("sweep", trainerDir(t, dashboardSweepTrainer), "--param", "LR=0.3,0.1,0.2",
+		"--push", ref, "--promote", "best", "--promote-on", "loss:min")
+	sw := findSweep(t, url, ref)
+	for _, id := range sw.Jobs {
+		removeJobImage(t, id)
+	}
+	t.Cleanup(func() {
+		var v gantry.SweepView
+		if dashboardJSON(url+"v1/sweeps/"+sw.ID, &v) == nil && v.Sweep.Image != "" {
+			exec.Command("docker", "rmi", "-f", v.Sweep.Image).Run()
+		}
+	})
+
+	row := fmt.Sprintf(`#sweep-list tr[data-sweep=%q]`, sw.ID)
+	p.waitFor("sweep "+sw.ID+" in the list", fmt.Sprintf(`document.querySelector('%s')?.dataset.sweep ?? ''`, row), textIs(sw.ID))
+	p.click(row + " a")
+	winner := p.waitFor("the winner marked on the leaderboard", `document.querySelector('#leaderboard tr.winner')?.dataset.job ?? ''`, func(s string) bool { return s != "" })
+	checkSweepLeaderboard(t, p, url, sw.ID, winner)
+	p.screenshot("dashboard-sweep.png", false)
+
+	// The winner's page: its curves, as the trainer printed them.
+	p.click(fmt.Sprintf(`#leaderboard tr[data-job=%q] a`, winner))
+	for name, final := range map[string]string{"loss": "0.07", "val_acc": "0.89"} {
+		fig := fmt.Sprintf(`document.querySelector('#job-metrics figure[data-metric=%q]')`, name)
+		p.waitFor(name+"'s curve of 5 points", fig+`?.dataset.points ?? ''`, textIs("5"))
+		if got := p.eval(fig + `.querySelector('text.final').textContent`); got != final {
+			t.Errorf("%s's final value reads %q, want %s as the trainer printed", name, got, final)
+		}
+		if got := p.eval(`[...` + fig + `.querySelectorAll('text.x-tick')].map((e) => e.textContent).join(' ')`); got != "1 5" {
+			t.Errorf("%s's steps axis reads %q, want 1 5", name, got)
+		}
+	}
+	p.screenshot("dashboard-curves.png", false)
+
+	// The jobs list: the winner holds the promoted tag.
+	p.click(`#nav-jobs`)
+	p.waitFor(repo+":best's holder", fmt.Sprintf(`document.querySelector('#champions tr[data-tag=%q]')?.dataset.job ?? ''`, repo+":best"), textIs(winner))
+	if got := p.eval(fmt.Sprintf(`document.querySelector('#jobs tr[data-job=%q] .holds')?.textContent ?? ''`, winner)); got != "holds "+repo+":best" {
+		t.Errorf("the winner's row shows %q, want holds %s:best", got, repo)
+	}
+	if mark := p.eval(`window.gantryTestMark ?? 'reloaded'`); mark != "loaded" {
+		t.Errorf("the page reloaded while the sweep ran")
+	}
+	if errs := p.pageErrors(); len(errs) > 0 {
+		t.Errorf("the page reported errors:\n%s", strings.Join(errs, "\n"))
+	}
+}
+
+// checkSweepLeaderboard checks the leaderboard against what the trainer
+// printed (the lowest LR, the lowest loss, first) and gantryd's choice.
+func checkSweepLeaderboard(t *testing.T, p *browserPage, url, id, winner string) {
+	t.Helper()
+	want := "LR=0.1 loss=0.07 val_acc=0.89 passed\nLR=0.2 loss=0.09 val_acc=0.88 passed\nLR=0.3 loss=0.11 val_acc=0.87 passed"
+	p.waitFor("the leaderboard of the ended sweep", `[...document.querySelectorAll('#leaderboard tbody tr')].map((r) =>
+		'LR=' + r.querySelector('[data-param="LR"]').textContent +
+		' loss=' + r.querySelector('td.objective').textContent +
+		' val_acc=' + r.querySelector('[data-metric="val_acc"]').textContent +
+		' ' + r.querySelector('td.verdict').textContent).join('\n')`, textIs(want))
+	var v gantry.SweepView
+	if err := dashboardJSON(url+"v1/sweeps/"+id, &v); err != nil {
+		t.Fatal(err)
+	}
+	if v.Sweep.Winner != winner || len(v.Points) != 3 || v.Points[0].Job != winner || v.Points[0].Params["LR"] != "0.1" {
+		t.Errorf("the page marks %s the winner; gantryd's sweep says %+v", winner, v)
+	}
+	if got := p.eval(`document.querySelectorAll('#leaderboard tr.winner').length`); got != "1" {
+		t.Errorf("%s rows are marked the winner, want 1", got)
+	}
+}
+
+// click clicks the element sel finds, in one step in the page: the lists
+// are drawn anew on each event, so a node found first may be gone when a
+// second step clicks it.
+func (p *browserPage) click(sel string) {
+	p.t.Helper()
+	if got := p.eval(fmt.Sprintf(`(() => { const e = document.querySelector(%q); if (e) e.click(); return !!e; })()`, sel)); got != "true" {
+		p.t.Fatalf("click %s: no such element", sel)
+	}
+}
+
+// findSweep returns the sweep that pushes to ref, from the API.
+func findSweep(t *testing.T, url, ref string) gantry.Sweep {
+	t.Helper()
+	var list struct{ Sweeps []gantry.Sweep }
+	if err := dashboardJSON(url+"v1/sweeps", &list); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range list.Sweeps {
+		if len(s.Spec.Job.Push) > 0 && s.Spec.Job.Push[0] == ref {
+			return s
+		}
+	}
+	t.Fatalf("no sweep pushes to %s: %+v", ref, list.Sweeps)
+	return gantry.Sweep{}
+}
+
+func dashboardJSON(url string, v any) error {
+	resp, err := http.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	return json.NewDecoder(resp.Body).Decode(v)
 }
 
 // waitServing waits until url answers 200.

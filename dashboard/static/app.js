@@ -1,7 +1,13 @@
-// The gantry dashboard: the job list, a job's record and live log, and the
-// accuracy of successive jobs of each image. Everything comes from the API
-// under v1/, and the event stream keeps it current: on each event the
-// job's record is fetched again.
+// The gantry dashboard: the job list, the job that holds each promoted tag,
+// a job's record, live log and metric curves (curves.js), the accuracy of
+// successive jobs of each image, and sweeps with their leaderboards
+// (sweeps.js). Everything comes from the API under v1/, and the event stream
+// keeps it current: on each event the job's record is fetched again, and
+// what shows the job (its curves, its sweep).
+//
+// Everything shown that comes from the API is user data (a job's output,
+// its parameters, its metrics' names): it reaches the page as text nodes
+// and attribute values, never as markup.
 'use strict';
 
 const TERMINAL = new Set(['succeeded', 'rejected', 'failed', 'canceled']);
@@ -71,7 +77,7 @@ function stale(e) {
   if (!j) return e.job > oldestLoaded();
   switch (e.type) {
     case 'state': return !TERMINAL.has(j.state) && j.state !== e.state;
-    case 'accuracy': return j.metrics.accuracy !== e.accuracy;
+    case 'accuracy': return accuracyOf(j) !== e.accuracy;
     case 'push': return !(j.pushes || []).some((p) => p.ref === e.push.ref && p.digest === e.push.digest);
   }
   return true;
@@ -113,9 +119,12 @@ function listen() {
   const onEvent = (msg) => {
     lastSeq = msg.lastEventId || lastSeq;
     const e = JSON.parse(msg.data);
-    if (stale(e)) refresh(e.job);
+    if (e.job && stale(e)) refresh(e.job);
+    if (view && e.job === view.id) refreshCurves(e.job);
+    sweepsOnEvent(e);
   };
-  for (const type of ['state', 'accuracy', 'push']) es.addEventListener(type, onEvent);
+  // A sweep's events (created, ended, its winner chosen) name no job.
+  for (const type of ['state', 'accuracy', 'push', 'sweep']) es.addEventListener(type, onEvent);
   es.onopen = () => setConn('live');
   es.onerror = () => {
     // The browser reconnects by itself (sending Last-Event-ID) unless the
@@ -148,6 +157,9 @@ function imageName(j) {
   return colon > ref.lastIndexOf('/') ? ref.slice(0, colon) : ref;
 }
 
+// accuracyOf is j's accuracy, reported by the default pattern or by name.
+const accuracyOf = (j) => metricValue(j.metrics, 'accuracy');
+
 const fmtAcc = (a) => (typeof a === 'number' ? a.toFixed(4) : '');
 
 function fmtTime(s) {
@@ -164,32 +176,72 @@ function stateBadge(j) {
 }
 
 function accuracyCell(j) {
-  const cell = el('td', {class: 'num'}, fmtAcc(j.metrics.accuracy) || el('span', {class: 'muted'}, '—'));
+  const cell = el('td', {class: 'num'}, fmtAcc(accuracyOf(j)) || el('span', {class: 'muted'}, '—'));
   if (typeof j.spec.min_accuracy === 'number') {
     cell.append(el('span', {class: 'gate-note'}, ' ≥ ' + j.spec.min_accuracy));
   }
   return cell;
 }
 
-function pushedCell(j) {
+function pushedCell(j, holds) {
   const cell = el('td', {class: 'ref'});
+  for (const tag of holds) cell.append(el('div', null, el('span', {class: 'badge holds', 'data-tag': tag}, 'holds ' + tag)));
   for (const p of j.pushes || []) {
     cell.append(el('div', {title: p.ref + '@' + p.digest}, p.ref, el('span', {class: 'muted'}, ' @' + shortDigest(p.digest))));
   }
-  if (!cell.childNodes.length) {
+  if (!(j.pushes || []).length && !holds.length) {
     const target = (j.spec.push || [])[0];
     cell.append(el('span', {class: 'muted', title: target ? 'not pushed' : 'no --push'}, target ? '(' + target + ')' : '—'));
   }
   return cell;
 }
 
+function idCell(j) {
+  const cell = el('td', {class: 'id'}, el('a', {href: '#/jobs/' + encodeURIComponent(j.id)}, j.id));
+  if (j.sweep) {
+    cell.append(el('div', null, el('a', {class: 'sweep-link', href: '#/sweeps/' + encodeURIComponent(j.sweep)}, 'sweep ' + j.sweep)));
+  }
+  return cell;
+}
+
+// champions returns tag -> {job, promotion}: the job that holds each tag is
+// the latest of the loaded jobs whose promotion on that tag promoted.
+function champions() {
+  const when = (j) => (j.times.finished || j.times.created || '') + ' ' + j.id;
+  const held = new Map();
+  for (const j of jobs.values()) {
+    for (const p of j.promotions || []) {
+      if (!p.promoted) continue;
+      const cur = held.get(p.tag);
+      if (!cur || when(j) > when(cur.job)) held.set(p.tag, {job: j, promotion: p});
+    }
+  }
+  return held;
+}
+
+// renderChampions shows held, by tag, and returns it so sorted.
+function renderChampions(held) {
+  const sorted = [...held].sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+  const rows = sorted.map(([tag, c]) =>
+    el('tr', {'data-tag': tag, 'data-job': c.job.id},
+      el('td', {class: 'ref'}, tag),
+      el('td', {class: 'id'}, el('a', {href: '#/jobs/' + encodeURIComponent(c.job.id)}, c.job.id)),
+      el('td', null, c.promotion.reason || ''),
+      el('td', {class: 'time'}, fmtTime(c.job.times.finished || c.job.times.created))));
+  $('champions').tBodies[0].replaceChildren(...rows);
+  $('champions-section').hidden = rows.length === 0;
+  return sorted;
+}
+
 function renderTable() {
+  const holds = new Map(); // job ID -> the tags it holds
+  for (const [tag, c] of renderChampions(champions())) holds.set(c.job.id, (holds.get(c.job.id) || []).concat(tag));
   const rows = [...jobs.values()].sort(byID).reverse().map((j) => {
     const tr = el('tr', {'data-job': j.id, 'data-state': j.state},
-      el('td', {class: 'id'}, el('a', {href: '#/jobs/' + j.id}, j.id)),
+      idCell(j),
       el('td', null, stateBadge(j)),
       accuracyCell(j),
-      pushedCell(j),
+      pushedCell(j, holds.get(j.id) || []),
       el('td', {class: 'time'}, fmtTime(j.times.created)));
     tr.addEventListener('click', (ev) => {
       if (!ev.target.closest('a')) location.hash = '#/jobs/' + j.id;
@@ -204,7 +256,7 @@ function renderTable() {
 function renderCharts() {
   const groups = new Map();
   for (const j of [...jobs.values()].sort(byID)) {
-    if (typeof j.metrics.accuracy !== 'number') continue;
+    if (typeof accuracyOf(j) !== 'number') continue;
     const name = imageName(j);
     if (!groups.has(name)) groups.set(name, []);
     groups.get(name).push(j);
@@ -246,8 +298,8 @@ function chart(name, js) {
     i = k;
   }
 
-  s.append(svg('polyline', {class: 'trend', points: js.map((j, i) => `${x(i)},${y(j.metrics.accuracy)}`).join(' ')}));
-  js.forEach((j, i) => s.append(point(j, x(i), y(j.metrics.accuracy))));
+  s.append(svg('polyline', {class: 'trend', points: js.map((j, i) => `${x(i)},${y(accuracyOf(j))}`).join(' ')}));
+  js.forEach((j, i) => s.append(point(j, x(i), y(accuracyOf(j)))));
   return el('figure', {class: 'chart', 'data-image': name}, el('figcaption', null, name), s);
 }
 
@@ -255,7 +307,7 @@ function point(j, cx, cy) {
   const kind = j.state === 'succeeded' ? 'succeeded' : j.state === 'rejected' ? 'rejected' : 'other';
   const g = svg('g', {class: 'pt pt-' + kind, 'data-job': j.id, 'data-state': j.state, transform: `translate(${cx},${cy})`});
   const pushed = (j.pushes || []).map((p) => '\npushed ' + p.ref).join('');
-  g.append(svg('title', null, `${j.id}: ${j.state}, accuracy ${fmtAcc(j.metrics.accuracy)}${pushed}`));
+  g.append(svg('title', null, `${j.id}: ${j.state}, accuracy ${fmtAcc(accuracyOf(j))}${pushed}`));
   g.append(kind === 'rejected' ? svg('path', {d: 'M-5,-5L5,5M-5,5L5,-5'}) : svg('circle', {r: kind === 'other' ? 4.5 : 5.5}));
   g.addEventListener('click', () => { location.hash = '#/jobs/' + j.id; });
   return g;
@@ -267,11 +319,14 @@ function renderJob() {
   if (!j) return;
   $('job-state').replaceChildren(stateBadge(j));
   const parts = [];
-  if (typeof j.metrics.accuracy === 'number') parts.push('accuracy ' + fmtAcc(j.metrics.accuracy));
+  if (typeof accuracyOf(j) === 'number') parts.push('accuracy ' + fmtAcc(accuracyOf(j)));
   if (typeof j.spec.min_accuracy === 'number') parts.push('gate ' + j.spec.min_accuracy);
   for (const p of j.pushes || []) parts.push('pushed ' + p.ref + '@' + p.digest);
   if (j.error) parts.push(j.error);
   $('job-summary').textContent = parts.join(' · ');
+  const params = Object.entries(j.params || {}).map(([k, v]) => k + '=' + v).join(' ');
+  $('job-sweep').hidden = !j.sweep;
+  $('job-sweep').replaceChildren(...(j.sweep ? ['a point of ', el('a', {href: '#/sweeps/' + encodeURIComponent(j.sweep)}, 'sweep ' + j.sweep), params ? ': ' + params : ''] : []));
   $('record').textContent = JSON.stringify(j, null, 2);
   $('cancel').hidden = document.body.dataset.mode !== 'cancel' || TERMINAL.has(j.state);
 }
@@ -286,12 +341,17 @@ function render() {
 
 function route() {
   const m = location.hash.match(/^#\/jobs\/([0-9a-z]+)$/);
+  const sweep = location.hash.match(/^#\/sweeps\/([0-9a-z]+)$/);
+  const listed = location.hash === '#/sweeps';
   if (view && (!m || m[1] !== view.id)) {
     view.abort.abort();
     view = null;
+    openCurves('');
   }
-  $('list').hidden = !!m;
+  $('list').hidden = !!(m || sweep || listed);
   $('job').hidden = !m;
+  routeSweeps(listed, sweep ? sweep[1] : '');
+  document.body.dataset.view = m ? 'job' : sweep || listed ? 'sweeps' : 'jobs';
   if (m && !view) openJob(m[1]);
 }
 
@@ -303,6 +363,8 @@ async function openJob(id) {
   $('job-summary').textContent = '';
   $('record').textContent = '';
   $('log').textContent = '';
+  $('job-sweep').replaceChildren();
+  $('job-sweep').hidden = true;
   if (!jobs.has(id)) {
     try {
       jobs.set(id, await getJSON('v1/jobs/' + encodeURIComponent(id)));
@@ -311,7 +373,9 @@ async function openJob(id) {
       return;
     }
   }
+  if (signal.aborted) return;
   renderJob();
+  openCurves(id);
   streamLog(id, signal);
 }
 
@@ -331,8 +395,10 @@ async function streamLog(id, signal) {
       // gantryd's lines start with the byte 0x1E (its mark): not for show.
       out.append(value.replaceAll('\x1e', ''));
       if (atEnd) out.scrollTop = out.scrollHeight;
+      curvesSoon(id);
     }
     $('log-state').textContent = '(complete)';
+    refreshCurves(id);
   } catch (err) {
     if (!signal.aborted) $('log-state').textContent = String(err.message || err);
   }
