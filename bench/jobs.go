@@ -114,7 +114,12 @@ func (b *bench) trainerDir(name string) (string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", err
 	}
-	for _, f := range []string{"Dockerfile", "app.py", "requirements.txt"} {
+	entries, err := os.ReadDir(b.template) // every file gantry init wrote
+	if err != nil {
+		return "", err
+	}
+	for _, e := range entries {
+		f := e.Name()
 		data, err := os.ReadFile(filepath.Join(b.template, f))
 		if err != nil {
 			return "", err
