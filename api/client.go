@@ -222,6 +222,13 @@ func (c *Client) Info(ctx context.Context) (Info, error) {
 // the build context (a tar stream) and returns the recorded job. It returns
 // ErrTooLarge for secrets over MaxSecretBytes.
 func (c *Client) Submit(ctx context.Context, spec gantry.Spec, secrets map[string]string, tar io.Reader) (*gantry.Job, error) {
+	return post[gantry.Job](ctx, c, "/v1/jobs", spec, secrets, tar)
+}
+
+// post sends what POST /v1/jobs and /v1/sweeps take (the spec in the query,
+// the secrets' values in SecretEnvHeader, the build context as the body)
+// and returns the record made.
+func post[T any](ctx context.Context, c *Client, path string, spec any, secrets map[string]string, tar io.Reader) (*T, error) {
 	data, err := json.Marshal(spec)
 	if err != nil {
 		return nil, err
@@ -230,14 +237,14 @@ func (c *Client) Submit(ctx context.Context, spec gantry.Spec, secrets map[strin
 	if err != nil {
 		return nil, err
 	}
-	resp, err := c.doHeader(ctx, http.MethodPost, "/v1/jobs", url.Values{"spec": {string(data)}}, tar,
+	resp, err := c.doHeader(ctx, http.MethodPost, path, url.Values{"spec": {string(data)}}, tar,
 		http.Header{"Content-Type": {"application/x-tar"}, SecretEnvHeader: {sh}})
 	if err != nil {
 		return nil, err
 	}
 	defer resp.Body.Close()
-	var j gantry.Job
-	return &j, json.NewDecoder(resp.Body).Decode(&j)
+	var v T
+	return &v, json.NewDecoder(resp.Body).Decode(&v)
 }
 
 // Get returns job id's record.

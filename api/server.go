@@ -282,29 +282,6 @@ func jsonKind(t reflect.Type) string {
 	return t.String()
 }
 
-func (s *server) submit(w http.ResponseWriter, r *http.Request) {
-	raw := r.URL.Query().Get("spec")
-	if raw == "" {
-		raw = "{}"
-	}
-	spec, err := DecodeSpec([]byte(raw))
-	if err != nil {
-		s.error(w, r, err)
-		return
-	}
-	secrets, err := DecodeSecrets(r.Header.Get(SecretEnvHeader))
-	if err != nil {
-		s.error(w, r, err)
-		return
-	}
-	j, err := s.svc.Submit(r.Context(), spec, secrets, r.Body)
-	if err != nil {
-		s.error(w, r, err)
-		return
-	}
-	s.json(w, http.StatusCreated, j)
-}
-
 func (s *server) list(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	o := gantry.JobFilter{Before: q.Get("before")}

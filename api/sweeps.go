@@ -61,26 +61,9 @@ func DecodeSweepSpec(data []byte) (gantry.SweepSpec, error) {
 }
 
 func (s *server) submitSweep(w http.ResponseWriter, r *http.Request) {
-	raw := r.URL.Query().Get("spec")
-	if raw == "" {
-		raw = "{}"
-	}
-	spec, err := DecodeSweepSpec([]byte(raw))
-	if err != nil {
-		s.error(w, r, err)
-		return
-	}
-	secrets, err := DecodeSecrets(r.Header.Get(SecretEnvHeader))
-	if err != nil {
-		s.error(w, r, err)
-		return
-	}
-	sw, err := s.svc.SubmitSweep(r.Context(), spec, secrets, r.Body)
-	if err != nil {
-		s.error(w, r, err)
-		return
-	}
-	s.json(w, http.StatusCreated, sw)
+	submission(s, w, r, DecodeSweepSpec, func(ctx context.Context, spec gantry.SweepSpec, secrets map[string]string, body io.Reader) (any, error) {
+		return s.svc.SubmitSweep(ctx, spec, secrets, body)
+	})
 }
 
 func (s *server) listSweeps(w http.ResponseWriter, r *http.Request) {
@@ -130,22 +113,7 @@ func (s *server) cancelSweep(w http.ResponseWriter, r *http.Request) {
 // SubmitSweep sends a sweep's spec, its secrets' values and the build
 // context (a tar stream) and returns the recorded sweep.
 func (c *Client) SubmitSweep(ctx context.Context, spec gantry.SweepSpec, secrets map[string]string, tar io.Reader) (*gantry.Sweep, error) {
-	data, err := json.Marshal(spec)
-	if err != nil {
-		return nil, err
-	}
-	sh, err := EncodeSecrets(secrets)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := c.doHeader(ctx, http.MethodPost, "/v1/sweeps", url.Values{"spec": {string(data)}}, tar,
-		http.Header{"Content-Type": {"application/x-tar"}, SecretEnvHeader: {sh}})
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	var sw gantry.Sweep
-	return &sw, json.NewDecoder(resp.Body).Decode(&sw)
+	return post[gantry.Sweep](ctx, c, "/v1/sweeps", spec, secrets, tar)
 }
 
 // GetSweep returns sweep id with its leaderboard.
