@@ -3,7 +3,6 @@ package integration
 import (
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/gantry-ml/gantry"
 )
@@ -77,30 +76,12 @@ func TestPromoteOnMinKeepsTheLower(t *testing.T) {
 			promote := []string{"--promote", "best", "--promote-on", "loss:min"}
 			lower := d.submit(dir, append([]string{"--env", "LOSS=0.20", "--push", repo + ":lower"}, promote...)...)
 			higher := d.submit(dir, append([]string{"--env", "LOSS=0.30", "--push", repo + ":higher"}, promote...)...)
-			awaitHeld(t, d, lower)
-			awaitHeld(t, d, higher)
-			first, second := lower, higher
-			if order == "higher first" {
-				first, second = higher, lower
-			}
-			// The second reports once the first has ended: its promotion
-			// has been decided before.
-			release(t, first)
-			f := d.waitJob(first, 5*time.Minute)
-			release(t, second)
-			s := d.waitJob(second, 5*time.Minute)
-			if f.State != gantry.StateSucceeded || s.State != gantry.StateSucceeded {
-				t.Fatalf("jobs: %s (%s), %s (%s)", f.State, f.Error, s.State, s.Error)
-			}
-			lo, hi := f, s
-			if first == higher {
-				lo, hi = s, f
-			}
+			lo, hi := promotionRace(t, d, lower, higher, order == "lower first")
 			if got := servedDigest(t, repo+":best"); got != lo.Pushes[0].Digest {
 				t.Errorf("the tag holds %s, want the lower job's %s (higher: %s)", got, lo.Pushes[0].Digest, hi.Pushes[0].Digest)
 			}
 			wantLo, wantHi := "promoted: the tag held no image with a provenance record", "kept champion: loss 0.3000 >= 0.2000"
-			if first == higher {
+			if order == "higher first" {
 				wantLo, wantHi = "promoted: loss 0.2000 < 0.3000", "promoted: the tag held no image with a provenance record"
 			}
 			if len(lo.Promotions) != 1 || lo.Promotions[0].Reason != wantLo || !lo.Promotions[0].Promoted {

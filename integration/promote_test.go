@@ -161,6 +161,31 @@ func heldTrainer(t *testing.T) string {
 	return trainerDir(t, heldTail, "ARG ACC", "ENV ACC=${ACC}")
 }
 
+// promotionRace lets two held jobs that promote the same tag end in turn,
+// winner first when winnerFirst: the second reports once the first has
+// ended, so the first's promotion is decided before. It returns their
+// records, winner's first, once both succeeded.
+func promotionRace(t *testing.T, d *gantryd, winner, loser string, winnerFirst bool) (w, l *gantry.Job) {
+	t.Helper()
+	awaitHeld(t, d, winner)
+	awaitHeld(t, d, loser)
+	first, second := loser, winner
+	if winnerFirst {
+		first, second = winner, loser
+	}
+	release(t, first)
+	f := d.waitJob(first, 5*time.Minute)
+	release(t, second)
+	s := d.waitJob(second, 5*time.Minute)
+	if f.State != gantry.StateSucceeded || s.State != gantry.StateSucceeded {
+		t.Fatalf("jobs: %s (%s), %s (%s)", f.State, f.Error, s.State, s.Error)
+	}
+	if winnerFirst {
+		return f, s
+	}
+	return s, f
+}
+
 // Two jobs promoting the same tag, both training at once: whichever the
 // test lets finish first, the tag ends on the better job's image, and each
 // record says why.
@@ -174,30 +199,12 @@ func TestPromotionRaceKeepsTheBetter(t *testing.T) {
 			repo := uniqueRepo(t)
 			better := d.submit(dir, "--build-arg", "ACC=0.97", "--push", repo+":better", "--promote", "champion")
 			worse := d.submit(dir, "--build-arg", "ACC=0.91", "--push", repo+":worse", "--promote", "champion")
-			awaitHeld(t, d, better)
-			awaitHeld(t, d, worse)
-			first, second := better, worse
-			if order == "worse first" {
-				first, second = worse, better
-			}
-			// The second is released once the first has finished: its
-			// promotion has been decided before the second reports.
-			release(t, first)
-			f := d.waitJob(first, 5*time.Minute)
-			release(t, second)
-			s := d.waitJob(second, 5*time.Minute)
-			if f.State != gantry.StateSucceeded || s.State != gantry.StateSucceeded {
-				t.Fatalf("jobs: %s (%s), %s (%s)", f.State, f.Error, s.State, s.Error)
-			}
-			b, w := f, s
-			if first == worse {
-				b, w = s, f
-			}
+			b, w := promotionRace(t, d, better, worse, order == "better first")
 			if got := servedDigest(t, repo+":champion"); got != b.Pushes[0].Digest {
 				t.Errorf("the champion tag holds %s, want the better job's %s (worse: %s)", got, b.Pushes[0].Digest, w.Pushes[0].Digest)
 			}
 			wantB, wantW := "promoted: the tag held no image with a provenance record", "kept champion: accuracy 0.9100 <= 0.9700"
-			if first == worse {
+			if order == "worse first" {
 				wantB, wantW = "promoted: accuracy 0.9700 > 0.9100", "promoted: the tag held no image with a provenance record"
 			}
 			if len(b.Promotions) != 1 || b.Promotions[0].Reason != wantB {
