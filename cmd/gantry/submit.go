@@ -58,37 +58,20 @@ $GANTRY_OUTPUT_DIR (/output unless --output says otherwise); gantryd keeps it
 and, when the job pushes, ships it in the pushed image (--outputs).`,
 		Args: submitArgs,
 		RunE: func(c *cobra.Command, args []string) error {
-			ctx := c.Context()
-			dir := args[0]
-			if n := c.ArgsLenAtDash(); n >= 0 {
-				sf.cmd = args[n:]
-			}
-			sf.minAccuracySet = c.Flags().Changed("min-accuracy")
-			spec, secrets, err := specAndSecrets(dir, sf)
-			if err != nil {
-				return &exitError{code: exitUsage, msg: "gantry: " + err.Error()}
-			}
-			cl, err := g.client()
-			if err != nil {
-				return err
-			}
-			tr, err := tarContext(dir, spec.Build.Dockerfile)
-			if err != nil {
-				return err
-			}
-			defer tr.Close()
-			j, err := cl.Submit(ctx, spec, secrets, tr)
-			if err != nil {
-				return err
-			}
-			if !wait {
-				fmt.Fprintln(c.OutOrStdout(), j.ID)
-				return nil
-			}
-			if !quiet {
-				fmt.Fprintf(c.ErrOrStderr(), "job %s submitted\n", j.ID)
-			}
-			return waitJob(ctx, cl, j.ID, c.OutOrStdout(), c.ErrOrStderr(), quiet, raw)
+			return sendContext(c, g, args, &sf, nil, func(ctx context.Context, cl *api.Client, spec gantry.Spec, secrets map[string]string, tr io.Reader) error {
+				j, err := cl.Submit(ctx, spec, secrets, tr)
+				if err != nil {
+					return err
+				}
+				if !wait {
+					fmt.Fprintln(c.OutOrStdout(), j.ID)
+					return nil
+				}
+				if !quiet {
+					fmt.Fprintf(c.ErrOrStderr(), "job %s submitted\n", j.ID)
+				}
+				return waitJob(ctx, cl, j.ID, c.OutOrStdout(), c.ErrOrStderr(), quiet, raw)
+			})
 		},
 	}
 	sf.register(c.Flags())
@@ -130,6 +113,44 @@ func (sf *submitFlags) register(f *pflag.FlagSet) {
 	f.StringArrayVar(&sf.metrics, "metric", nil, "read metric NAME from the output: NAME=REGEX, the regex's one group is the value, the last match wins (repeatable)")
 	f.StringArrayVar(&sf.gates, "gate", nil, "gate: NAME>=X, NAME>X, NAME<=X or NAME<X on a metric's final value; all must hold (repeatable)")
 	f.StringVar(&sf.spec.PromoteOn, "promote-on", "", "with --promote, the metric the champion is chosen by: NAME, NAME:max or NAME:min (default accuracy:max)")
+}
+
+// sendContext is what gantry submit and gantry sweep share: the spec from
+// the flags sf (and the command after --), the secrets' values, a client,
+// and the context in args[0] as a tar, handed to send. check, when not nil,
+// checks the command's own flags first; its error, like the spec's, is a
+// usage error.
+func sendContext(c *cobra.Command, g *globals, args []string, sf *submitFlags, check func() error,
+	send func(context.Context, *api.Client, gantry.Spec, map[string]string, io.Reader) error) error {
+	dir := args[0]
+	if n := c.ArgsLenAtDash(); n >= 0 {
+		sf.cmd = args[n:]
+	}
+	sf.minAccuracySet = c.Flags().Changed("min-accuracy")
+	var err error
+	if check != nil {
+		err = check()
+	}
+	var (
+		spec    gantry.Spec
+		secrets map[string]string
+	)
+	if err == nil {
+		spec, secrets, err = specAndSecrets(dir, *sf)
+	}
+	if err != nil {
+		return &exitError{code: exitUsage, msg: "gantry: " + err.Error()}
+	}
+	cl, err := g.client()
+	if err != nil {
+		return err
+	}
+	tr, err := tarContext(dir, spec.Build.Dockerfile)
+	if err != nil {
+		return err
+	}
+	defer tr.Close()
+	return send(c.Context(), cl, spec, secrets, tr)
 }
 
 // submitArgs takes the context, and after -- the training command.

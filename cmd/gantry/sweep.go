@@ -42,45 +42,26 @@ With --wait it waits for the whole sweep, prints the leaderboard and exits:
 0 a winner was chosen (and pushed), 3 no point passed, 1 failed, 4 canceled.`,
 		Args: submitArgs,
 		RunE: func(c *cobra.Command, args []string) error {
-			ctx := c.Context()
-			dir := args[0]
-			if n := c.ArgsLenAtDash(); n >= 0 {
-				sf.cmd = args[n:]
-			}
-			sf.minAccuracySet = c.Flags().Changed("min-accuracy")
-			ps, err := parseParams(params)
-			if err == nil && len(ps) == 0 {
-				err = errors.New("give at least one --param NAME=V1,V2,...")
-			}
-			var (
-				spec    gantry.Spec
-				secrets map[string]string
-			)
-			if err == nil {
-				spec, secrets, err = specAndSecrets(dir, sf)
-			}
-			if err != nil {
-				return &exitError{code: exitUsage, msg: "gantry: " + err.Error()}
-			}
-			cl, err := g.client()
-			if err != nil {
+			var ps []gantry.Param
+			check := func() (err error) {
+				ps, err = parseParams(params)
+				if err == nil && len(ps) == 0 {
+					err = errors.New("give at least one --param NAME=V1,V2,...")
+				}
 				return err
 			}
-			tr, err := tarContext(dir, spec.Build.Dockerfile)
-			if err != nil {
-				return err
-			}
-			defer tr.Close()
-			sw, err := cl.SubmitSweep(ctx, gantry.SweepSpec{Job: spec, Params: ps}, secrets, tr)
-			if err != nil {
-				return err
-			}
-			if !wait {
-				fmt.Fprintln(c.OutOrStdout(), sw.ID)
-				return nil
-			}
-			fmt.Fprintf(c.ErrOrStderr(), "sweep %s submitted: %d points\n", sw.ID, len(sw.Jobs))
-			return waitSweep(ctx, cl, sw.ID, c.OutOrStdout(), c.ErrOrStderr())
+			return sendContext(c, g, args, &sf, check, func(ctx context.Context, cl *api.Client, spec gantry.Spec, secrets map[string]string, tr io.Reader) error {
+				sw, err := cl.SubmitSweep(ctx, gantry.SweepSpec{Job: spec, Params: ps}, secrets, tr)
+				if err != nil {
+					return err
+				}
+				if !wait {
+					fmt.Fprintln(c.OutOrStdout(), sw.ID)
+					return nil
+				}
+				fmt.Fprintf(c.ErrOrStderr(), "sweep %s submitted: %d points\n", sw.ID, len(sw.Jobs))
+				return waitSweep(ctx, cl, sw.ID, c.OutOrStdout(), c.ErrOrStderr())
+			})
 		},
 	}
 	sf.register(c.Flags())
