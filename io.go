@@ -5,9 +5,15 @@ package gantry
 
 import (
 	"path"
+	"regexp"
 	"strconv"
 	"strings"
 )
+
+// constraintRE is a swarm placement constraint: an attribute (node.id,
+// node.hostname, node.role, node.platform.os, node.labels.KEY,
+// engine.labels.KEY), == or !=, and a value.
+var constraintRE = regexp.MustCompile(`^(node|engine)\.[A-Za-z0-9_.-]+ *(==|!=) *[^\s=!]+$`)
 
 // DefaultOutputDir is where a training program writes what it produces,
 // unless the job says otherwise; gantryd tells it in OutputDirEnv.
@@ -48,7 +54,18 @@ type RunSpec struct {
 	GPUs string `json:"gpus,omitempty"`
 	// ShmSize is the size of /dev/shm in bytes (zero: the engine's 64 MiB).
 	ShmSize int64 `json:"shm_size,omitempty"`
+	// Constraints place training on a cluster's nodes, as docker service
+	// create --constraint takes them ("node.labels.pool==train"); only a
+	// backend with nodes (swarm) takes them.
+	Constraints []string `json:"constraints,omitempty"`
+	// Retries is how many times training is tried again when the
+	// infrastructure loses it (a node goes down); the user's own failures
+	// are never retried.
+	Retries int `json:"retries,omitempty"`
 }
+
+// MaxRetries bounds RunSpec.Retries.
+const MaxRetries = 10
 
 // Dataset is data mounted read-only into the training container.
 type Dataset struct {
@@ -165,6 +182,14 @@ func (s *Spec) validateIO() error {
 	case ShipLayer, ShipArtifact, ShipNone:
 	default:
 		return Errorf(ErrInvalid, "outputs %q: want layer, artifact or none", o.Ship)
+	}
+	if r.Retries < 0 || r.Retries > MaxRetries {
+		return Errorf(ErrInvalid, "retries %d: want 0 to %d", r.Retries, MaxRetries)
+	}
+	for _, c := range r.Constraints {
+		if !constraintRE.MatchString(c) {
+			return Errorf(ErrInvalid, "constraint %q: want ATTRIBUTE==VALUE or ATTRIBUTE!=VALUE, like node.labels.pool==train (as docker service create --constraint takes it)", c)
+		}
 	}
 	if len(r.Cmd) > 0 && r.Cmd[0] == "" {
 		return Errorf(ErrInvalid, "command: the program to run may not be empty")

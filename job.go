@@ -326,7 +326,13 @@ type Job struct {
 	ImageName string `json:"image_name,omitempty"`
 	// Image is the local image ID the build produced.
 	Image       string `json:"image,omitempty"`
+	// ContainerID is the backend's ID of the training run: a container
+	// on the local backend, a service on a swarm.
 	ContainerID string `json:"container_id,omitempty"`
+	// Placement is where training runs or ran; Attempts are the earlier
+	// runs the infrastructure lost (RunSpec.Retries).
+	Placement *Placement `json:"placement,omitempty"`
+	Attempts  []Attempt  `json:"attempts,omitempty"`
 	// TrainLogOffset is where the training container's output starts in
 	// the job's log: recovery cuts the log back to it before the
 	// container's log is replayed.

@@ -13,6 +13,9 @@ import (
 // asks nothing, the defaults: a job may lower any of them, never raise one.
 // Zero means no ceiling.
 type Policy struct {
+	// Backend is where training runs: BackendLocal ("" too) or
+	// BackendSwarm.
+	Backend string `json:"backend,omitempty"`
 	// Resources bound the training container (and LogBytes its log).
 	Resources Resources `json:"resources"`
 	// Timeouts bound each phase.
@@ -148,6 +151,9 @@ func (p *Policy) Apply(spec *Spec) error {
 	}
 	if n := sb.Network; n != "" && n != "none" && !slices.Contains(p.Networks, n) {
 		return Errorf(ErrForbidden, "network %q: gantryd's policy lets jobs join %s; the operator allows a network with %s NAME", n, orNone(p.Networks), FlagAllowNetwork)
+	}
+	if err := p.applyBackend(spec); err != nil {
+		return err
 	}
 	if spec.Run.GPUs != "" && !p.GPUs {
 		return Errorf(ErrForbidden, "gpus %s: gantryd's policy gives jobs no GPUs; the operator allows them with %s", spec.Run.GPUs, FlagAllowGPUs)

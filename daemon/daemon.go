@@ -73,26 +73,12 @@ type (
 	imageBuilder interface {
 		Build(ctx context.Context, r builder.Request, progress io.Writer) (builder.Result, error)
 	}
-	// containerRunner is the subset of the engine that runs training.
-	containerRunner interface {
-		Create(ctx context.Context, s runner.Spec) (string, error)
-		Run(ctx context.Context, id string, out io.Writer) (runner.Exit, error)
-		State(ctx context.Context, id string) (runner.State, error)
-		Stop(ctx context.Context, id string, grace time.Duration) error
-		Remove(ctx context.Context, id string) error
-		// CopyFrom reads path in the container as a tar stream
-		// (ErrNotFound: no such path).
-		CopyFrom(ctx context.Context, id, path string) (io.ReadCloser, error)
-		// Volume returns a named volume (ErrNotFound when there is none),
-		// for a job's datasets.
-		Volume(ctx context.Context, name string) (runner.Volume, error)
-	}
-	// janitor is the subset of the engine that cleans up after jobs.
-	janitor interface {
+	// images is the subset of the local engine that keeps built images.
+	// A backend whose images live in a registry (swarm) has none locally:
+	// ImageID says ErrNotFound and RemoveImage removes nothing.
+	images interface {
 		ImageID(ctx context.Context, ref string) (string, error)
 		RemoveImage(ctx context.Context, ref string) error
-		Containers(ctx context.Context, labels map[string]string) ([]runner.Container, error)
-		Ping(ctx context.Context) error
 	}
 	imagePusher interface {
 		Push(ctx context.Context, img v1.Image, refs []string, rep gantry.Reporter) ([]gantry.Push, error)
@@ -114,10 +100,12 @@ type (
 	imageSource func(ctx context.Context, ref string) (v1.Image, error)
 )
 
-// Engine is what the daemon needs of the Docker engine; runner.Engine is one.
+// Engine is what the daemon needs of where training runs: a backend
+// (runner.Backend: the local engine, runner.Engine, or a swarm) and the
+// images it keeps.
 type Engine interface {
-	containerRunner
-	janitor
+	runner.Backend
+	images
 }
 
 // Config is the daemon's configuration.

@@ -136,8 +136,13 @@ func (e *pipeEngine) Create(ctx context.Context, s runner.Spec) (string, error) 
 	return e.create(ctx, s)
 }
 
-func (e *pipeEngine) Run(ctx context.Context, id string, out io.Writer) (runner.Exit, error) {
+func (e *pipeEngine) Name() string { return gantry.BackendLocal }
+
+func (e *pipeEngine) Run(ctx context.Context, id string, out io.Writer, watch runner.Watch) (runner.Exit, error) {
 	e.record("run", id)
+	if watch != nil {
+		watch(gantry.Placement{Backend: gantry.BackendLocal, Node: "pipe"})
+	}
 	if e.run == nil {
 		return runner.Exit{}, nil
 	}

@@ -122,16 +122,52 @@ func (r *jobRun) create(ctx context.Context) error {
 	r.log.Linef("%s", trainingLine(cid))
 	offset, err := r.log.Size()
 	if err == nil {
-		r.j, err = d.move(ctx, j.ID, gantry.StateRunning, func(j *gantry.Job) {
+		created := func(j *gantry.Job) {
 			j.ContainerID, j.TrainLogOffset, j.Checkpoint = cid, offset, gantry.CheckpointCreated
-		})
+			j.Placement = &gantry.Placement{Backend: d.engine.Name()}
+		}
+		if j.State == gantry.StateRunning { // a retry (retry)
+			r.j, err = d.store.Update(ctx, j.ID, func(j *gantry.Job) error { created(j); return nil })
+		} else {
+			r.j, err = d.move(ctx, j.ID, gantry.StateRunning, created)
+		}
 	}
 	if err != nil {
 		d.engine.Remove(context.WithoutCancel(ctx), cid)
 		return err
 	}
-	d.secrets.forget(j.ID) // the engine holds them now
+	if j.Spec.Run.Retries == 0 {
+		d.secrets.forget(j.ID) // the engine holds them now (a retry needs them again)
+	}
 	return nil
+}
+
+// retry records a run the infrastructure lost (why) as an attempt, removes
+// what is left of it, and creates the run again: checkpoint created. It
+// returns the loss, as the job's failure, once the job's retries are spent.
+func (r *jobRun) retry(ctx context.Context, why string) error {
+	d, j := r.d, r.j
+	if len(j.Attempts) >= j.Spec.Run.Retries {
+		return fmt.Errorf("node lost: %s (the training did not fail: submit with --retries N to try it again when a node is lost)", why)
+	}
+	if err := d.engine.Remove(ctx, j.ContainerID); err != nil {
+		return err
+	}
+	r.say("the training was lost (%s); trying again (%d of %d)", why, len(j.Attempts)+1, j.Spec.Run.Retries)
+	var err error
+	r.j, err = d.store.Update(ctx, j.ID, func(j *gantry.Job) error {
+		a := gantry.Attempt{Started: j.Times.Run.Started, Ended: d.now(), Reason: why}
+		if j.Placement != nil {
+			a.Placement = *j.Placement
+		}
+		j.Attempts = append(j.Attempts, a)
+		j.ContainerID, j.Placement, j.Checkpoint = "", nil, gantry.CheckpointBuilt
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return r.create(ctx)
 }
 
 // train runs the container (or re-attaches to it) until it exits, keeps
@@ -141,12 +177,18 @@ func (r *jobRun) create(ctx context.Context) error {
 // container when it starts again, and keeps them then.)
 func (r *jobRun) train(ctx context.Context) error {
 	d, j := r.d, r.j
-	if len(j.Spec.Push) > 0 {
+	if len(j.Spec.Push) > 0 && r.upload == nil { // (a retry keeps its upload)
 		r.upload = d.uploadEarly(ctx, j)
 	}
 	exit, metrics, err := d.train(ctx, j, r.log)
 	if err != nil {
 		return err
+	}
+	if exit.Lost != "" {
+		if err := r.retry(ctx, exit.Lost); err != nil {
+			return err
+		}
+		return r.train(ctx)
 	}
 	outs, err := d.collectOutputs(ctx, j, r.log)
 	if err != nil {
@@ -158,6 +200,8 @@ func (r *jobRun) train(ctx context.Context) error {
 		switch {
 		case exit.OOMKilled:
 			j.Error = "training was killed: out of memory (OOMKilled)"
+		case exit.OOMProbable:
+			j.Error = "training was killed (exit code 137): probably out of memory, under a memory limit of " + gantry.FormatBytes(j.Spec.Resources.Memory)
 		case exit.Code != 0:
 			j.Error = fmt.Sprintf("training exited with code %d", exit.Code)
 		}

@@ -66,7 +66,7 @@ func (d *Daemon) train(ctx context.Context, j *gantry.Job, logf *jobLog) (runner
 	defer cancel()
 	for {
 		// The engine replays the log from the start: skip what we hold.
-		exit, err := d.engine.Run(tctx, j.ContainerID, &iox.SkipWriter{W: out, Skip: out.n})
+		exit, err := d.engine.Run(tctx, j.ContainerID, &iox.SkipWriter{W: out, Skip: out.n}, d.placed(ctx, j.ID, logf))
 		if err == nil {
 			lines.Flush()
 			stopSeries()
@@ -106,6 +106,31 @@ func (d *Daemon) train(ctx context.Context, j *gantry.Job, logf *jobLog) (runner
 			logf.Linef("==> the container finished meanwhile; collecting its output")
 		default:
 			return runner.Exit{}, gantry.Metrics{}, fmt.Errorf("the Docker engine restarted while training ran: the container ended with exit code %d", st.ExitCode)
+		}
+	}
+}
+
+// placed returns the watch that records where job id's training is placed,
+// each time that changes, and says so in its log.
+func (d *Daemon) placed(ctx context.Context, id string, logf *jobLog) runner.Watch {
+	var last gantry.Placement
+	return func(p gantry.Placement) {
+		if p == last {
+			return
+		}
+		last = p
+		switch {
+		case p.Waiting != "":
+			logf.Linef("==> waiting for a node: %s", p.Waiting)
+		case p.NodeID != "":
+			logf.Linef("==> training on node %s (%s), task %.12s", p.Node, p.NodeID, p.Task)
+		}
+		_, err := d.store.Update(ctx, id, func(j *gantry.Job) error {
+			j.Placement = &p
+			return nil
+		})
+		if err != nil {
+			d.log.Warn("record the placement", "job", id, "err", err)
 		}
 	}
 }

@@ -38,7 +38,12 @@ const callTimeout = 30 * time.Second
 // Engine is a connection to a Docker engine.
 type Engine struct {
 	c *client.Client
+	// host is the engine's hostname: the node jobs run on.
+	host string
 }
+
+// Name is the backend's name: local.
+func (e *Engine) Name() string { return gantry.BackendLocal }
 
 // Dial connects to the engine at host ("" means DOCKER_HOST, else the local
 // socket) and negotiates the API version. It returns ErrUnavailable when the
@@ -59,7 +64,11 @@ func Dial(ctx context.Context, host string) (*Engine, error) {
 		return nil, gantry.Errorf(gantry.ErrUnavailable,
 			"docker engine at %s does not answer (is dockerd running? set --docker-host or DOCKER_HOST): %v", c.DaemonHost(), err)
 	}
-	return &Engine{c: c}, nil
+	e := &Engine{c: c}
+	if res, err := c.Info(ctx, client.InfoOptions{}); err == nil {
+		e.host = res.Info.Name
+	}
+	return e, nil
 }
 
 // Close closes the connection.
@@ -151,6 +160,13 @@ type Spec struct {
 	GPUs gantry.GPURequest
 	// ShmSize is /dev/shm's size in bytes (zero: the engine's default).
 	ShmSize int64
+	// Constraints place the run on a cluster's nodes (swarm placement
+	// constraints, "node.labels.pool==train"); the local backend refuses
+	// any.
+	Constraints []string
+	// StopGrace is the grace between SIGTERM and SIGKILL when the run is
+	// stopped, for backends that fix it when the run is created.
+	StopGrace time.Duration
 }
 
 // Mount is a read-only mount of a host path or a named volume.
@@ -195,6 +211,9 @@ func logConfig(max int64) container.LogConfig {
 // Create creates the container for s and returns its ID. The container is
 // not started: the caller records the ID first, then calls Run.
 func (e *Engine) Create(ctx context.Context, s Spec) (string, error) {
+	if len(s.Constraints) > 0 {
+		return "", gantry.Errorf(gantry.ErrInvalid, "placement constraints %q: the local backend runs on one engine (gantryd --backend swarm places jobs)", s.Constraints)
+	}
 	ctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
 	// Least privilege: no network unless asked, every capability dropped
@@ -233,12 +252,6 @@ func (e *Engine) Create(ctx context.Context, s Spec) (string, error) {
 	return res.ID, nil
 }
 
-// Exit is how a container ended.
-type Exit struct {
-	Code      int
-	OOMKilled bool
-}
-
 // Run starts container id unless it already ran, copies its stdout and
 // stderr to out from the start of its log as they arrive, and returns how it
 // exited once its output is drained. A container that ran (or exited) while
@@ -247,7 +260,7 @@ type Exit struct {
 // the container as it is: stopping it is the caller's decision (Stop). When
 // the connection to the engine breaks, Run returns an error of kind
 // ErrUnavailable: the container may have survived (see State).
-func (e *Engine) Run(ctx context.Context, id string, out io.Writer) (Exit, error) {
+func (e *Engine) Run(ctx context.Context, id string, out io.Writer, watch Watch) (Exit, error) {
 	insp, err := e.inspect(ctx, id)
 	if err != nil {
 		return Exit{}, err
@@ -269,6 +282,9 @@ func (e *Engine) Run(ctx context.Context, id string, out io.Writer) (Exit, error
 		if err != nil {
 			return Exit{}, e.startError(ctx, id, err)
 		}
+	}
+	if watch != nil {
+		watch(gantry.Placement{Backend: gantry.BackendLocal, Node: e.host})
 	}
 
 	logs, err := e.c.ContainerLogs(wctx, id, client.ContainerLogsOptions{
