@@ -325,7 +325,7 @@ type Job struct {
 	// ImageName is the local name the build tags the image with.
 	ImageName string `json:"image_name,omitempty"`
 	// Image is the local image ID the build produced.
-	Image       string `json:"image,omitempty"`
+	Image string `json:"image,omitempty"`
 	// ContainerID is the backend's ID of the training run: a container
 	// on the local backend, a service on a swarm.
 	ContainerID string `json:"container_id,omitempty"`
