@@ -79,3 +79,10 @@ func (p *Policy) applyBackend(spec *Spec) error {
 	}
 	return nil
 }
+
+// Cluster is what gantry nodes shows: the backend and its nodes, each with
+// the jobs training there.
+type Cluster struct {
+	Backend string `json:"backend"`
+	Nodes   []Node `json:"nodes"`
+}

@@ -39,6 +39,7 @@ type fakeService struct {
 	writeOutputs func(ctx context.Context, id string, w io.Writer) error
 	// metrics answers Metrics (metrics_test.go).
 	metrics func(ctx context.Context, id, name string) (gantry.Series, error)
+	nodes   func(ctx context.Context) (gantry.Cluster, error)
 	// lastEvent is the newest event's number (0 when unset, not an error).
 	lastEvent uint64
 	policy    gantry.Policy

@@ -125,6 +125,9 @@ type Service interface {
 	Outputs(ctx context.Context, id string) (*gantry.Outputs, error)
 	WriteOutputs(ctx context.Context, id string, w io.Writer) error
 	Metrics(ctx context.Context, id, name string) (gantry.Series, error)
+	// Nodes lists where training runs: the swarm's nodes, or the one
+	// engine, each with the jobs training there.
+	Nodes(ctx context.Context) (gantry.Cluster, error)
 	LastEvent(ctx context.Context) (uint64, error)
 	// Policy is the operator's bound on what a job may ask.
 	Policy() gantry.Policy
@@ -219,6 +222,7 @@ func Handler(svc Service, version func(context.Context) VersionInfo, log *slog.L
 	mux.HandleFunc("GET /v1/jobs/{id}/outputs", s.outputs)
 	mux.HandleFunc("GET /v1/jobs/{id}/metrics", s.metrics)
 	mux.HandleFunc("GET /v1/events", s.events)
+	mux.HandleFunc("GET /v1/nodes", s.nodes)
 	mux.HandleFunc("GET /v1/history", s.history)
 	mux.HandleFunc("POST /v1/jobs/{id}/cancel", s.cancel)
 	mux.HandleFunc("POST /v1/jobs/{id}/push", s.push)

@@ -122,6 +122,11 @@ type Config struct {
 	// StopTimeout is the grace period between SIGTERM and SIGKILL when a
 	// training container is stopped.
 	StopTimeout time.Duration
+	// Stage is the staging repository: where the built image goes, by
+	// digest, for a backend's nodes to pull it (gantryd --staging-repo);
+	// BuildCache is a registry cache the builds import and export
+	// (--build-cache).
+	Stage, BuildCache string
 	// OrphanGrace is how long a container that carries this daemon's label
 	// but belongs to no job is left before it is removed.
 	OrphanGrace time.Duration

@@ -155,7 +155,7 @@ type earlyUpload struct {
 // to the push, which sends whatever is missing.
 func (d *Daemon) uploadEarly(ctx context.Context, j *gantry.Job) *earlyUpload {
 	return d.startUpload(ctx, j, "image layers uploaded during training", func(ctx context.Context) error {
-		img, err := d.source(ctx, j.ImageName)
+		img, err := d.image(ctx, j)
 		if err != nil {
 			return err
 		}

@@ -58,20 +58,26 @@ func (r *jobRun) buildIn(ctx context.Context, dir string) error {
 	bctx, cancel := withLimit(ctx, "build", r.j.Spec.Timeouts.Build)
 	r.say("building %s (Dockerfile %s)", r.j.ImageName, r.j.Spec.Build.Dockerfile)
 	res, err := d.builder.Build(bctx, builder.Request{
+		// Stage: d.cfg.Stage, CacheRef: d.cfg.BuildCache, (bk)
 		ContextDir: dir,
 		Spec:       r.j.Spec.Build,
 		Name:       r.j.ImageName,
 		Labels:     d.labels(id),
 		Status:     d.notifying(status, d.StatusPath(id)),
 	}, r.log.Output())
-	cancel()
 	status.Close()
+	if err != nil {
+		cancel()
+		return phaseErr(ctx, bctx, err)
+	}
+	defer cancel()
+	image, err := r.stage(bctx, res.ImageID)
 	if err != nil {
 		return phaseErr(ctx, bctx, err)
 	}
 	bases := d.resolveBases(ctx, res.Bases)
 	if r.j, err = d.store.Update(ctx, id, func(j *gantry.Job) error {
-		j.Image = res.ImageID
+		j.Image = image
 		j.Inputs.Bases = bases
 		j.Checkpoint = gantry.CheckpointBuilt
 		return nil

@@ -474,3 +474,29 @@ func (p *Pusher) Tag(ctx context.Context, ref, digest string) error {
 	}
 	return nil
 }
+
+// Image reads the image ref (a tag or a digest reference) from its
+// registry, with the same credentials and transport as a push. Its layers
+// are read when they are needed: pushing it to another repository of the
+// same registry mounts them. It returns ErrNotFound when the registry has
+// no such image.
+func (p *Pusher) Image(ctx context.Context, ref string) (v1.Image, error) {
+	r, err := name.ParseReference(ref, name.StrictValidation)
+	if err != nil {
+		return nil, gantry.Errorf(gantry.ErrInvalid, "image %q: %v", ref, err)
+	}
+	if p.plainHTTPOK(r.Context().RegistryStr()) {
+		if r, err = name.ParseReference(ref, name.StrictValidation, name.Insecure); err != nil {
+			return nil, gantry.Errorf(gantry.ErrInvalid, "image %q: %v", ref, err)
+		}
+	}
+	img, err := remote.Image(r, p.options(ctx)...)
+	var terr *transport.Error
+	if errors.As(err, &terr) && terr.StatusCode == http.StatusNotFound {
+		return nil, gantry.Errorf(gantry.ErrNotFound, "image %s: not in the registry", ref)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read image %s: %w", ref, err)
+	}
+	return img, nil
+}

@@ -494,3 +494,32 @@ func (e *Engine) Containers(ctx context.Context, labels map[string]string) ([]Co
 	}
 	return out, nil
 }
+
+// Nodes lists the one machine the local backend runs on: the engine, as
+// docker info shows it.
+func (e *Engine) Nodes(ctx context.Context) ([]gantry.Node, error) {
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	res, err := e.c.Info(ctx, client.InfoOptions{})
+	if err != nil {
+		return nil, e.lost(ctx, fmt.Errorf("engine info: %w", err))
+	}
+	i := res.Info
+	return []gantry.Node{{
+		ID: i.ID, Hostname: i.Name, Role: "engine", State: "ready", Availability: "active",
+		Labels: engineLabels(i.Labels), CPUs: float64(i.NCPU), Memory: i.MemTotal,
+	}}, nil
+}
+
+// engineLabels are the engine's labels (KEY=VALUE) as a map.
+func engineLabels(kvs []string) map[string]string {
+	if len(kvs) == 0 {
+		return nil
+	}
+	m := make(map[string]string, len(kvs))
+	for _, kv := range kvs {
+		k, v, _ := strings.Cut(kv, "=")
+		m[k] = v
+	}
+	return m
+}

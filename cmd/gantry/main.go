@@ -105,6 +105,7 @@ the job passes its gate.`,
 	root.PersistentFlags().StringVar(&g.tls.Key, "tlskey", "", "TLS client key (tcp:// hosts)")
 	root.AddCommand(initCmd(), submitCmd(g), lsCmd(g), inspectCmd(g), logsCmd(g), watchCmd(g), cancelCmd(g), pushCmd(g), historyCmd(g), diffCmd(g), versionCmd(g), infoCmd(g), outputsCmd(g))
 	root.AddCommand(metricsCmd(g))
+	root.AddCommand(nodesCmd(g))
 	root.AddCommand(sweepCmd(g))
 	return root
 }

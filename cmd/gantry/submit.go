@@ -106,6 +106,8 @@ func (sf *submitFlags) register(f *pflag.FlagSet) {
 	f.StringArrayVar(&sf.spec.Run.SecretEnv, "secret-env", nil, "environment variable of the training container whose value is taken from this shell's environment and sent beside the spec: gantryd keeps it in memory only, until the container is created, and the record names it only (repeatable). The engine keeps a container's environment in its config while the container exists (gantryd removes it when training ends), and docker inspect shows it to whoever may use the engine")
 	f.StringArrayVar(&sf.datasets, "dataset", nil, "mount data read-only, SRC:DST: SRC a named volume or a host path under a root gantryd allows (repeatable; see gantry info)")
 	f.StringVar(&sf.spec.Run.GPUs, "gpus", "", "GPUs for the training container, as docker run --gpus takes them: all, a count, or device=ID[,ID]")
+	f.StringArrayVar(&sf.spec.Run.Constraints, "constraint", nil, "place training on the swarm's nodes that match, as docker service create --constraint takes it, e.g. node.labels.pool==train (repeatable; gantryd --backend swarm)")
+	f.IntVar(&sf.spec.Run.Retries, "retries", 0, "times training is tried again when the infrastructure loses it (a node goes down); a failure of the program itself is never retried")
 	f.StringVar(&sf.shmSize, "shm-size", "", "size of /dev/shm in the training container, e.g. 1g (default: the engine's 64m)")
 	f.StringVar(&sf.spec.Outputs.Dir, "output", "", "output directory in the training container, given to it as $GANTRY_OUTPUT_DIR (default /output)")
 	f.StringVar(&sf.maxOutput, "max-output", "", "most the output directory may hold, e.g. 1g (default: gantryd's)")

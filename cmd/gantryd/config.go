@@ -32,6 +32,7 @@ type Config struct {
 	Credentials  *dashboard.Credentials
 	Debug        bool
 	Policy       gantry.Policy
+	Stage        string // --staging-repo
 }
 
 // errUsage marks an argument the flag package refused; it has already
@@ -69,6 +70,8 @@ func (m *Main) ParseFlags(ctx context.Context, args []string) error {
 	httpPass := fs.String("http-password-file", "", "file holding the password of --http-user")
 	var pf policyFlags
 	pf.register(fs)
+	var bf backendFlags
+	bf.register(fs)
 	if err := fs.Parse(args); errors.Is(err, flag.ErrHelp) {
 		return err
 	} else if err != nil {
@@ -79,6 +82,9 @@ func (m *Main) ParseFlags(ctx context.Context, args []string) error {
 	}
 	var err error
 	if c.Policy, err = pf.policy(); err != nil {
+		return err
+	}
+	if err := bf.check(c); err != nil {
 		return err
 	}
 	if c.BlobCache, err = gantry.ParseBytes(*blobCache); err != nil {

@@ -231,7 +231,7 @@ func (m *Main) openPush(ctx context.Context) (pushParts, error) {
 		log.Info("pruned the blob cache", "freed", gantry.HumanBytes(n))
 	}
 	pusher := registry.New(registry.WithInsecureRegistries(m.Config.Policy.InsecureRegistries))
-	return pushParts{pusher: pusher, source: src.Image, prune: cache.Prune}, nil
+	return pushParts{pusher: pusher, source: stagedSource(pusher, src.Image), prune: cache.Prune}, nil
 }
 
 // newDaemon makes the daemon and has it recover the jobs a previous
@@ -245,6 +245,7 @@ func (m *Main) newDaemon(ctx context.Context, p pushParts) error {
 		Policy:      m.Config.Policy,
 		StopTimeout: m.Config.StopTimeout,
 		OrphanGrace: m.Config.OrphanGrace,
+		Stage:       m.Config.Stage,
 		Logger:      m.log,
 		Prune:       p.prune,
 	}, m.store, m.builder, m.engine, p.pusher, p.source)

@@ -29,6 +29,9 @@ func TestParseFlagsRefuses(t *testing.T) {
 		{[]string{"--tcp", "8080", "--tlscacert", "ca.pem", "--tlscert", "c.pem", "--tlskey", "k.pem"}, "want HOST:PORT"},
 		{[]string{"--http-user", "ops"}, "need --http"},
 		{[]string{"run"}, "unexpected arguments"},
+		{[]string{"--backend", "k8s"}, "want local or swarm"},
+		{[]string{"--backend", "swarm"}, "needs --staging-repo"},
+		{[]string{"--backend", "swarm", "--staging-repo", "Not A/Repo"}, "--staging-repo"},
 	} {
 		m := NewMain()
 		err := m.ParseFlags(context.Background(), tc.args)
