@@ -32,9 +32,12 @@ import (
 )
 
 var (
-	binDir   string // where TestMain built gantryd and gantry
-	registry = envOr("GANTRY_TEST_REGISTRY", "127.0.0.1:5000")
-	base     = envOr("GANTRY_BASE_IMAGE", "gantry/python-ml:bookworm")
+	binDir string // where TestMain built gantryd and gantry
+	// labClosers close the labs tests started (swarm_test.go), after
+	// every test has run.
+	labClosers []func() error
+	registry   = envOr("GANTRY_TEST_REGISTRY", "127.0.0.1:5000")
+	base       = envOr("GANTRY_BASE_IMAGE", "gantry/python-ml:bookworm")
 )
 
 func envOr(k, def string) string {
@@ -68,6 +71,11 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	code := m.Run()
+	for _, c := range labClosers {
+		if err := c(); err != nil {
+			fmt.Fprintf(os.Stderr, "integration: closing a lab: %v\n", err)
+		}
+	}
 	os.RemoveAll(binDir)
 	os.Exit(code)
 }

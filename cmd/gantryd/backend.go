@@ -4,14 +4,19 @@ package main
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"flag"
 	"fmt"
 
+	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/gantry-ml/gantry"
 	"github.com/gantry-ml/gantry/registry"
+	"github.com/gantry-ml/gantry/runner"
+	"github.com/gantry-ml/gantry/swarm"
 )
 
 // backendFlags are the flags that choose where training runs.
@@ -54,4 +59,62 @@ func stagedSource(p *registry.Pusher, local func(context.Context, string) (v1.Im
 		}
 		return local(ctx, ref)
 	}
+}
+
+// dialBackend sets where training runs: the engine itself, or the swarm
+// whose manager it is (--backend swarm).
+func (m *Main) dialBackend(ctx context.Context) error {
+	if m.Config.Policy.Backend != gantry.BackendSwarm {
+		m.backend = m.engine
+		return nil
+	}
+	sw, err := swarm.Dial(ctx, swarm.Options{Host: m.Config.DockerHost, RegistryAuth: nodeAuth})
+	if err != nil {
+		return err
+	}
+	m.backend, m.closeBackend = swarmEngine{sw, m.engine}, sw.Close
+	return nil
+}
+
+// swarmEngine trains on a swarm; the images a build made are the engine's.
+type swarmEngine struct {
+	*swarm.Backend
+	engine *runner.Engine
+}
+
+func (s swarmEngine) ImageID(ctx context.Context, ref string) (string, error) {
+	return s.engine.ImageID(ctx, ref)
+}
+
+func (s swarmEngine) RemoveImage(ctx context.Context, ref string) error {
+	return s.engine.RemoveImage(ctx, ref)
+}
+
+// nodeAuth is the registry credential a swarm's nodes pull image with:
+// gantryd's own for the image's registry (its docker config, as a push
+// uses), encoded as the engine takes it. An anonymous registry gets none.
+func nodeAuth(image string) (string, error) {
+	ref, err := name.ParseReference(image)
+	if err != nil {
+		return "", gantry.Errorf(gantry.ErrInvalid, "image %q: %v", image, err)
+	}
+	a, err := authn.DefaultKeychain.Resolve(ref.Context())
+	if err != nil {
+		return "", fmt.Errorf("credentials for %s: %w", ref.Context().RegistryStr(), err)
+	}
+	if a == authn.Anonymous {
+		return "", nil
+	}
+	c, err := a.Authorization()
+	if err != nil {
+		return "", fmt.Errorf("credentials for %s: %w", ref.Context().RegistryStr(), err)
+	}
+	js, err := json.Marshal(map[string]string{
+		"username": c.Username, "password": c.Password, "identitytoken": c.IdentityToken,
+		"registrytoken": c.RegistryToken, "serveraddress": ref.Context().RegistryStr(),
+	})
+	if err != nil {
+		return "", err
+	}
+	return base64.URLEncoding.EncodeToString(js), nil
 }

@@ -35,6 +35,10 @@ type Main struct {
 	log      *slog.Logger
 	store    *store.Store
 	engine   *runner.Engine
+	// backend is where training runs: engine, or a swarm (closed by
+	// closeBackend).
+	backend      daemon.Engine
+	closeBackend func() error
 	builder  *builder.Builder
 	daemon   *daemon.Daemon
 	metrics  *metrics.Metrics
@@ -133,6 +137,9 @@ func (m *Main) Close() error {
 	if m.builder != nil {
 		m.builder.Close()
 	}
+	if m.closeBackend != nil {
+		m.closeBackend()
+	}
 	if m.engine != nil {
 		m.engine.Close()
 	}
@@ -140,7 +147,7 @@ func (m *Main) Close() error {
 		m.store.Close()
 	}
 	m.server, m.stopWeb, m.socket, m.serving = nil, nil, false, false
-	m.builder, m.engine, m.store = nil, nil, nil
+	m.builder, m.engine, m.store, m.backend, m.closeBackend = nil, nil, nil, nil, nil
 	m.fail(m.ranErr)
 	return m.err
 }
@@ -181,7 +188,7 @@ func (m *Main) dialEngine(ctx context.Context) error {
 	if m.builder, err = builder.Dial(ctx, m.Config.BuildKitAddr, eng.Hijack, eng.Load); err != nil {
 		return err
 	}
-	return nil
+	return m.dialBackend(ctx)
 }
 
 // pushParts are what the daemon pushes with: the registry client, the
@@ -248,7 +255,7 @@ func (m *Main) newDaemon(ctx context.Context, p pushParts) error {
 		Stage:       m.Config.Stage,
 		Logger:      m.log,
 		Prune:       p.prune,
-	}, m.store, m.builder, m.engine, p.pusher, p.source)
+	}, m.store, m.builder, m.backend, p.pusher, p.source)
 	if err != nil {
 		return err
 	}
