@@ -178,7 +178,7 @@ func (m *Main) dialEngine(ctx context.Context) error {
 	if m.version.Engine, m.version.EngineAPI, err = eng.Version(ctx); err != nil {
 		return err
 	}
-	if m.builder, err = builder.Dial(ctx, m.Config.BuildKitAddr, eng.Hijack, eng.Load); err != nil {
+	if m.builder, err = builder.Dial(ctx, m.Config.BuildKitAddr, builder.TLS{}, eng.Hijack, eng.Load); err != nil {
 		return err
 	}
 	return nil
