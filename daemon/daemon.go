@@ -137,7 +137,10 @@ type Config struct {
 	// OrphanGrace is how long a container that carries this daemon's label
 	// but belongs to no job is left before it is removed.
 	OrphanGrace time.Duration
-	Logger      *slog.Logger
+	// BuildCache, when set, is the registry reference builds import their
+	// cache from and export it to (builder.Request.CacheRef).
+	BuildCache string
+	Logger     *slog.Logger
 
 	// Prune, when set, is called each time a job ends, from the goroutine
 	// that ran it, once the job has let go of its image: it brings the

@@ -62,6 +62,7 @@ func (r *jobRun) buildIn(ctx context.Context, dir string) error {
 		Spec:       r.j.Spec.Build,
 		Name:       r.j.ImageName,
 		Labels:     d.labels(id),
+		CacheRef:   d.cfg.BuildCache,
 		Status:     d.notifying(status, d.StatusPath(id)),
 	}, r.log.Output())
 	cancel()

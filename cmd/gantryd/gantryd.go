@@ -178,7 +178,7 @@ func (m *Main) dialEngine(ctx context.Context) error {
 	if m.version.Engine, m.version.EngineAPI, err = eng.Version(ctx); err != nil {
 		return err
 	}
-	if m.builder, err = builder.Dial(ctx, m.Config.BuildKitAddr, builder.TLS{}, eng.Hijack, eng.Load); err != nil {
+	if m.builder, err = builder.Dial(ctx, m.Config.BuildKitAddr, m.Config.BuildKitTLS, eng.Hijack, eng.Load); err != nil {
 		return err
 	}
 	return nil
@@ -245,6 +245,7 @@ func (m *Main) newDaemon(ctx context.Context, p pushParts) error {
 		Policy:      m.Config.Policy,
 		StopTimeout: m.Config.StopTimeout,
 		OrphanGrace: m.Config.OrphanGrace,
+		BuildCache:  m.Config.BuildCache,
 		Logger:      m.log,
 		Prune:       p.prune,
 	}, m.store, m.builder, m.engine, p.pusher, p.source)
