@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/crypto/bcrypt"
+
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
@@ -29,6 +31,28 @@ import (
 // its HOST:PORT.
 func startRegistry(t *testing.T) string {
 	t.Helper()
+	return runRegistry(t, "", http.StatusOK)
+}
+
+// startAuthRegistry is startRegistry with htpasswd authentication: only
+// user with password may pull or push.
+func startAuthRegistry(t *testing.T, user, password string) string {
+	t.Helper()
+	hash, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	htpasswd := filepath.Join(t.TempDir(), "htpasswd")
+	if err := os.WriteFile(htpasswd, []byte(user+":"+string(hash)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return runRegistry(t, fmt.Sprintf("auth:\n  htpasswd:\n    realm: gantry-test\n    path: %s\n", htpasswd), http.StatusUnauthorized)
+}
+
+// runRegistry runs docker-registry with extra configuration until the
+// test ends, once /v2/ answers with the status wanted.
+func runRegistry(t *testing.T, extra string, want int) string {
+	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -36,7 +60,7 @@ func startRegistry(t *testing.T) string {
 	addr := l.Addr().String()
 	l.Close()
 	dir := t.TempDir()
-	cfg := fmt.Sprintf("version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: %s\n  delete:\n    enabled: true\nhttp:\n  addr: %s\n", dir, addr)
+	cfg := fmt.Sprintf("version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: %s\n%s", dir, addr, extra)
 	if err := os.WriteFile(filepath.Join(dir, "config.yml"), []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -50,7 +74,7 @@ func startRegistry(t *testing.T) string {
 	for {
 		if resp, err := http.Get("http://" + addr + "/v2/"); err == nil {
 			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
+			if resp.StatusCode == want {
 				return addr
 			}
 		}
@@ -65,7 +89,7 @@ func startRegistry(t *testing.T) string {
 // busybox as /bin/busybox and /bin/sh, a base with a shell for RUN steps
 // that buildkitd can pull, to ref. It skips the test when busybox-static
 // is not installed.
-func pushBusybox(t *testing.T, ref string) {
+func pushBusybox(t *testing.T, ref string, opts ...remote.Option) {
 	t.Helper()
 	bb, err := os.ReadFile("/bin/busybox")
 	if err != nil {
@@ -114,7 +138,7 @@ func pushBusybox(t *testing.T, ref string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := remote.Write(r, img); err != nil {
+	if err := remote.Write(r, img, opts...); err != nil {
 		t.Fatalf("push %s: %v", ref, err)
 	}
 }
