@@ -19,6 +19,7 @@ import (
 
 	"github.com/moby/buildkit/client"
 	"github.com/moby/buildkit/exporter/containerimage/exptypes"
+	"github.com/moby/buildkit/session"
 	"github.com/moby/buildkit/util/progress/progressui"
 	"github.com/tonistiigi/fsutil"
 	"golang.org/x/sync/errgroup"
@@ -44,25 +45,30 @@ type Builder struct {
 
 // Dial connects to BuildKit. With addr empty it uses the engine's embedded
 // BuildKit through hijack; otherwise addr names a standalone buildkitd
-// (unix://, tcp://, docker-container://...) and load brings its images into
-// the engine. It returns ErrUnavailable when BuildKit does not answer.
-func Dial(ctx context.Context, addr string, hijack HijackFunc, load LoadFunc) (*Builder, error) {
-	var (
-		c   *client.Client
-		err error
-	)
+// (unix://, tcp://, docker-container://...) and load brings the images it
+// builds into the engine (a Request with Stage pushes instead). A tcp://
+// buildkitd needs tls: mutual TLS, since whoever reaches it unauthenticated
+// runs anything as its user (root). It returns ErrInvalid for tcp:// without
+// tls or an unreadable TLS file, and ErrUnavailable when BuildKit does not
+// answer.
+func Dial(ctx context.Context, addr string, tls TLS, hijack HijackFunc, load LoadFunc) (*Builder, error) {
+	var opts []client.ClientOpt
 	if addr == "" {
-		c, err = client.New(ctx, "",
+		opts = []client.ClientOpt{
 			client.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) {
 				return hijack(ctx, "/grpc", "h2c", nil)
 			}),
 			client.WithSessionDialer(func(ctx context.Context, proto string, meta map[string][]string) (net.Conn, error) {
 				return hijack(ctx, "/session", proto, meta)
-			}))
+			})}
 		load = nil
 	} else {
-		c, err = client.New(ctx, addr)
+		var err error
+		if opts, err = tls.clientOpts(addr); err != nil {
+			return nil, err
+		}
 	}
+	c, err := client.New(ctx, addr, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("buildkit: %w", errors.Join(gantry.ErrUnavailable, err))
 	}
@@ -87,8 +93,19 @@ type Request struct {
 	// ContextDir is the build context, already unpacked on local disk.
 	ContextDir string
 	Spec       gantry.BuildSpec
-	// Name is the name the image gets in the engine's image store.
+	// Name is the name the image gets in the engine's image store. It is
+	// not used with Stage.
 	Name string
+	// Stage, when set, is a repository ("10.77.0.1:5000/gantry/staging")
+	// the image is pushed to by digest, untagged, in place of going into
+	// the engine: for nodes that pull it. Result.ImageID is then
+	// STAGE@sha256:....
+	Stage string
+	// CacheRef, when set, is a registry reference the build's cache is
+	// imported from and exported to (every step, mode=max), so that a
+	// fresh buildkitd reuses what an earlier one built. The engine's
+	// embedded BuildKit cannot export a registry cache.
+	CacheRef string
 	// Labels are set on the image.
 	Labels map[string]string
 	// Status, when set, receives BuildKit's status updates as JSON lines
@@ -99,8 +116,12 @@ type Request struct {
 
 // Result is what a build made.
 type Result struct {
-	// ImageID is the engine's ID of the image.
+	// ImageID is the engine's ID of the image, or with Request.Stage the
+	// reference nodes pull: STAGE@DIGEST.
 	ImageID string
+	// Digest is the pushed manifest's digest (what the registry answers as
+	// Docker-Content-Digest), with Request.Stage; else empty.
+	Digest string
 	// Bases are the images the Dockerfile's FROM lines named, as BuildKit
 	// resolved them ("docker.io/library/python:3.11"), in order.
 	Bases []string
@@ -115,7 +136,7 @@ func (b *Builder) Build(ctx context.Context, r Request, progress io.Writer) (Res
 		return Result{}, err
 	}
 	eg, ectx := errgroup.WithContext(ctx)
-	loadDone, closeLoad := b.export(ectx, &opt, r.Name)
+	loadDone, closeLoad := b.export(ectx, &opt, r)
 	defer closeLoad()
 	ch := make(chan *client.SolveStatus)
 	seen := &observer{}
@@ -137,6 +158,18 @@ func (b *Builder) Build(ctx context.Context, r Request, progress io.Writer) (Res
 			return Result{}, fmt.Errorf("load image into the engine: %w", err)
 		}
 	}
+	return result(r, resp, seen.bases())
+}
+
+// result reads what the exporter made from its response.
+func result(r Request, resp *client.SolveResponse, bases []string) (Result, error) {
+	if r.Stage != "" {
+		dgst := resp.ExporterResponse[exptypes.ExporterImageDigestKey]
+		if dgst == "" {
+			return Result{}, fmt.Errorf("build: buildkit returned no digest for the image pushed to %s", r.Stage)
+		}
+		return Result{ImageID: r.Stage + "@" + dgst, Digest: dgst, Bases: bases}, nil
+	}
 	id := resp.ExporterResponse[exptypes.ExporterImageConfigDigestKey]
 	if id == "" {
 		id = resp.ExporterResponse[exptypes.ExporterImageDigestKey]
@@ -144,7 +177,7 @@ func (b *Builder) Build(ctx context.Context, r Request, progress io.Writer) (Res
 	if id == "" {
 		return Result{}, fmt.Errorf("build: buildkit returned no image ID")
 	}
-	return Result{ImageID: id, Bases: seen.bases()}, nil
+	return Result{ImageID: id, Bases: bases}, nil
 }
 
 // solveOpt is the solve that builds r with the Dockerfile frontend.
@@ -171,18 +204,36 @@ func solveOpt(r Request) (client.SolveOpt, error) {
 	for k, v := range r.Labels {
 		attrs["label:"+k] = v
 	}
-	return client.SolveOpt{
+	auth, err := registryAuth()
+	if err != nil {
+		return client.SolveOpt{}, err
+	}
+	opt := client.SolveOpt{
 		Frontend:      "dockerfile.v0",
 		FrontendAttrs: attrs,
 		LocalMounts:   map[string]fsutil.FS{"context": ctxFS, "dockerfile": dfFS},
-	}, nil
+		Session:       []session.Attachable{auth},
+	}
+	if r.CacheRef != "" {
+		opt.CacheImports = []client.CacheOptionsEntry{{Type: "registry", Attrs: map[string]string{"ref": r.CacheRef}}}
+		opt.CacheExports = []client.CacheOptionsEntry{{Type: "registry", Attrs: map[string]string{"ref": r.CacheRef, "mode": "max"}}}
+	}
+	return opt, nil
 }
 
-// export sets where the image goes: into the engine's store by name (the
-// engine's own BuildKit), or loaded into the engine as a docker tarball (a
-// standalone buildkitd). loadDone, when not nil, says how the load ended;
-// closeLoad ends the tarball once the solve is done.
-func (b *Builder) export(ctx context.Context, opt *client.SolveOpt, name string) (loadDone chan error, closeLoad func()) {
+// export sets where the image goes: pushed by digest to r.Stage; into the
+// engine's store by name (the engine's own BuildKit); or loaded into the
+// engine as a docker tarball (a standalone buildkitd). loadDone, when not
+// nil, says how the load ended; closeLoad ends the tarball once the solve
+// is done.
+func (b *Builder) export(ctx context.Context, opt *client.SolveOpt, r Request) (loadDone chan error, closeLoad func()) {
+	name := r.Name
+	if r.Stage != "" {
+		opt.Exports = []client.ExportEntry{{Type: client.ExporterImage, Attrs: map[string]string{
+			"name": r.Stage, "push": "true", "push-by-digest": "true",
+		}}}
+		return nil, func() {}
+	}
 	if b.load == nil {
 		opt.Exports = []client.ExportEntry{{Type: "moby", Attrs: map[string]string{"name": name}}}
 		return nil, func() {}

@@ -123,14 +123,18 @@ type Config struct {
 	// training container is stopped.
 	StopTimeout time.Duration
 	// Stage is the staging repository: where the built image goes, by
-	// digest, for a backend's nodes to pull it (gantryd --staging-repo);
-	// BuildCache is a registry cache the builds import and export
-	// (--build-cache).
-	Stage, BuildCache string
+	// digest, for a backend's nodes to pull it (gantryd --staging-repo).
+	// With BuildStages (a standalone buildkitd) the build pushes it there
+	// itself; else the built image is pushed from the engine.
+	Stage       string
+	BuildStages bool
 	// OrphanGrace is how long a container that carries this daemon's label
 	// but belongs to no job is left before it is removed.
 	OrphanGrace time.Duration
-	Logger      *slog.Logger
+	// BuildCache, when set, is the registry reference builds import their
+	// cache from and export it to (builder.Request.CacheRef).
+	BuildCache string
+	Logger     *slog.Logger
 
 	// Prune, when set, is called each time a job ends, from the goroutine
 	// that ran it, once the job has let go of its image: it brings the

@@ -15,6 +15,15 @@ import (
 	"github.com/gantry-ml/gantry/layers"
 )
 
+// buildStage is where a build pushes its image by digest: the staging
+// repository, when the builder can push (a standalone buildkitd).
+func (d *Daemon) buildStage() string {
+	if d.cfg.BuildStages {
+		return d.cfg.Stage
+	}
+	return ""
+}
+
 // staged reports whether image is a digest reference (repo@sha256:...): a
 // build that pushed by digest (a standalone buildkitd with a staging
 // repository) made it so already.

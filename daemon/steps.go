@@ -58,11 +58,12 @@ func (r *jobRun) buildIn(ctx context.Context, dir string) error {
 	bctx, cancel := withLimit(ctx, "build", r.j.Spec.Timeouts.Build)
 	r.say("building %s (Dockerfile %s)", r.j.ImageName, r.j.Spec.Build.Dockerfile)
 	res, err := d.builder.Build(bctx, builder.Request{
-		// Stage: d.cfg.Stage, CacheRef: d.cfg.BuildCache, (bk)
 		ContextDir: dir,
 		Spec:       r.j.Spec.Build,
 		Name:       r.j.ImageName,
 		Labels:     d.labels(id),
+		CacheRef:   d.cfg.BuildCache,
+		Stage:      d.buildStage(),
 		Status:     d.notifying(status, d.StatusPath(id)),
 	}, r.log.Output())
 	status.Close()

@@ -7,10 +7,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/gantry-ml/gantry"
 	"github.com/gantry-ml/gantry/api"
+	"github.com/gantry-ml/gantry/builder"
 	"github.com/gantry-ml/gantry/dashboard"
 )
 
@@ -21,6 +23,8 @@ type Config struct {
 	DataDir      string        // job records, logs, contexts, kept blobs
 	DockerHost   string        // "": DOCKER_HOST, else the local socket
 	BuildKitAddr string        // "": the engine's embedded BuildKit
+	BuildKitTLS  builder.TLS   // mutual TLS to a tcp:// buildkitd
+	BuildCache   string        // registry reference of the build cache ("": none)
 	MaxJobs      int           // jobs running at once
 	StopTimeout  time.Duration // SIGTERM to SIGKILL of a training container
 	OrphanGrace  time.Duration // before a labelled container with no job is removed
@@ -53,7 +57,11 @@ func (m *Main) ParseFlags(ctx context.Context, args []string) error {
 	fs.StringVar(&c.Socket, "socket", api.DefaultSocket(), "unix socket to serve the API on")
 	fs.StringVar(&c.DataDir, "data-dir", defaultDataDir(), "directory for the job records and logs")
 	fs.StringVar(&c.DockerHost, "docker-host", "", "Docker engine address (default: DOCKER_HOST, else the local socket)")
-	fs.StringVar(&c.BuildKitAddr, "buildkit-addr", "", "standalone buildkitd address (default: the Docker engine's embedded BuildKit)")
+	fs.StringVar(&c.BuildKitAddr, "buildkit-addr", "", "standalone buildkitd address (default: the Docker engine's embedded BuildKit); tcp:// needs --buildkit-tls-ca, --buildkit-tls-cert and --buildkit-tls-key")
+	fs.StringVar(&c.BuildKitTLS.CA, "buildkit-tls-ca", "", "CA that signed the tcp:// buildkitd's certificate")
+	fs.StringVar(&c.BuildKitTLS.Cert, "buildkit-tls-cert", "", "client certificate gantryd shows the tcp:// buildkitd")
+	fs.StringVar(&c.BuildKitTLS.Key, "buildkit-tls-key", "", "key of --buildkit-tls-cert")
+	fs.StringVar(&c.BuildCache, "build-cache", "", "registry reference builds import their cache from and export it to (every step), e.g. REGISTRY/gantry/cache:build; needs --buildkit-addr")
 	fs.IntVar(&c.MaxJobs, "max-jobs", 2, "jobs running at once")
 	fs.DurationVar(&c.StopTimeout, "stop-timeout", 10*time.Second, "grace period between SIGTERM and SIGKILL when a training container is stopped")
 	blobCache := fs.String("blob-cache", "20g", "size the kept compressed image layers (DATA_DIR/blobs) may reach before the least recently used go (0: no limit)")
@@ -93,9 +101,29 @@ func (m *Main) ParseFlags(ctx context.Context, args []string) error {
 	if c.Credentials, err = httpCredentials(c.HTTP, *httpUser, *httpPass); err != nil {
 		return err
 	}
+	if err := checkBuildKit(c.BuildKitAddr, c.BuildKitTLS, c.BuildCache); err != nil {
+		return err
+	}
 	if c.TCP != "" {
 		// Refused here, before Run dials anything; Run's listenTCP checks again.
 		return checkTCP(c.TCP, c.TLS)
+	}
+	return nil
+}
+
+// checkBuildKit refuses a tcp:// buildkitd without mutual TLS (whoever
+// reaches it unauthenticated runs anything as root), TLS files without a
+// buildkitd to use them, and a build cache on the engine's embedded
+// BuildKit, which cannot export one to a registry.
+func checkBuildKit(addr string, files builder.TLS, cache string) error {
+	if strings.HasPrefix(addr, "tcp://") && (files.CA == "" || files.Cert == "" || files.Key == "") {
+		return fmt.Errorf("--buildkit-addr %s: refusing to use a buildkitd over TCP without mutual TLS (anyone who can reach it would run anything as root): give --buildkit-tls-ca (the CA of buildkitd's certificate), --buildkit-tls-cert and --buildkit-tls-key (a client certificate buildkitd's --tlscacert signed)", addr)
+	}
+	if addr == "" && !files.IsZero() {
+		return fmt.Errorf("--buildkit-tls-ca, --buildkit-tls-cert and --buildkit-tls-key need --buildkit-addr")
+	}
+	if addr == "" && cache != "" {
+		return fmt.Errorf("--build-cache %s: the Docker engine's embedded BuildKit cannot export a registry cache; use it with --buildkit-addr", cache)
 	}
 	return nil
 }

@@ -185,7 +185,7 @@ func (m *Main) dialEngine(ctx context.Context) error {
 	if m.version.Engine, m.version.EngineAPI, err = eng.Version(ctx); err != nil {
 		return err
 	}
-	if m.builder, err = builder.Dial(ctx, m.Config.BuildKitAddr, eng.Hijack, eng.Load); err != nil {
+	if m.builder, err = builder.Dial(ctx, m.Config.BuildKitAddr, m.Config.BuildKitTLS, eng.Hijack, eng.Load); err != nil {
 		return err
 	}
 	return m.dialBackend(ctx)
@@ -253,6 +253,8 @@ func (m *Main) newDaemon(ctx context.Context, p pushParts) error {
 		StopTimeout: m.Config.StopTimeout,
 		OrphanGrace: m.Config.OrphanGrace,
 		Stage:       m.Config.Stage,
+		BuildStages: m.Config.BuildKitAddr != "",
+		BuildCache:  m.Config.BuildCache,
 		Logger:      m.log,
 		Prune:       p.prune,
 	}, m.store, m.builder, m.backend, p.pusher, p.source)
