@@ -32,29 +32,29 @@ import (
 type Main struct {
 	Config Config
 
-	log      *slog.Logger
-	store    *store.Store
-	engine   *runner.Engine
+	log    *slog.Logger
+	store  *store.Store
+	engine *runner.Engine
 	// backend is where training runs: engine, or a swarm (closed by
 	// closeBackend).
 	backend      daemon.Engine
 	closeBackend func() error
-	builder  *builder.Builder
-	daemon   *daemon.Daemon
-	metrics  *metrics.Metrics
-	push     *pushMetrics
-	version  api.VersionInfo
-	instance string                      // the store's, for the engine's labels
-	server   *http.Server                // the API's, on the socket and --tcp
-	stopWeb  func(context.Context) error // the dashboard's shutdown
-	socket   bool                        // Run made the socket file: Close removes it
-	serving  bool                        // Run returned nil
-	cancel   context.CancelFunc          // ends the daemon's lifetime
-	bg       sync.WaitGroup              // the daemon's and the metrics' Run
-	ranErr   error                       // what the daemon's Run returned
-	done     chan struct{}               // closed by fail
-	failed   sync.Once
-	err      error // the first reason to stop, set once by fail
+	builder      *builder.Builder
+	daemon       *daemon.Daemon
+	metrics      *metrics.Metrics
+	push         *pushMetrics
+	version      api.VersionInfo
+	instance     string                      // the store's, for the engine's labels
+	server       *http.Server                // the API's, on the socket and --tcp
+	stopWeb      func(context.Context) error // the dashboard's shutdown
+	socket       bool                        // Run made the socket file: Close removes it
+	serving      bool                        // Run returned nil
+	cancel       context.CancelFunc          // ends the daemon's lifetime
+	bg           sync.WaitGroup              // the daemon's and the metrics' Run
+	ranErr       error                       // what the daemon's Run returned
+	done         chan struct{}               // closed by fail
+	failed       sync.Once
+	err          error // the first reason to stop, set once by fail
 }
 
 // NewMain returns a gantryd with an empty Config; fill it in with ParseFlags.
