@@ -20,7 +20,7 @@ func acquireLock(ctx context.Context) (*os.File, error) {
 	if err := os.MkdirAll(cacheDir, 0o755); err != nil {
 		return nil, err
 	}
-	f, err := os.OpenFile(filepath.Join(cacheDir, "lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	f, err := os.OpenFile(filepath.Join(cacheDir, "swarm.lock"), os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return nil, err
 	}
@@ -45,7 +45,7 @@ func acquireLock(ctx context.Context) (*os.File, error) {
 // The caller holds the lock.
 func cleanStale(ctx context.Context) error {
 	errs := []error{cleanNetwork(ctx, "")}
-	errs = append(errs, unmountUnder(runRoot, cacheDir))
+	errs = append(errs, unmountUnder(runRoot+"/", nodeRootPrefix))
 	errs = append(errs, os.RemoveAll(runRoot))
 	return errors.Join(errs...)
 }
@@ -84,7 +84,7 @@ func (s *Swarm) close() error {
 	}
 	if s.names.run != "" {
 		errs = append(errs, cleanNetwork(ctx, s.names.run))
-		errs = append(errs, unmountUnder(s.names.runDir(), cacheDir))
+		errs = append(errs, unmountUnder(s.names.runDir()+"/", nodeRootPrefix))
 		errs = append(errs, os.RemoveAll(s.names.runDir()))
 		// The run root goes too when no other run is in it.
 		_ = os.Remove(runRoot)

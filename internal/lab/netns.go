@@ -30,9 +30,8 @@ const (
 	// leftovers of a crashed run can be told apart and removed.
 	namePrefix = "glab"
 	// runRoot holds each run's sockets, exec roots and configuration.
-	runRoot = "/run/gantry-lab"
-	// lockPath serialises labs on one machine: they share the subnet.
-	lockPath = "/run/gantry-lab.lock"
+	// (buildkitd's lab keeps its own paths: this one is the swarm's alone.)
+	runRoot = "/run/gantry-lab-swarm"
 )
 
 // nodeAddr is node i's address on the bridge.
@@ -134,12 +133,12 @@ func cleanNetwork(ctx context.Context, only string) error {
 	}
 	for _, e := range links {
 		if strings.HasPrefix(e.Name(), namePrefix+only) {
-			// Deleting one end of a veth deletes the other; it may be gone
-			// already with its namespace.
-			if _, err := os.Stat(filepath.Join("/sys/class/net", e.Name())); err == nil {
-				if err := ip(ctx, "link", "del", e.Name()); err != nil {
-					errs = append(errs, err)
-				}
+			// Deleting one end of a veth deletes the other, and the kernel
+			// does it after the namespace's deletion returned: a failure
+			// counts only if the link is still there.
+			err := ip(ctx, "link", "del", e.Name())
+			if _, serr := os.Stat(filepath.Join("/sys/class/net", e.Name())); err != nil && serr == nil {
+				errs = append(errs, err)
 			}
 		}
 	}
@@ -202,8 +201,9 @@ func zombie(pid int) bool {
 	return i > 0 && i+2 < len(s) && s[i+2] == 'Z'
 }
 
-// unmountUnder detaches every mount below one of roots, deepest first.
-func unmountUnder(roots ...string) error {
+// unmountUnder detaches every mount whose path starts with one of
+// prefixes, deepest first.
+func unmountUnder(prefixes ...string) error {
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
 		return err
@@ -217,8 +217,8 @@ func unmountUnder(roots ...string) error {
 			continue
 		}
 		p := unescapeMount(fields[4])
-		for _, r := range roots {
-			if strings.HasPrefix(p, r+"/") {
+		for _, r := range prefixes {
+			if strings.HasPrefix(p, r) {
 				points = append(points, p)
 			}
 		}

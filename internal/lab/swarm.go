@@ -22,7 +22,13 @@ import (
 // cacheDir keeps what is worth keeping between runs: the registry's storage
 // (the pushed base images) and each node's data root (the images it
 // pulled). Nothing else a lab creates outlives its Close.
+// Other labs keep their own entries in it.
 const cacheDir = "/var/cache/gantry-lab"
+
+// nodeRootPrefix starts the cached data root of every node: nodeRoot(i).
+const nodeRootPrefix = cacheDir + "/node"
+
+func nodeRoot(i int) string { return nodeRootPrefix + strconv.Itoa(i) }
 
 // SwarmOptions says what cluster StartSwarm makes. The zero value is a
 // three-node swarm without GPUs, labels or images.
@@ -59,7 +65,7 @@ type Node struct {
 	// NetNS is the network namespace the node's dockerd runs in.
 	NetNS string
 	// Host is the node's engine socket, reachable from the host, as a
-	// DOCKER_HOST value: "unix:///run/gantry-lab/RUN/n0.sock".
+	// DOCKER_HOST value: "unix:///run/gantry-lab-swarm/RUN/n0.sock".
 	Host string
 	// Addr is the node's IP address on the lab's bridge.
 	Addr string
@@ -190,7 +196,7 @@ func (s *Swarm) start(ctx context.Context, o SwarmOptions) error {
 // removes containers an earlier run left in the cached data roots.
 func (s *Swarm) startEngines(ctx context.Context, o SwarmOptions) error {
 	for i := range s.Nodes {
-		root := filepath.Join(cacheDir, "node"+strconv.Itoa(i))
+		root := nodeRoot(i)
 		if err := resetDataRoot(root); err != nil {
 			return fmt.Errorf("lab node %d data root: %w", i, err)
 		}

@@ -192,7 +192,7 @@ func checkNothingLeft(t *testing.T, run string) {
 	}
 	mounts, _ := os.ReadFile("/proc/self/mountinfo")
 	for _, l := range strings.Split(string(mounts), "\n") {
-		if strings.Contains(l, runRoot+"/") || strings.Contains(l, cacheDir+"/") {
+		if strings.Contains(l, runRoot+"/") || strings.Contains(l, nodeRootPrefix) {
 			t.Errorf("mount left: %s", l)
 		}
 	}
@@ -208,4 +208,76 @@ type tlog struct{ t *testing.T }
 func (l tlog) Write(p []byte) (int, error) {
 	l.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
+}
+
+// TestSwarmAfterCrash kills a process that holds a running lab (its
+// dockerd, containerd and registry live on) and checks that the next
+// StartSwarm removes those leftovers and works.
+func TestSwarmAfterCrash(t *testing.T) {
+	if os.Getenv("GANTRY_LAB_CHILD") == "1" {
+		crashChild(t)
+		return
+	}
+	if testing.Short() {
+		t.Skip("starts dockerd in network namespaces")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	child := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestSwarmAfterCrash$", "-test.v")
+	child.Env = append(os.Environ(), "GANTRY_LAB_CHILD=1")
+	out, err := child.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	child.Stderr = os.Stderr
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// The child prints its run directory once its lab is up.
+	var staleRun string
+	buf := make([]byte, 0, 4096)
+	for !strings.Contains(string(buf), "\nREADY ") {
+		b := make([]byte, 512)
+		n, err := out.Read(b)
+		buf = append(buf, b[:n]...)
+		if err != nil {
+			t.Fatalf("child ended before its lab was up: %v\n%s", err, buf)
+		}
+	}
+	staleRun = strings.Fields(string(buf[strings.Index(string(buf), "\nREADY ")+7:]))[0]
+	_ = child.Process.Kill()
+	_ = child.Wait()
+	if _, err := os.Stat(staleRun); err != nil {
+		t.Fatalf("the killed lab left no run directory %s to clean: %v", staleRun, err)
+	}
+
+	s, err := StartSwarm(ctx, SwarmOptions{Nodes: 2, Log: tlog{t}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(staleRun); !os.IsNotExist(err) {
+		t.Errorf("stale run directory %s still there (%v)", staleRun, err)
+	}
+	out2, _ := exec.Command("ip", "-o", "link").Output()
+	if strings.Contains(string(out2), namePrefix+staleRun[len(staleRun)-4:]) {
+		t.Errorf("stale links left: %s", out2)
+	}
+	run := s.names.runDir()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	checkNothingLeft(t, run)
+}
+
+// crashChild starts a lab, says where it lives, and waits to be killed.
+func crashChild(t *testing.T) {
+	s, err := StartSwarm(context.Background(), SwarmOptions{Nodes: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Stdout.WriteString("\nREADY " + s.names.runDir() + "\n")
+	select {}
 }
