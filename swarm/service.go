@@ -186,7 +186,28 @@ func terminal(st swarm.TaskState) bool {
 }
 
 // scale sets service svc's replicas, marking it started when they are one.
+// The manager bumps a new service's version as it allocates it, and
+// refuses an update of an older version ("update out of sequence"): an
+// update refused while the version moved on is tried again.
 func (b *Backend) scale(ctx context.Context, svc swarm.Service, n uint64) error {
+	for try := 0; ; try++ {
+		err := b.update(ctx, svc, n)
+		if err == nil || try == 10 {
+			return err
+		}
+		fresh, ierr := b.inspect(ctx, svc.ID)
+		if ierr != nil {
+			return ierr
+		}
+		if fresh.Version.Index == svc.Version.Index {
+			return err
+		}
+		svc = fresh
+	}
+}
+
+// update updates svc's spec (at its version) to n replicas.
+func (b *Backend) update(ctx context.Context, svc swarm.Service, n uint64) error {
 	ctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
 	spec := svc.Spec
