@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"flag"
@@ -17,6 +18,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/moby/moby/client"
 
 	"github.com/gantry-ml/gantry"
 	"github.com/gantry-ml/gantry/internal/lab"
@@ -214,5 +217,47 @@ sys.exit(3)`)
 	}
 	if _, err := b.State(context.Background(), id); !errors.Is(err, gantry.ErrNotFound) {
 		t.Errorf("State after Remove: got %v, want ErrNotFound", err)
+	}
+}
+
+// TestRegistryAuth: the credentials go with the service (the nodes pull
+// with them) and the manager does not show them back, neither in the
+// service nor in its task.
+func TestRegistryAuth(t *testing.T) {
+	backend(t)
+	secret := base64.StdEncoding.EncodeToString([]byte(`{"username":"gantry","password":"not-shown-` + random() + `"}`))
+	var asked []string
+	b, err := Dial(context.Background(), Options{Host: theLab.Manager().Host, RegistryAuth: func(image string) (string, error) {
+		asked = append(asked, image)
+		return secret, nil
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	s := pySpec(`print("pulled")`)
+	id := create(t, b, s)
+	if len(asked) != 1 || asked[0] != s.Image {
+		t.Errorf("RegistryAuth asked for %v, want [%s]", asked, s.Image)
+	}
+	if exit, out, _ := run(t, b, id); exit.Code != 0 || out != "pulled\n" {
+		t.Errorf("run: %+v, %q", exit, out)
+	}
+	svc, err := b.c.ServiceInspect(context.Background(), id, client.ServiceInspectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	task, _, err := b.task(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ti, err := b.c.TaskInspect(context.Background(), task.ID, client.TaskInspectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for what, raw := range map[string][]byte{"service": svc.Raw, "task": ti.Raw} {
+		if bytes.Contains(raw, []byte(secret)) || bytes.Contains(raw, []byte("not-shown-")) {
+			t.Errorf("the %s's inspect shows the credentials: %s", what, raw)
+		}
 	}
 }
