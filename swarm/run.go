@@ -144,7 +144,10 @@ func ended(svc swarm.Service, t swarm.Task, host string) (runner.Exit, error) {
 	}
 	code := exitCode(t)
 	exit := runner.Exit{Code: code}
-	if r := svc.Spec.TaskTemplate.Resources; code == 137 && r != nil && r.Limits != nil && r.Limits.MemoryBytes > 0 {
+	// A task the swarm stopped (Stop) ends shut down, one killed by the
+	// kernel failed.
+	r := svc.Spec.TaskTemplate.Resources
+	if code == 137 && st.State == swarm.TaskStateFailed && r != nil && r.Limits != nil && r.Limits.MemoryBytes > 0 {
 		exit.OOMProbable = true
 	}
 	return exit, nil

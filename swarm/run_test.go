@@ -177,6 +177,7 @@ func TestStop(t *testing.T) {
 print("sleeping", flush=True)
 time.sleep(600)`)
 	s.StopGrace = 2 * time.Second
+	s.Memory = 256 << 20 // a kill under a limit that Stop made is no OOM
 	id := create(t, b, s)
 	out := &signalWriter{seen: make(chan struct{}), want: "sleeping"}
 	done := make(chan runner.Exit, 1)
@@ -203,8 +204,8 @@ time.sleep(600)`)
 		t.Fatal(err)
 	}
 	exit := <-done
-	if exit.Code == 0 || exit.Lost != "" {
-		t.Errorf("exit after Stop: %+v, want a kill", exit)
+	if exit.Code == 0 || exit.Lost != "" || exit.OOMProbable {
+		t.Errorf("exit after Stop: %+v, want a kill, not out of memory", exit)
 	}
 	if st, err := b.State(context.Background(), id); err != nil || st.Running {
 		t.Errorf("State after Stop: %+v, %v", st, err)
@@ -318,4 +319,20 @@ time.sleep(600)`)
 	case <-time.After(5 * time.Minute):
 		t.Fatal("Run did not return after the node was cut")
 	}
+}
+
+// TestRejected: an image the nodes cannot pull is an error that says why,
+// not a lost run.
+func TestRejected(t *testing.T) {
+	b := backend(t)
+	s := pySpec(`print(1)`)
+	s.Image = theLab.Registry + "/gantry/none:missing"
+	id := create(t, b, s)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	exit, err := b.Run(ctx, id, io.Discard, nil)
+	if err == nil || !strings.Contains(err.Error(), "rejected") {
+		t.Errorf("Run of a missing image: got %+v, %v; want the swarm's rejection", exit, err)
+	}
+	t.Logf("Run: %v", err)
 }
