@@ -49,7 +49,7 @@ func (b *Backend) serviceSpec(s runner.Spec, volume, outDir string) (swarm.Servi
 		Args:   s.Cmd, // as docker run IMAGE ARGS: the entrypoint stays
 		Env:    s.Env,
 		// Least privilege, as on the local engine. (Engines before API
-		// 1.46 ignore NoNewPrivileges on services.)
+		// 1.44, Docker 25, ignore NoNewPrivileges on services.)
 		CapabilityAdd:  s.CapAdd,
 		CapabilityDrop: []string{"ALL"},
 		Privileges:     &swarm.Privileges{NoNewPrivileges: true},
