@@ -20,7 +20,8 @@
 // service log back into the tar. The collector's log holds the outputs until
 // the collector is removed: a CopyFrom that is cut off is run again from it,
 // and Remove of the run removes its collectors. What is left on the node is
-// the empty volume (docker volume prune clears it). The image needs /bin/sh,
+// the empty volume, or the full one of a run whose outputs were never
+// collected (a lost run): docker volume prune on the node clears them. The image needs /bin/sh,
 // tar, base64, ls and find (any Debian or Alpine base has them); outputs
 // travel through the manager's log stream, a third larger than they are.
 //
