@@ -2484,6 +2484,7 @@ func TestResourcesReachTheContainer(t *testing.T) {
 			want := tc.want
 			want.Image, want.Name = pipeImageID(j.ID), containerName(j.ID)
 			want.LogBytes = 256 << 20 // the default log cap
+			want.StopGrace = rig.d.cfg.StopTimeout
 			want.Env = []string{"GANTRY_OUTPUT_DIR=/output"}
 			want.Labels = map[string]string{runner.LabelJob: j.ID, runner.LabelDaemon: pipeInstance}
 			if got := f.engine.specs(); len(got) != 1 || !reflect.DeepEqual(got[0], want) {

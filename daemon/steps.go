@@ -122,6 +122,9 @@ func (r *jobRun) create(ctx context.Context) error {
 		Mounts:    d.datasetMounts(j),
 		GPUs:      gpus,
 		ShmSize:   run.ShmSize,
+		// Placement, and the grace a backend fixes at creation.
+		Constraints: run.Constraints,
+		StopGrace:   d.cfg.StopTimeout,
 	})
 	if err != nil {
 		return err

@@ -95,10 +95,10 @@ func swarmTrainer(t *testing.T, sw *lab.Swarm, program string) string {
 	return dir
 }
 
-// heldTrainer prints numbered lines, says it is held, waits for the test to
+// swarmHeldTrainer prints numbered lines, says it is held, waits for the test to
 // release it (a file the test makes in its container), then prints more and
 // its accuracy.
-const heldTrainer = `import os, time
+const swarmHeldTrainer = `import os, time
 for i in range(1, 51):
     print("line %d" % i)
 print("held until released", flush=True)
@@ -264,8 +264,8 @@ func TestSwarmFailures(t *testing.T) {
 		{name: "exit code", program: "print('bad data')\nraise SystemExit(3)\n", want: gantry.StateFailed, wantErr: "exited with code 3"},
 		{name: "out of memory", program: "b = bytearray(512 << 20)\nfor i in range(0, len(b), 4096):\n    b[i] = 1\n",
 			args: []string{"--memory", "64m"}, want: gantry.StateFailed, wantErr: "probably out of memory"},
-		{name: "timeout", program: heldTrainer, args: []string{"--train-timeout", "20s"}, want: gantry.StateFailed, wantErr: "training timed out"},
-		{name: "cancel", program: heldTrainer, cancel: true, want: gantry.StateCanceled},
+		{name: "timeout", program: swarmHeldTrainer, args: []string{"--train-timeout", "20s"}, want: gantry.StateFailed, wantErr: "training timed out"},
+		{name: "cancel", program: swarmHeldTrainer, cancel: true, want: gantry.StateCanceled},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			id := d.submit(swarmTrainer(t, sw, tc.program), tc.args...)
@@ -289,7 +289,7 @@ func TestSwarmFailures(t *testing.T) {
 // attempt in its record.
 func TestSwarmNodeLost(t *testing.T) {
 	d, sw := startSwarmDaemon(t)
-	dir := swarmTrainer(t, sw, heldTrainer)
+	dir := swarmTrainer(t, sw, swarmHeldTrainer)
 	ctx := context.Background()
 	cutHeal := func(i int) {
 		t.Helper()
@@ -353,7 +353,7 @@ func awaitHeldAgain(t *testing.T, d *gantryd, id string) {
 // the service by its record, and the log holds every line once.
 func TestSwarmKill9(t *testing.T) {
 	d, sw := startSwarmDaemon(t)
-	id := d.submit(swarmTrainer(t, sw, heldTrainer))
+	id := d.submit(swarmTrainer(t, sw, swarmHeldTrainer))
 	awaitHeld(t, d, id)
 	node := nodeIndex(t, sw, d.inspect(id).Placement.NodeID)
 	d.kill9()

@@ -66,11 +66,17 @@ func (b *Backend) serviceSpec(s runner.Spec, volume, outDir string) (swarm.Servi
 		cs.Mounts = append(cs.Mounts, mount.Mount{Type: mount.TypeTmpfs, Target: "/dev/shm",
 			TmpfsOptions: &mount.TmpfsOptions{SizeBytes: s.ShmSize}})
 	}
-	res := &swarm.ResourceRequirements{Limits: &swarm.Limit{MemoryBytes: s.Memory, NanoCPUs: s.NanoCPUs, Pids: s.PidsLimit}}
+	// What a run may use, it reserves: the scheduler places it on a node
+	// with that much free, and a node runs no more than it holds (as a
+	// Kubernetes pod whose requests equal its limits).
+	res := &swarm.ResourceRequirements{
+		Limits:       &swarm.Limit{MemoryBytes: s.Memory, NanoCPUs: s.NanoCPUs, Pids: s.PidsLimit},
+		Reservations: &swarm.Resources{MemoryBytes: s.Memory, NanoCPUs: s.NanoCPUs},
+	}
 	if s.GPUs.Count > 0 {
-		res.Reservations = &swarm.Resources{GenericResources: []swarm.GenericResource{{
+		res.Reservations.GenericResources = []swarm.GenericResource{{
 			DiscreteResourceSpec: &swarm.DiscreteGenericResource{Kind: "gpu", Value: int64(s.GPUs.Count)},
-		}}}
+		}}
 	}
 	labels := map[string]string{labelOutVolume: volume, labelOutDir: outDir}
 	for k, v := range s.Labels {
