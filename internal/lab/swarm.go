@@ -121,10 +121,12 @@ func StartSwarm(ctx context.Context, o SwarmOptions) (*Swarm, error) {
 	if s.lock, err = acquireLock(ctx); err != nil {
 		return nil, err
 	}
+	s.logf("lab: lock taken")
 	if err := cleanStale(ctx); err != nil {
 		s.lock.Close()
 		return nil, fmt.Errorf("remove a previous lab's leftovers: %w", err)
 	}
+	s.logf("lab: leftovers of earlier runs removed")
 	s.names = netNames{run: runID()}
 	if err := s.start(ctx, o); err != nil {
 		if cerr := s.Close(); cerr != nil {
