@@ -118,7 +118,7 @@ func StartSwarm(ctx context.Context, o SwarmOptions) (*Swarm, error) {
 	s := &Swarm{Registry: registryAddr, logf: func(f string, a ...any) {
 		fmt.Fprintf(logw, "%6.1fs "+f+"\n", append([]any{time.Since(began).Seconds()}, a...)...)
 	}}
-	if s.lock, err = acquireLock(ctx); err != nil {
+	if s.lock, err = acquireLock(ctx, s.logf); err != nil {
 		return nil, err
 	}
 	s.logf("lab: lock taken")
