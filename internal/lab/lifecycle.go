@@ -16,7 +16,7 @@ import (
 // acquireLock takes the machine-wide lab lock, waiting while another
 // process holds it. The kernel drops a dead process's lock, so whoever
 // holds it knows every glab* leftover is stale.
-func acquireLock(ctx context.Context) (*os.File, error) {
+func acquireLock(ctx context.Context, logf func(string, ...any)) (*os.File, error) {
 	if err := os.MkdirAll(cacheDir, 0o755); err != nil {
 		return nil, err
 	}
@@ -24,6 +24,10 @@ func acquireLock(ctx context.Context) (*os.File, error) {
 	if err != nil {
 		return nil, err
 	}
+	if syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) == nil {
+		return f, nil
+	}
+	logf("lab: waiting for another swarm lab (another process) to close")
 	got := make(chan error, 1)
 	go func() { got <- syscall.Flock(int(f.Fd()), syscall.LOCK_EX) }()
 	select {

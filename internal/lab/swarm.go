@@ -118,13 +118,15 @@ func StartSwarm(ctx context.Context, o SwarmOptions) (*Swarm, error) {
 	s := &Swarm{Registry: registryAddr, logf: func(f string, a ...any) {
 		fmt.Fprintf(logw, "%6.1fs "+f+"\n", append([]any{time.Since(began).Seconds()}, a...)...)
 	}}
-	if s.lock, err = acquireLock(ctx); err != nil {
+	if s.lock, err = acquireLock(ctx, s.logf); err != nil {
 		return nil, err
 	}
+	s.logf("lab: lock taken")
 	if err := cleanStale(ctx); err != nil {
 		s.lock.Close()
 		return nil, fmt.Errorf("remove a previous lab's leftovers: %w", err)
 	}
+	s.logf("lab: leftovers of earlier runs removed")
 	s.names = netNames{run: runID()}
 	if err := s.start(ctx, o); err != nil {
 		if cerr := s.Close(); cerr != nil {

@@ -57,14 +57,13 @@ func TestSwarm(t *testing.T) {
 		t.Fatalf("after Heal: %v", err)
 	}
 
-	run := s.names.runDir()
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Close(); err != nil {
 		t.Fatalf("second Close: %v", err)
 	}
-	checkNothingLeft(t, run)
+	checkNothingLeft(t, s.names)
 }
 
 func checkNodes(ctx context.Context, t *testing.T, s *Swarm) {
@@ -174,29 +173,32 @@ func waitTask(ctx context.Context, t *testing.T, s *Swarm, service string) swarm
 	}
 }
 
-func checkNothingLeft(t *testing.T, run string) {
+// checkNothingLeft checks that a closed lab left nothing of its own run
+// behind. (Another lab may have started since, in another process: what
+// belongs to other runs is not looked at.)
+func checkNothingLeft(t *testing.T, n netNames) {
 	t.Helper()
+	mine := namePrefix + n.run
 	out, _ := exec.Command("ip", "-o", "link").Output()
-	if strings.Contains(string(out), namePrefix) {
+	if strings.Contains(string(out), mine) {
 		t.Errorf("links left: %s", out)
 	}
-	if ents, _ := os.ReadDir("/run/netns"); len(ents) > 0 {
-		for _, e := range ents {
-			if strings.HasPrefix(e.Name(), namePrefix) {
-				t.Errorf("namespace left: %s", e.Name())
-			}
+	ents, _ := os.ReadDir("/run/netns")
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), mine) {
+			t.Errorf("namespace left: %s", e.Name())
 		}
 	}
-	if _, err := os.Stat(run); !os.IsNotExist(err) {
-		t.Errorf("run directory %s left (%v)", run, err)
+	if _, err := os.Stat(n.runDir()); !os.IsNotExist(err) {
+		t.Errorf("run directory %s left (%v)", n.runDir(), err)
 	}
 	mounts, _ := os.ReadFile("/proc/self/mountinfo")
 	for _, l := range strings.Split(string(mounts), "\n") {
-		if strings.Contains(l, runRoot+"/") || strings.Contains(l, nodeRootPrefix) {
+		if strings.Contains(l, n.runDir()+"/") {
 			t.Errorf("mount left: %s", l)
 		}
 	}
-	procs, _ := exec.Command("pgrep", "-af", runRoot).Output()
+	procs, _ := exec.Command("pgrep", "-af", n.runDir()+"/").Output()
 	if len(strings.TrimSpace(string(procs))) > 0 {
 		t.Errorf("processes left: %s", procs)
 	}
@@ -265,11 +267,10 @@ func TestSwarmAfterCrash(t *testing.T) {
 	if strings.Contains(string(out2), namePrefix+staleRun[len(staleRun)-4:]) {
 		t.Errorf("stale links left: %s", out2)
 	}
-	run := s.names.runDir()
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	checkNothingLeft(t, run)
+	checkNothingLeft(t, s.names)
 }
 
 // crashChild starts a lab, says where it lives, and waits to be killed.
