@@ -9,7 +9,7 @@
 // Run it with `make bench` (which first brings up dockerd, the base image and
 // the registry tools with `make services`), or:
 //
-//	go run ./bench [-runs 5] [-heavy-runs N] [-cases cold,warm,repush,large,api,outputs,sweep] [-out bench/results]
+//	go run ./bench [-runs 5] [-heavy-runs N] [-cases cold,warm,repush,large,api,outputs,sweep,scale] [-out bench/results]
 //
 // BENCHMARKS.md at the repository root says how to read the results.
 package main
@@ -33,7 +33,7 @@ import (
 )
 
 // allCases lists the cases in the order they run.
-var allCases = []string{"cold", "warm", "repush", "large", "api", "outputs", "sweep"}
+var allCases = []string{"cold", "warm", "repush", "large", "api", "outputs", "sweep", "scale"}
 
 type config struct {
 	runs        int // runs of each case
@@ -125,6 +125,8 @@ func run(ctx context.Context, cfg config) error {
 			err = b.outputs(ctx)
 		case "sweep":
 			err = b.sweep(ctx)
+		case "scale":
+			err = b.scale(ctx)
 		}
 		b.res.CaseSeconds[c] = time.Since(start).Seconds()
 		if err != nil {

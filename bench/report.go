@@ -84,6 +84,13 @@ var rows = []rowDef{
 	{id: "sweep/one-run", name: "7. sweep: one warm training run (docker run --rm, one at a time)", unit: "s", target: "report"},
 	{id: "sweep/over-bound", name: "7. sweep: gantry's time / (ceil(12 / max-jobs) × one warm run)", unit: "×",
 		target: "≤ 1.25", met: gantryBelow(1.2500001)},
+	{id: "scale/batch-1", name: "8. scale: 12 Iris jobs on a swarm, 1 worker (one job per node at a time)", unit: "s", target: "report"},
+	{id: "scale/batch-3", name: "8. scale: the same 12 jobs on 3 workers", unit: "s", target: "report"},
+	{id: "scale/speedup", name: "8. scale: throughput, 3 workers over 1", unit: "×",
+		target: "≥ 2.5", met: func(r *Row) bool { return r.Gantry != nil && r.Gantry.Median >= 2.5 }},
+	{id: "scale/job-swarm", name: "8. scale: one warm Iris job on the swarm (submit to --wait)", unit: "s", target: "report"},
+	{id: "scale/job-local", name: "8. scale: the same job on the local engine", unit: "s", target: "report"},
+	{id: "scale/overhead", name: "8. scale: the swarm's per-job overhead (swarm − local, per run)", unit: "s", target: "report"},
 }
 
 // Stats are the samples of one side of a row.

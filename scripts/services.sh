@@ -34,6 +34,13 @@ packages() {
 	[ -f /etc/ssl/certs/ca-certificates.crt ] || missing+=(ca-certificates)
 	# The dashboard test drives a headless browser.
 	command -v chromium >/dev/null || missing+=(chromium)
+	# The swarm lab (internal/lab): network namespaces and veths (ip),
+	# nsenter, and buildkitd's runc; the builder's tests base an image on
+	# Debian's static busybox.
+	command -v ip >/dev/null || missing+=(iproute2)
+	command -v nsenter >/dev/null || missing+=(util-linux)
+	command -v runc >/dev/null || missing+=(runc)
+	dpkg -s busybox-static >/dev/null 2>&1 || missing+=(busybox-static)
 	[ ${#missing[@]} -eq 0 ] && return 0
 	need_root "installing ${missing[*]}"
 	log "installing ${missing[*]}"

@@ -23,7 +23,7 @@ func TestSwarm(t *testing.T) {
 		t.Skip("starts three dockerd in network namespaces")
 	}
 	if os.Geteuid() != 0 {
-		t.Skip("needs root")
+		t.Fatal("needs root: it creates network namespaces and runs dockerd")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
@@ -224,7 +224,7 @@ func TestSwarmAfterCrash(t *testing.T) {
 		t.Skip("starts dockerd in network namespaces")
 	}
 	if os.Geteuid() != 0 {
-		t.Skip("needs root")
+		t.Fatal("needs root: it creates network namespaces and runs dockerd")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
