@@ -16,6 +16,7 @@ import (
 
 	"github.com/gantry-ml/gantry"
 	"github.com/gantry-ml/gantry/api"
+	"github.com/gantry-ml/gantry/internal/lab"
 	"github.com/gantry-ml/gantry/store"
 )
 
@@ -351,19 +352,9 @@ func (b *bench) startRegistry(ctx context.Context, name string) (*registry, erro
 	if err := os.MkdirAll(filepath.Join(dir, "storage"), 0o755); err != nil {
 		return nil, err
 	}
-	conf := fmt.Sprintf(`version: 0.1
-log:
-  level: warn
-storage:
-  filesystem:
-    rootdirectory: %s
-  delete:
-    enabled: true
-http:
-  addr: %s
-`, filepath.Join(dir, "storage"), addr)
+	conf := lab.RegistryConfig(filepath.Join(dir, "storage"), addr, "")
 	confPath := filepath.Join(dir, "config.yml")
-	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
+	if err := os.WriteFile(confPath, conf, 0o644); err != nil {
 		return nil, err
 	}
 	p, err := startProc("registry "+name, filepath.Join(dir, "registry.log"), nil, "docker-registry", "serve", confPath)

@@ -60,8 +60,8 @@ func runRegistry(t *testing.T, extra string, want int) string {
 	addr := l.Addr().String()
 	l.Close()
 	dir := t.TempDir()
-	cfg := fmt.Sprintf("version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: %s\n%s", dir, addr, extra)
-	if err := os.WriteFile(filepath.Join(dir, "config.yml"), []byte(cfg), 0o644); err != nil {
+	cfg := lab.RegistryConfig(dir, addr, extra)
+	if err := os.WriteFile(filepath.Join(dir, "config.yml"), cfg, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command("docker-registry", "serve", filepath.Join(dir, "config.yml"))

@@ -179,24 +179,7 @@ time.sleep(600)`)
 	s.StopGrace = 2 * time.Second
 	s.Memory = 256 << 20 // a kill under a limit that Stop made is no OOM
 	id := create(t, b, s)
-	out := &signalWriter{seen: make(chan struct{}), want: "sleeping"}
-	done := make(chan runner.Exit, 1)
-	go func() {
-		exit, err := b.Run(context.Background(), id, out, nil)
-		if err != nil {
-			t.Errorf("run: %v", err)
-			out.fail()
-		}
-		done <- exit
-	}()
-	select {
-	case <-out.seen:
-	case <-time.After(5 * time.Minute):
-		t.Fatal("the task never printed")
-	}
-	if t.Failed() {
-		t.FailNow()
-	}
+	done := runUntil(t, b, id, "sleeping")
 	if st, err := b.State(context.Background(), id); err != nil || !st.Running {
 		t.Errorf("State while sleeping: %+v, %v", st, err)
 	}
@@ -279,24 +262,7 @@ print("running", flush=True)
 time.sleep(600)`)
 	s.Constraints = []string{"node.id==" + theLab.Nodes[2].ID}
 	id := create(t, b, s)
-	out := &signalWriter{seen: make(chan struct{}), want: "running"}
-	done := make(chan runner.Exit, 1)
-	go func() {
-		exit, err := b.Run(context.Background(), id, out, nil)
-		if err != nil {
-			t.Errorf("run: %v", err)
-			out.fail()
-		}
-		done <- exit
-	}()
-	select {
-	case <-out.seen:
-	case <-time.After(5 * time.Minute):
-		t.Fatal("the task never printed")
-	}
-	if t.Failed() {
-		t.FailNow()
-	}
+	done := runUntil(t, b, id, "running")
 	ctx := context.Background()
 	began := time.Now()
 	if err := theLab.Cut(ctx, 2); err != nil {
@@ -335,4 +301,29 @@ func TestRejected(t *testing.T) {
 		t.Errorf("Run of a missing image: got %+v, %v; want the swarm's rejection", exit, err)
 	}
 	t.Logf("Run: %v", err)
+}
+
+// runUntil runs id in the background until its output holds want, and
+// returns where its exit will come.
+func runUntil(t *testing.T, b *Backend, id, want string) <-chan runner.Exit {
+	t.Helper()
+	out := &signalWriter{seen: make(chan struct{}), want: want}
+	done := make(chan runner.Exit, 1)
+	go func() {
+		exit, err := b.Run(context.Background(), id, out, nil)
+		if err != nil {
+			t.Errorf("run: %v", err)
+			out.fail()
+		}
+		done <- exit
+	}()
+	select {
+	case <-out.seen:
+	case <-time.After(5 * time.Minute):
+		t.Fatal("the task never printed")
+	}
+	if t.Failed() {
+		t.FailNow()
+	}
+	return done
 }

@@ -20,9 +20,12 @@ import (
 	"github.com/gantry-ml/gantry"
 )
 
-// registryConfig is Debian's docker-registry (distribution 2.8) without
-// auth, on the bridge, storing in a directory kept across runs.
-const registryConfig = `version: 0.1
+// RegistryConfig is the configuration of Debian's docker-registry
+// (distribution 2.8) serving on addr from storage, without auth, with
+// deletes allowed; extra (YAML, top level: an auth: section) is appended.
+// The lab's registry, the benchmark's and the builder tests' use it.
+func RegistryConfig(storage, addr, extra string) []byte {
+	return fmt.Appendf(nil, `version: 0.1
 log:
   level: warn
 storage:
@@ -32,7 +35,8 @@ storage:
     enabled: true
 http:
   addr: %s
-`
+%s`, storage, addr, extra)
+}
 
 // startRegistry runs docker-registry inside the bridge namespace, listening
 // on registryAddr, and waits until the host can reach it.
@@ -41,7 +45,7 @@ func startRegistry(ctx context.Context, n netNames, storage string) (*process, e
 		return nil, err
 	}
 	cfg := filepath.Join(n.runDir(), "registry.yml")
-	if err := os.WriteFile(cfg, fmt.Appendf(nil, registryConfig, storage, registryAddr), 0o600); err != nil {
+	if err := os.WriteFile(cfg, RegistryConfig(storage, registryAddr, ""), 0o600); err != nil {
 		return nil, err
 	}
 	cmd := exec.Command("nsenter", "--net="+nsPath(n.bridgeNS()), "docker-registry", "serve", cfg)
