@@ -38,11 +38,11 @@ unit: vet
 	$(GO) test -short -count=1 -race ./...
 
 integration: services
-	GANTRY_BASE_IMAGE=$(BASE_IMAGE) $(GO) test -count=1 -timeout 25m -v ./integration
+	GANTRY_BASE_IMAGE=$(BASE_IMAGE) $(GO) test -count=1 -timeout 40m -v ./integration
 
 # test: everything, as CI runs it.
 test: services vet
-	GANTRY_BASE_IMAGE=$(BASE_IMAGE) $(GO) test -count=1 -timeout 25m ./...
+	GANTRY_BASE_IMAGE=$(BASE_IMAGE) $(GO) test -count=1 -timeout 40m ./...
 
 # bench: gantry against the docker CLI workflow, into bench/results (see
 # BENCHMARKS.md); e.g. make bench BENCHFLAGS='-runs 5 -heavy-runs 3'.
