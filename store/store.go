@@ -116,7 +116,7 @@ func initFile(tx *bolt.Tx, path string) error {
 			return err
 		}
 	}
-	for _, name := range [][]byte{bucketJobs, bucketActive, bucketEvents, bucketSweeps} {
+	for _, name := range [][]byte{bucketJobs, bucketActive, bucketEvents, bucketSweeps, bucketOutbox} {
 		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 			return err
 		}
@@ -294,7 +294,11 @@ func (s *Store) Update(ctx context.Context, id string, fn func(*gantry.Job) erro
 		if err := jobs.Put(key, saved); err != nil {
 			return err
 		}
-		if err := appendEvents(tx, gantry.Changes(old, j, time.Now())); err != nil {
+		now := time.Now()
+		if err := appendEvents(tx, gantry.Changes(old, j, now)); err != nil {
+			return err
+		}
+		if err := enqueueWebhooks(tx, old, j, now); err != nil {
 			return err
 		}
 		return index(tx, key, j.State)
