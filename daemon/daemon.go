@@ -69,6 +69,8 @@ type (
 		GetSweep(ctx context.Context, id string) (*gantry.Sweep, error)
 		UpdateSweep(ctx context.Context, id string, fn func(*gantry.Sweep) error) (*gantry.Sweep, error)
 		ListSweeps(ctx context.Context, limit int, unfinished bool) ([]*gantry.Sweep, error)
+		// The webhook outbox, which Update fills when a job ends.
+		outbox
 	}
 	imageBuilder interface {
 		Build(ctx context.Context, r builder.Request, progress io.Writer) (builder.Result, error)
@@ -141,6 +143,9 @@ type Config struct {
 	// blob cache back within its bounds (blobs.Cache.Prune) and returns
 	// the bytes it freed. An image read never prunes.
 	Prune func() (int64, error)
+
+	// Webhooks is how messages are sent when jobs end.
+	Webhooks WebhookConfig
 }
 
 // Daemon runs jobs.
@@ -186,6 +191,9 @@ type Daemon struct {
 	// policy holds their real paths).
 	digests    *treesum.Cache
 	givenRoots []string
+
+	// hooks delivers the webhook outbox.
+	hooks *hookSender
 }
 
 // New returns a daemon; Prepare and Run start its work.
@@ -223,7 +231,7 @@ func New(cfg Config, st jobStore, b imageBuilder, e Engine, p imagePusher, src i
 		}
 	}
 	changed := &broadcaster{}
-	return &Daemon{
+	d := &Daemon{
 		cfg: cfg, store: &notifyingStore{jobStore: st, changed: changed},
 		builder: b, engine: e, pusher: p, source: src,
 		log: cfg.Logger, now: time.Now,
@@ -235,7 +243,9 @@ func New(cfg Config, st jobStore, b imageBuilder, e Engine, p imagePusher, src i
 		fetch:       fetchRule{allowPrivate: cfg.Policy.BuildPrivateFetch, resolve: lookupNetIP},
 		digests:     treesum.NewCache(filepath.Join(cfg.DataDir, "dataset-digests.json")),
 		givenRoots:  given,
-	}, nil
+	}
+	d.hooks = newHookSender(cfg.Webhooks, st)
+	return d, nil
 }
 
 // Policy returns the operator's policy: what a job may ask.

@@ -7,6 +7,7 @@ package store
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -74,18 +75,22 @@ func (s *Store) PendingWebhooks(ctx context.Context) ([]gantry.WebhookMessage, e
 // transaction with the outbox: with done, m leaves the outbox and the job's
 // webhook is marked delivered (gaveUp empty) or given up (gaveUp says why);
 // else m is kept with its Attempts and Next as given. It returns ErrNotFound
-// when m is no longer in the outbox (or its job is gone).
+// when m is no longer in the outbox, or its job is gone (m is then dropped).
 func (s *Store) WebhookAttempted(ctx context.Context, m gantry.WebhookMessage, a gantry.WebhookAttempt, done bool, gaveUp string) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("record webhook %s: %w", m.ID, err)
 	}
+	var gone error
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		out := tx.Bucket(bucketOutbox)
 		key := []byte(m.ID)
 		if out.Get(key) == nil {
 			return gantry.Errorf(gantry.ErrNotFound, "no such message in the outbox")
 		}
-		if err := recordAttempt(tx, m, a, done, gaveUp); err != nil {
+		if err := recordAttempt(tx, m, a, done, gaveUp); errors.Is(err, gantry.ErrNotFound) {
+			gone = err // its job was removed: nothing to tell of any more
+			return out.Delete(key)
+		} else if err != nil {
 			return err
 		}
 		if done {
@@ -97,6 +102,9 @@ func (s *Store) WebhookAttempted(ctx context.Context, m gantry.WebhookMessage, a
 		}
 		return out.Put(key, v)
 	})
+	if err == nil {
+		err = gone
+	}
 	if err != nil {
 		return fmt.Errorf("record webhook %s: %w", m.ID, err)
 	}
@@ -108,7 +116,7 @@ func recordAttempt(tx *bolt.Tx, m gantry.WebhookMessage, a gantry.WebhookAttempt
 	jobs := tx.Bucket(bucketJobs)
 	v := jobs.Get([]byte(m.Job))
 	if v == nil {
-		return errNoJob
+		return gantry.Errorf(gantry.ErrNotFound, "job %s is gone", m.Job)
 	}
 	j, err := decode(v)
 	if err != nil {
