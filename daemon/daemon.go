@@ -26,6 +26,9 @@
 //     has ended, recorded, then alone published.
 //   - recovery.go, janitor.go: what a restart finds, and what is cleaned up.
 //   - logs.go, events.go: what followers of a job read.
+//   - webhooks.go: the messages a job's end sends, from the outbox the
+//     store fills in the transaction of the end, signed and retried until
+//     delivered; webhooks_guard.go: what a job's URL may reach.
 //
 // Because every step commits its outcome before the next starts, a gantryd
 // killed at any moment finds, when it starts again, enough in the record to
@@ -230,6 +233,7 @@ func New(cfg Config, st jobStore, b imageBuilder, e Engine, p imagePusher, src i
 			return nil, fmt.Errorf("data dir: %w", err)
 		}
 	}
+	cfg.Policy.Webhooks = len(cfg.Webhooks.Key) > 0
 	changed := &broadcaster{}
 	d := &Daemon{
 		cfg: cfg, store: &notifyingStore{jobStore: st, changed: changed},
@@ -244,7 +248,7 @@ func New(cfg Config, st jobStore, b imageBuilder, e Engine, p imagePusher, src i
 		digests:     treesum.NewCache(filepath.Join(cfg.DataDir, "dataset-digests.json")),
 		givenRoots:  given,
 	}
-	d.hooks = newHookSender(cfg.Webhooks, st)
+	d.hooks = newHookSender(cfg.Webhooks, cfg.Policy.WebhookPrivate, st)
 	return d, nil
 }
 

@@ -32,8 +32,6 @@ type WebhookConfig struct {
 	// Key signs every message (the key of --webhook-secret-file); without
 	// it no webhook is sent, and a job naming one is refused.
 	Key []byte
-	// AllowPrivate lets a job's URLs reach loopback and private addresses.
-	AllowPrivate bool
 	// Backoff is the delay before the first retry, doubled at each retry
 	// up to MaxBackoff (defaults 1s and 10m).
 	Backoff, MaxBackoff time.Duration
@@ -59,8 +57,9 @@ type outbox interface {
 
 // hookSender delivers the outbox's messages.
 type hookSender struct {
-	cfg WebhookConfig
-	box outbox
+	cfg          WebhookConfig
+	allowPrivate bool
+	box          outbox
 	// job is for a job's URLs (guarded), operator for gantryd's own.
 	job, operator *http.Client
 	now           func() time.Time
@@ -69,7 +68,9 @@ type hookSender struct {
 	jitter func(n int64) int64
 }
 
-func newHookSender(cfg WebhookConfig, box outbox) *hookSender {
+// newHookSender sends with cfg from box; allowPrivate is the policy's
+// WebhookPrivate.
+func newHookSender(cfg WebhookConfig, allowPrivate bool, box outbox) *hookSender {
 	if cfg.Backoff <= 0 {
 		cfg.Backoff = time.Second
 	}
@@ -86,8 +87,8 @@ func newHookSender(cfg WebhookConfig, box outbox) *hookSender {
 		cfg.Timeout = 10 * time.Second
 	}
 	return &hookSender{
-		cfg: cfg, box: box,
-		job:      guardedClient(cfg.AllowPrivate),
+		cfg: cfg, allowPrivate: allowPrivate, box: box,
+		job:      guardedClient(allowPrivate),
 		operator: operatorClient(),
 		now:      time.Now, after: time.After, jitter: rand.Int64N,
 	}

@@ -115,7 +115,7 @@ func (d *Daemon) checkWebhooks(ctx context.Context, spec *gantry.Spec) error {
 			}
 		}
 		for _, a := range addrs {
-			if err := checkHookAddr(a, d.hooks.cfg.AllowPrivate); err != nil {
+			if err := checkHookAddr(a, d.hooks.allowPrivate); err != nil {
 				return gantry.Errorf(gantry.ErrForbidden, "webhook %s: %v", raw, err)
 			}
 		}

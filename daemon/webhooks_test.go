@@ -103,17 +103,19 @@ type hookRig struct {
 
 // newHookRig is a daemon (no builder nor engine: its jobs end by cancel)
 // whose sender posts to a receiver on loopback answering statuses.
-func newHookRig(t *testing.T, statuses []int, edit func(*WebhookConfig)) *hookRig {
+func newHookRig(t *testing.T, statuses []int, edit func(*Config)) *hookRig {
 	t.Helper()
 	dir := t.TempDir()
 	st := pipeOpenStore(t, filepath.Join(dir, "gantry.db"))
 	t.Cleanup(func() { st.Close() })
 	key := []byte("0123456789abcdef01234567")
-	wc := WebhookConfig{Key: key, AllowPrivate: true, Backoff: time.Second, MaxBackoff: 4 * time.Second}
+	cfg := Config{DataDir: dir, Instance: pipeInstance, MaxJobs: 1, Logger: slog.New(slog.DiscardHandler),
+		Policy:   gantry.Policy{WebhookPrivate: true},
+		Webhooks: WebhookConfig{Key: key, Backoff: time.Second, MaxBackoff: 4 * time.Second}}
 	if edit != nil {
-		edit(&wc)
+		edit(&cfg)
 	}
-	d, err := New(Config{DataDir: dir, Instance: pipeInstance, MaxJobs: 1, Logger: slog.New(slog.DiscardHandler), Webhooks: wc}, st, nil, nil, nil, nil)
+	d, err := New(cfg, st, nil, nil, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -200,7 +202,7 @@ func TestWebhookRetriedUntilDelivered(t *testing.T) {
 }
 
 func TestWebhookGivenUp(t *testing.T) {
-	r := newHookRig(t, []int{500}, func(c *WebhookConfig) { c.MaxAttempts = 2 })
+	r := newHookRig(t, []int{500}, func(c *Config) { c.Webhooks.MaxAttempts = 2 })
 	r.run(t)
 	j := r.endJob(t)
 	r.nextAttempt(t)
@@ -240,7 +242,7 @@ func TestWebhookPendingOnStart(t *testing.T) {
 }
 
 func TestWebhookBackoffBounded(t *testing.T) {
-	h := newHookSender(WebhookConfig{}, nil)
+	h := newHookSender(WebhookConfig{}, false, nil)
 	for n := 1; n <= 30; n++ {
 		d := min(time.Second<<(n-1), 10*time.Minute)
 		if n > 20 {
@@ -283,7 +285,7 @@ func TestWebhookGuard(t *testing.T) {
 // a private address is refused again as it is dialed.
 func TestWebhookRefused(t *testing.T) {
 	ctx := context.Background()
-	r := newHookRig(t, []int{200}, func(c *WebhookConfig) { c.AllowPrivate = false })
+	r := newHookRig(t, []int{200}, func(c *Config) { c.Policy.WebhookPrivate = false })
 	for _, tc := range []struct {
 		url  string
 		want error
@@ -302,9 +304,12 @@ func TestWebhookRefused(t *testing.T) {
 	if a.Error == "" || a.Status != 0 {
 		t.Errorf("attempt at a loopback receiver without --webhook-allow-private = %+v, want refused at dial", a)
 	}
-	r2 := newHookRig(t, []int{200}, func(c *WebhookConfig) { c.Key = nil })
+	r2 := newHookRig(t, []int{200}, func(c *Config) { c.Webhooks.Key = nil })
 	spec := gantry.Spec{Webhooks: []string{"https://hooks.example/x"}}
 	if err := r2.d.checkWebhooks(ctx, &spec); !errors.Is(err, gantry.ErrForbidden) {
 		t.Errorf("checkWebhooks without a secret = %v, want ErrForbidden", err)
+	}
+	if r2.d.Policy().Webhooks || !r.d.Policy().Webhooks {
+		t.Errorf("Policy().Webhooks = %v without a key, %v with one; want false, true", r2.d.Policy().Webhooks, r.d.Policy().Webhooks)
 	}
 }

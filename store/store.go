@@ -3,7 +3,8 @@
 // The file holds one bucket per record kind: "jobs" maps a job ID to the
 // job's JSON, "active" holds the IDs of the jobs that have not reached a
 // terminal state (so that a restarting daemon finds them without reading
-// every record), and "meta" holds the schema version and the instance ID. Job IDs sort in
+// every record), "outbox" holds the webhook messages of ended jobs until they
+// are delivered (outbox.go), and "meta" holds the schema version and the instance ID. Job IDs sort in
 // creation order, so key order is submission order.
 package store
 

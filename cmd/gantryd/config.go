@@ -38,7 +38,7 @@ type Config struct {
 	Debug        bool
 	Policy       gantry.Policy
 	Stage        string               // --staging-repo
-	Webhooks     daemon.WebhookConfig // --webhook, --webhook-secret-file, --webhook-allow-private
+	Webhooks     daemon.WebhookConfig // --webhook, --webhook-secret-file
 }
 
 // errUsage marks an argument the flag package refused; it has already

@@ -55,7 +55,8 @@ func (w *webhookFlags) check(c *Config) error {
 	if w.backoff <= 0 {
 		return fmt.Errorf("--webhook-backoff %v: must be positive", w.backoff)
 	}
-	c.Webhooks = daemon.WebhookConfig{URLs: w.urls, AllowPrivate: w.allowPrivate, Backoff: w.backoff}
+	c.Webhooks = daemon.WebhookConfig{URLs: w.urls, Backoff: w.backoff}
+	c.Policy.WebhookPrivate = w.allowPrivate
 	if w.secretFile == "" {
 		return nil
 	}
@@ -66,5 +67,6 @@ func (w *webhookFlags) check(c *Config) error {
 	if c.Webhooks.Key, err = webhook.ParseSecret(string(b)); err != nil {
 		return fmt.Errorf("--webhook-secret-file %s: %w", w.secretFile, err)
 	}
+	c.Policy.Webhooks = true
 	return nil
 }
