@@ -10,7 +10,9 @@ package daemon
 
 import (
 	"bytes"
+	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -131,8 +133,9 @@ func (h *hookSender) deliverDue(ctx context.Context, all bool) (time.Time, error
 		return time.Time{}, err
 	}
 	var (
-		mu   sync.Mutex
-		next time.Time
+		mu    sync.Mutex
+		next  time.Time
+		first error
 	)
 	later := func(t time.Time) {
 		mu.Lock()
@@ -141,7 +144,8 @@ func (h *hookSender) deliverDue(ctx context.Context, all bool) (time.Time, error
 			next = t
 		}
 	}
-	g, gctx := errgroup.WithContext(ctx)
+	// One message's trouble stops no other: the group has no context.
+	var g errgroup.Group
 	g.SetLimit(webhookParallel)
 	now := h.now()
 	for _, m := range ms {
@@ -150,14 +154,23 @@ func (h *hookSender) deliverDue(ctx context.Context, all bool) (time.Time, error
 			continue
 		}
 		g.Go(func() error {
-			m, done, err := h.deliver(gctx, m)
-			if err == nil && !done {
+			m, done, err := h.deliver(ctx, m)
+			switch {
+			case errors.Is(err, gantry.ErrNotFound):
+				// Its job is gone, and the message with it.
+			case err != nil:
+				mu.Lock()
+				first = cmp.Or(first, err)
+				mu.Unlock()
+				later(h.now().Add(h.backoff(m.Attempts + 1))) // try again, as if it had failed
+			case !done:
 				later(m.Next)
 			}
-			return err
+			return nil
 		})
 	}
-	return next, g.Wait()
+	g.Wait()
+	return next, first
 }
 
 // deliver makes one attempt at m and records it; it returns m as kept in
