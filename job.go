@@ -121,6 +121,9 @@ type Spec struct {
 	// PromoteOn is the objective the champion is chosen by, "NAME:max" or
 	// "NAME:min" ("": accuracy:max); MinImprovement is in its direction.
 	PromoteOn string `json:"promote_on,omitempty"`
+	// Webhooks are URLs told (a signed job.ended event) when the job
+	// ends, besides gantryd's own --webhook URLs.
+	Webhooks []string `json:"webhooks,omitempty"`
 }
 
 // Sandbox is what a job may relax of the training container's defaults: no
@@ -364,6 +367,9 @@ type Job struct {
 	// Sweep is the sweep the job is a point of, and Params its point.
 	Sweep  string            `json:"sweep,omitempty"`
 	Params map[string]string `json:"params,omitempty"`
+	// Webhooks are the messages sent when the job ends, one per URL (the
+	// spec's and gantryd's), each with its delivery attempts.
+	Webhooks []Webhook `json:"webhooks,omitempty"`
 }
 
 // NewJob returns a queued job for spec, with a fresh ID.

@@ -48,6 +48,11 @@ type Policy struct {
 	DatasetRoots []string `json:"dataset_roots"`
 	// GPUs lets jobs ask for GPUs (--gpus); off by default.
 	GPUs bool `json:"gpus"`
+	// Webhooks says whether gantryd sends webhooks (it has a secret to sign
+	// them with); WebhookPrivate lets a job's webhook URLs reach loopback
+	// and private addresses (--webhook-allow-private).
+	Webhooks       bool `json:"webhooks"`
+	WebhookPrivate bool `json:"webhook_private"`
 }
 
 // The flags that set each part of the policy, named in every refusal so

@@ -26,6 +26,9 @@
 //     has ended, recorded, then alone published.
 //   - recovery.go, janitor.go: what a restart finds, and what is cleaned up.
 //   - logs.go, events.go: what followers of a job read.
+//   - webhooks.go: the messages a job's end sends, from the outbox the
+//     store fills in the transaction of the end, signed and retried until
+//     delivered; webhooks_guard.go: what a job's URL may reach.
 //
 // Because every step commits its outcome before the next starts, a gantryd
 // killed at any moment finds, when it starts again, enough in the record to
@@ -69,6 +72,8 @@ type (
 		GetSweep(ctx context.Context, id string) (*gantry.Sweep, error)
 		UpdateSweep(ctx context.Context, id string, fn func(*gantry.Sweep) error) (*gantry.Sweep, error)
 		ListSweeps(ctx context.Context, limit int, unfinished bool) ([]*gantry.Sweep, error)
+		// The webhook outbox, which Update fills when a job ends.
+		outbox
 	}
 	imageBuilder interface {
 		Build(ctx context.Context, r builder.Request, progress io.Writer) (builder.Result, error)
@@ -141,6 +146,9 @@ type Config struct {
 	// blob cache back within its bounds (blobs.Cache.Prune) and returns
 	// the bytes it freed. An image read never prunes.
 	Prune func() (int64, error)
+
+	// Webhooks is how messages are sent when jobs end.
+	Webhooks WebhookConfig
 }
 
 // Daemon runs jobs.
@@ -186,6 +194,9 @@ type Daemon struct {
 	// policy holds their real paths).
 	digests    *treesum.Cache
 	givenRoots []string
+
+	// hooks delivers the webhook outbox.
+	hooks *hookSender
 }
 
 // New returns a daemon; Prepare and Run start its work.
@@ -222,8 +233,9 @@ func New(cfg Config, st jobStore, b imageBuilder, e Engine, p imagePusher, src i
 			return nil, fmt.Errorf("data dir: %w", err)
 		}
 	}
+	cfg.Policy.Webhooks = len(cfg.Webhooks.Key) > 0
 	changed := &broadcaster{}
-	return &Daemon{
+	d := &Daemon{
 		cfg: cfg, store: &notifyingStore{jobStore: st, changed: changed},
 		builder: b, engine: e, pusher: p, source: src,
 		log: cfg.Logger, now: time.Now,
@@ -235,7 +247,9 @@ func New(cfg Config, st jobStore, b imageBuilder, e Engine, p imagePusher, src i
 		fetch:       fetchRule{allowPrivate: cfg.Policy.BuildPrivateFetch, resolve: lookupNetIP},
 		digests:     treesum.NewCache(filepath.Join(cfg.DataDir, "dataset-digests.json")),
 		givenRoots:  given,
-	}, nil
+	}
+	d.hooks = newHookSender(cfg.Webhooks, cfg.Policy.WebhookPrivate, st)
+	return d, nil
 }
 
 // Policy returns the operator's policy: what a job may ask.

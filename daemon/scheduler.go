@@ -30,6 +30,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.poke()
 	d.wg.Add(1)
 	go func() { defer d.wg.Done(); d.settleSweeps(ctx) }()
+	d.wg.Add(1)
+	go func() { defer d.wg.Done(); d.deliverWebhooks(ctx) }()
 	sweep := time.NewTicker(max(d.cfg.OrphanGrace/2, time.Second))
 	defer sweep.Stop()
 	for {

@@ -67,6 +67,9 @@ func (d *Daemon) checkSubmit(ctx context.Context, spec *gantry.Spec, secrets map
 	if err := checkSecrets(*spec, secrets); err != nil {
 		return err
 	}
+	if err := d.checkWebhooks(ctx, spec); err != nil {
+		return err
+	}
 	return d.checkDatasets(ctx, spec)
 }
 
@@ -127,6 +130,7 @@ func (d *Daemon) fitsN(n int, size int64) error {
 // enqueue records job j, counted in the queue until it starts or is
 // canceled; the queue's bounds are checked again with its size known.
 func (d *Daemon) enqueue(ctx context.Context, j *gantry.Job) error {
+	d.addWebhooks(j)
 	d.mu.Lock()
 	if err := d.fits(j.ContextSize); err != nil {
 		d.mu.Unlock()

@@ -143,6 +143,9 @@ func (d *Daemon) fitsQueue(n int) error {
 
 // enqueueSweep records sweep sw and its jobs, counted in the queue.
 func (d *Daemon) enqueueSweep(ctx context.Context, sw *gantry.Sweep, jobs []*gantry.Job) error {
+	for _, j := range jobs {
+		d.addWebhooks(j)
+	}
 	d.mu.Lock()
 	if err := d.fitsN(len(jobs), jobs[0].ContextSize); err != nil {
 		d.mu.Unlock()

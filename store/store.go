@@ -3,7 +3,8 @@
 // The file holds one bucket per record kind: "jobs" maps a job ID to the
 // job's JSON, "active" holds the IDs of the jobs that have not reached a
 // terminal state (so that a restarting daemon finds them without reading
-// every record), and "meta" holds the schema version and the instance ID. Job IDs sort in
+// every record), "outbox" holds the webhook messages of ended jobs until they
+// are delivered (outbox.go), and "meta" holds the schema version and the instance ID. Job IDs sort in
 // creation order, so key order is submission order.
 package store
 
@@ -116,7 +117,7 @@ func initFile(tx *bolt.Tx, path string) error {
 			return err
 		}
 	}
-	for _, name := range [][]byte{bucketJobs, bucketActive, bucketEvents, bucketSweeps} {
+	for _, name := range [][]byte{bucketJobs, bucketActive, bucketEvents, bucketSweeps, bucketOutbox} {
 		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 			return err
 		}
@@ -294,7 +295,11 @@ func (s *Store) Update(ctx context.Context, id string, fn func(*gantry.Job) erro
 		if err := jobs.Put(key, saved); err != nil {
 			return err
 		}
-		if err := appendEvents(tx, gantry.Changes(old, j, time.Now())); err != nil {
+		now := time.Now()
+		if err := appendEvents(tx, gantry.Changes(old, j, now)); err != nil {
+			return err
+		}
+		if err := enqueueWebhooks(tx, old, j, now); err != nil {
 			return err
 		}
 		return index(tx, key, j.State)

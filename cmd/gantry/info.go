@@ -81,6 +81,8 @@ func writeInfo(w io.Writer, info api.Info) {
 		{"build ADD from private addresses (--build-allow-private)", fmt.Sprint(p.BuildPrivateFetch)},
 		{"dataset host directories (--dataset-root)", list(p.DatasetRoots) + " (named volumes: any)"},
 		{"GPUs (--allow-gpus)", fmt.Sprint(p.GPUs)},
+		{"webhooks (--webhook-secret-file)", fmt.Sprint(p.Webhooks)},
+		{"webhooks to private addresses (--webhook-allow-private)", fmt.Sprint(p.WebhookPrivate)},
 	}
 	if len(p.InsecureRegistries) > 0 {
 		rows = append(rows, [2]string{"plain-HTTP registries besides loopback (--insecure-registry)", list(p.InsecureRegistries)})

@@ -13,6 +13,7 @@ import (
 	"github.com/gantry-ml/gantry"
 	"github.com/gantry-ml/gantry/api"
 	"github.com/gantry-ml/gantry/builder"
+	"github.com/gantry-ml/gantry/daemon"
 	"github.com/gantry-ml/gantry/dashboard"
 )
 
@@ -36,7 +37,8 @@ type Config struct {
 	Credentials  *dashboard.Credentials
 	Debug        bool
 	Policy       gantry.Policy
-	Stage        string // --staging-repo
+	Stage        string               // --staging-repo
+	Webhooks     daemon.WebhookConfig // --webhook, --webhook-secret-file
 }
 
 // errUsage marks an argument the flag package refused; it has already
@@ -80,6 +82,8 @@ func (m *Main) ParseFlags(ctx context.Context, args []string) error {
 	pf.register(fs)
 	var bf backendFlags
 	bf.register(fs)
+	var wf webhookFlags
+	wf.register(fs)
 	if err := fs.Parse(args); errors.Is(err, flag.ErrHelp) {
 		return err
 	} else if err != nil {
@@ -93,6 +97,9 @@ func (m *Main) ParseFlags(ctx context.Context, args []string) error {
 		return err
 	}
 	if err := bf.check(c); err != nil {
+		return err
+	}
+	if err := wf.check(c); err != nil {
 		return err
 	}
 	if c.BlobCache, err = gantry.ParseBytes(*blobCache); err != nil {

@@ -257,6 +257,7 @@ func (m *Main) newDaemon(ctx context.Context, p pushParts) error {
 		BuildCache:  m.Config.BuildCache,
 		Logger:      m.log,
 		Prune:       p.prune,
+		Webhooks:    m.Config.Webhooks,
 	}, m.store, m.builder, m.backend, p.pusher, p.source)
 	if err != nil {
 		return err
