@@ -40,8 +40,10 @@ func TestBuildSecretAppearsNowhere(t *testing.T) {
 	if err := os.WriteFile(secretFile, []byte(fileVal), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	// A secret is not part of BuildKit's cache key (as with buildx): the
+	// nonce makes the step run.
 	dir := trainerDir(t, secretTrainer,
-		"RUN --mount=type=secret,id=token --mount=type=secret,id=envtok sh -c 'sha256sum < /run/secrets/token > /hash && sha256sum < /run/secrets/envtok >> /hash'")
+		"RUN --mount=type=secret,id=token --mount=type=secret,id=envtok sh -c 'echo "+nonce()+" && sha256sum < /run/secrets/token > /hash && sha256sum < /run/secrets/envtok >> /hash'")
 	ref := uniqueRef(t)
 	out, errOut, code := d.gantryEnv([]string{"GANTRY_IT_TOKEN=" + envVal}, "submit", dir, "--push", ref,
 		"--secret", "id=token,src="+secretFile, "--secret", "id=envtok,env=GANTRY_IT_TOKEN", "--build-arg", "PLAIN=visible")
@@ -209,7 +211,7 @@ func TestIdenticalInputsIdenticalImage(t *testing.T) {
 	if a.Image == "" || a.Image != b.Image {
 		t.Errorf("images %q and %q, want the same", a.Image, b.Image)
 	}
-	if len(a.Pushes) != 1 || len(b.Pushes) != 1 || a.Pushes[0].Digest != b.Pushes[0].Digest {
+	if len(a.Pushes) == 0 || len(b.Pushes) == 0 || a.Pushes[0].Digest != b.Pushes[0].Digest {
 		t.Errorf("pushed %+v and %+v, want the same digest", a.Pushes, b.Pushes)
 	}
 	if da, db := servedDigest(t, repo+":a"), servedDigest(t, repo+":b"); da == "" || da != db {
