@@ -75,6 +75,11 @@ func TestBuildSecretAppearsNowhere(t *testing.T) {
 		"the provenance":    fetchProvenance(t, repoOf(ref), j.Pushes[0].Digest),
 		"gantryd's own log": []byte(d.log.String()),
 	}
+	// Controls: the search sees what is there (a build argument's value
+	// in the provenance, with --provenance max).
+	if !bytes.Contains(places["the provenance"], []byte("visible")) {
+		t.Errorf("the provenance lacks the build argument's value: the search sees nothing")
+	}
 	for what, b := range places {
 		if len(b) == 0 {
 			t.Errorf("%s is empty: nothing was looked at", what)
@@ -99,13 +104,15 @@ func TestBuildSecretAppearsNowhere(t *testing.T) {
 	if files < 3 {
 		t.Errorf("looked at %d files under the data dir, want the store, the log and the status at least", files)
 	}
-	checkPushedImage(t, ref, fileVal, envVal)
+	sum := sha256.Sum256([]byte(fileVal))
+	checkPushedImage(t, ref, hex.EncodeToString(sum[:]), fileVal, envVal)
 }
 
 // checkPushedImage reads the image at ref as the registry serves it (its
 // manifest, config and every layer, uncompressed) and fails the test when
-// any holds one of values.
-func checkPushedImage(t *testing.T, ref string, values ...string) {
+// any holds one of values, or when none holds control (which the build
+// wrote: the search sees the layers' contents).
+func checkPushedImage(t *testing.T, ref, control string, values ...string) {
 	t.Helper()
 	r, err := name.ParseReference(ref)
 	if err != nil {
@@ -126,14 +133,18 @@ func checkPushedImage(t *testing.T, ref string, values ...string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	seen := false
 	for _, l := range layers {
 		dg, _ := l.Digest()
 		rc, err := l.Uncompressed()
 		if err != nil {
 			t.Fatalf("layer %s: %v", dg, err)
 		}
-		checkNoSecret(t, "pushed layer "+dg.String(), rc, values...)
+		seen = scan(t, "pushed layer "+dg.String(), rc, control, values...) || seen
 		rc.Close()
+	}
+	if !seen {
+		t.Errorf("no layer of %s holds %s, which the build wrote: the search sees nothing", ref, control)
 	}
 	t.Logf("looked at the manifest, the config and %d layers of %s", len(layers), ref)
 }
@@ -141,6 +152,14 @@ func checkPushedImage(t *testing.T, ref string, values ...string) {
 // checkNoSecret reads r to its end and fails the test, saying where, when
 // one of values occurs in it (also across the reads' boundaries).
 func checkNoSecret(t *testing.T, where string, r io.Reader, values ...string) {
+	t.Helper()
+	scan(t, where, r, "", values...)
+}
+
+// scan is checkNoSecret that also says whether control (when not "")
+// occurs in r: something that ought to be there, so that a search that
+// finds nothing is seen to look.
+func scan(t *testing.T, where string, r io.Reader, control string, values ...string) (sawControl bool) {
 	t.Helper()
 	buf := make([]byte, 1<<20)
 	var tail []byte
@@ -150,20 +169,21 @@ func checkNoSecret(t *testing.T, where string, r io.Reader, values ...string) {
 		for _, v := range values {
 			if bytes.Contains(chunk, []byte(v)) {
 				t.Errorf("%s holds a secret's value", where)
-				return
+				return sawControl
 			}
 		}
+		sawControl = sawControl || control != "" && bytes.Contains(chunk, []byte(control))
 		if keep := 256; len(chunk) > keep {
 			tail = append([]byte(nil), chunk[len(chunk)-keep:]...)
 		} else {
 			tail = chunk
 		}
 		if err == io.EOF {
-			return
+			return sawControl
 		}
 		if err != nil {
 			t.Errorf("read %s: %v", where, err)
-			return
+			return sawControl
 		}
 	}
 }
