@@ -82,6 +82,14 @@ type BuildSpec struct {
 	Dockerfile string            `json:"dockerfile,omitempty"`
 	BuildArgs  map[string]string `json:"build_args,omitempty"`
 	Target     string            `json:"target,omitempty"`
+	// Secrets are the IDs of the build secrets (RUN
+	// --mount=type=secret,id=ID) whose values came beside the spec: the
+	// record keeps the IDs only (buildsecrets.go).
+	Secrets []string `json:"secrets,omitempty"`
+	// Provenance is what the provenance record keeps of the build:
+	// ProvenanceMax ("") its build arguments with their values,
+	// ProvenanceMin their names only.
+	Provenance string `json:"provenance,omitempty"`
 }
 
 // Spec is what a user submits: how to build, and what to do with the result.
@@ -199,6 +207,9 @@ func (s *Spec) Validate() error {
 		if k == "" || strings.ContainsAny(k, "= \t\n") {
 			return Errorf(ErrInvalid, "build arg %q: a name may not be empty or hold '=' or spaces", k)
 		}
+	}
+	if err := s.Build.validateSecrets(); err != nil {
+		return err
 	}
 	for name, t := range map[string]Duration{"build": s.Timeouts.Build, "train": s.Timeouts.Train, "push": s.Timeouts.Push} {
 		if t < 0 {

@@ -2,7 +2,9 @@ package gantry
 
 import (
 	"fmt"
+	"maps"
 	"math"
+	"slices"
 	"strings"
 	"time"
 )
@@ -47,10 +49,15 @@ type Gate struct {
 // the image, the metrics, the gate's verdict, the pushes, and the times.
 // gantry inspect shows it; gantry pushes it beside the image.
 type Provenance struct {
-	Job           string            `json:"job"`
-	GantryVersion string            `json:"gantry_version"`
-	Dockerfile    string            `json:"dockerfile"`
+	Job           string `json:"job"`
+	GantryVersion string `json:"gantry_version"`
+	Dockerfile    string `json:"dockerfile"`
+	// BuildArgs are the build arguments with their values (--provenance
+	// max, the default); with min, BuildArgNames names them and BuildArgs
+	// is empty. BuildSecrets are the build secrets' IDs (never values).
 	BuildArgs     map[string]string `json:"build_args,omitempty"`
+	BuildArgNames []string          `json:"build_arg_names,omitempty"`
+	BuildSecrets  []string          `json:"build_secrets,omitempty"`
 	Target        string            `json:"target,omitempty"`
 	Inputs        Inputs            `json:"inputs"`
 	Image         string            `json:"image"`
@@ -85,7 +92,7 @@ func NewProvenance(j *Job) *Provenance {
 	if !j.GatePassed {
 		reason = j.Error
 	}
-	return &Provenance{
+	p := &Provenance{
 		Job:           j.ID,
 		GantryVersion: Version,
 		Dockerfile:    j.Spec.Build.Dockerfile,
@@ -100,7 +107,12 @@ func NewProvenance(j *Job) *Provenance {
 		Times:         j.Times,
 		Run:           j.Spec.Run,
 		Outputs:       j.Outputs,
+		BuildSecrets:  j.Spec.Build.Secrets,
 	}
+	if j.Spec.Build.Provenance == ProvenanceMin {
+		p.BuildArgs, p.BuildArgNames = nil, slices.Sorted(maps.Keys(j.Spec.Build.BuildArgs))
+	}
+	return p
 }
 
 // Judge is the gate's verdict on a job that trained with exit 0 and

@@ -218,9 +218,11 @@ func (c *Client) Info(ctx context.Context) (Info, error) {
 	return i, err
 }
 
-// Submit sends spec, the values of its SecretEnv (in SecretEnvHeader) and
-// the build context (a tar stream) and returns the recorded job. It returns
-// ErrTooLarge for secrets over MaxSecretBytes.
+// Submit sends spec, the values of its SecretEnv (in SecretEnvHeader), the
+// values of its build secrets that ctx carries (gantry.WithBuildSecrets, in
+// BuildSecretHeader) and the build context (a tar stream) and returns the
+// recorded job. It returns ErrTooLarge for secrets over MaxSecretBytes or
+// the build secrets' bounds.
 func (c *Client) Submit(ctx context.Context, spec gantry.Spec, secrets map[string]string, tar io.Reader) (*gantry.Job, error) {
 	return post[gantry.Job](ctx, c, "/v1/jobs", spec, secrets, tar)
 }
@@ -237,8 +239,11 @@ func post[T any](ctx context.Context, c *Client, path string, spec any, secrets 
 	if err != nil {
 		return nil, err
 	}
-	resp, err := c.doHeader(ctx, http.MethodPost, path, url.Values{"spec": {string(data)}}, tar,
-		http.Header{"Content-Type": {"application/x-tar"}, SecretEnvHeader: {sh}})
+	h := http.Header{"Content-Type": {"application/x-tar"}, SecretEnvHeader: {sh}}
+	if err := EncodeBuildSecrets(h, gantry.BuildSecretsFrom(ctx)); err != nil {
+		return nil, err
+	}
+	resp, err := c.doHeader(ctx, http.MethodPost, path, url.Values{"spec": {string(data)}}, tar, h)
 	if err != nil {
 		return nil, err
 	}

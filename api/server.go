@@ -15,7 +15,9 @@
 //	                                 The values of the spec's secret_env come
 //	                                 in the Gantry-Secret-Env header (base64
 //	                                 of a JSON object, at most 64 KiB), held in
-//	                                 gantryd's memory only.
+//	                                 gantryd's memory only; those of its
+//	                                 build.secrets in Gantry-Build-Secret
+//	                                 headers, ID=BASE64 each (buildsecrets.go).
 //	GET  /v1/jobs?limit=N&before=ID&state=S
 //	                                 a page of jobs, newest first:
 //	                                 {"jobs": [...], "next": "ID", "event_seq": N},

@@ -28,9 +28,13 @@ func submission[T any](s *server, w http.ResponseWriter, r *http.Request, decode
 	spec, err := decode([]byte(raw))
 	if err == nil {
 		var secrets map[string]string
+		var ctx context.Context
 		if secrets, err = DecodeSecrets(r.Header.Get(SecretEnvHeader)); err == nil {
+			ctx, err = withBuildSecrets(r) // buildsecrets.go
+		}
+		if err == nil {
 			var v any
-			if v, err = submit(r.Context(), spec, secrets, r.Body); err == nil {
+			if v, err = submit(ctx, spec, secrets, r.Body); err == nil {
 				s.json(w, http.StatusCreated, v)
 				return
 			}

@@ -108,6 +108,10 @@ type Request struct {
 	CacheRef string
 	// Labels are set on the image.
 	Labels map[string]string
+	// Secrets are the values of the build secrets (RUN
+	// --mount=type=secret,id=ID), by ID: BuildKit asks the build's session
+	// for them; they are in no image, cache key or status.
+	Secrets map[string][]byte
 	// Status, when set, receives BuildKit's status updates as JSON lines
 	// (client.SolveStatus), from which BuildKit's own displays can be
 	// drawn again later (gantry watch does).
@@ -212,7 +216,7 @@ func solveOpt(r Request) (client.SolveOpt, error) {
 		Frontend:      "dockerfile.v0",
 		FrontendAttrs: attrs,
 		LocalMounts:   map[string]fsutil.FS{"context": ctxFS, "dockerfile": dfFS},
-		Session:       []session.Attachable{auth},
+		Session:       []session.Attachable{auth, secretsAttachable(r.Secrets)},
 	}
 	if r.CacheRef != "" {
 		opt.CacheImports = []client.CacheOptionsEntry{{Type: "registry", Attrs: map[string]string{"ref": r.CacheRef}}}

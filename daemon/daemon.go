@@ -189,6 +189,9 @@ type Daemon struct {
 	// secrets holds jobs' --secret-env values until their containers are
 	// created, in memory only.
 	secrets secretStore
+	// buildSecrets holds build secrets' values until the build used them,
+	// in memory only (buildsecrets.go).
+	buildSecrets buildSecretStore
 	// digests caches the digests of dataset files across jobs; givenRoots
 	// are the --dataset-root directories as the operator wrote them (the
 	// policy holds their real paths).

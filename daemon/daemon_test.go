@@ -73,7 +73,7 @@ func (b *pipeBuilder) buildID(ctx context.Context, r builder.Request, progress i
 	b.mu.Unlock()
 	if b.build == nil {
 		fmt.Fprint(progress, pipeProgress)
-		return pipeImageID(r.Labels[runner.LabelJob]), nil
+		return pipeImageID(pipeJobOf(r)), nil
 	}
 	return b.build(ctx, r, progress)
 }
@@ -85,6 +85,13 @@ func (b *pipeBuilder) built() (reqs []builder.Request, dockerfiles []string) {
 }
 
 func pipeImageID(jobID string) string { return "sha256:image-of-" + jobID }
+
+// pipeJobOf is the job (or sweep) whose image r builds, read from the name
+// the image gets: the image itself carries no label of the job.
+func pipeJobOf(r builder.Request) string {
+	_, id, _ := strings.Cut(r.Name, ":")
+	return id
+}
 
 func pipeContainerID(jobID string) string { return "ctr-" + jobID }
 
@@ -928,7 +935,7 @@ func TestJobPipeline(t *testing.T) {
 				if tc.buildErr != nil {
 					return "", tc.buildErr
 				}
-				return pipeImageID(r.Labels[runner.LabelJob]), nil
+				return pipeImageID(pipeJobOf(r)), nil
 			}
 			f.engine.run = pipeReplay(tc.output, tc.exit)
 			f.pusher.push = func(ctx context.Context, img v1.Image, refs []string, progress io.Writer) ([]gantry.Push, error) {
@@ -977,10 +984,13 @@ func TestJobPipeline(t *testing.T) {
 			if len(reqs) != 1 {
 				t.Fatalf("builder called %d times, want 1", len(reqs))
 			}
+			// No per-job or per-daemon label in the image's config: the
+			// same inputs give the same image (reproducible images). The
+			// container carries them.
 			wantLabels := map[string]string{runner.LabelJob: id, runner.LabelDaemon: pipeInstance}
-			if reqs[0].Name != j.ImageName || !maps.Equal(reqs[0].Labels, wantLabels) {
-				t.Errorf("build request name %q labels %v, want name %q and labels %v",
-					reqs[0].Name, reqs[0].Labels, j.ImageName, wantLabels)
+			if reqs[0].Name != j.ImageName || len(reqs[0].Labels) != 0 {
+				t.Errorf("build request name %q labels %v, want name %q and no labels",
+					reqs[0].Name, reqs[0].Labels, j.ImageName)
 			}
 			if dockerfiles[0] != pipeDockerfile {
 				t.Errorf("builder found Dockerfile %q in the context, want %q", dockerfiles[0], pipeDockerfile)
@@ -1150,7 +1160,7 @@ func TestMaxJobs(t *testing.T) {
 				most = max(most, active)
 				mu.Unlock()
 				changed <- struct{}{}
-				return pipeImageID(r.Labels[runner.LabelJob]), nil
+				return pipeImageID(pipeJobOf(r)), nil
 			}
 			f.engine.run = func(ctx context.Context, id string, out io.Writer) (runner.Exit, error) {
 				// Hold the slot until both jobs have been under way at
@@ -1203,7 +1213,7 @@ func TestMaxJobs(t *testing.T) {
 				reqs, _ := f.builder.built()
 				var order []string
 				for _, r := range reqs {
-					order = append(order, r.Labels[runner.LabelJob])
+					order = append(order, pipeJobOf(r))
 				}
 				if want := []string{first.ID, second.ID}; !slices.Equal(order, want) {
 					t.Errorf("jobs built in order %v, want submission order %v", order, want)
@@ -1904,7 +1914,7 @@ func TestLogs(t *testing.T) {
 			case <-ctx.Done():
 				return "", ctx.Err()
 			}
-			return pipeImageID(r.Labels[runner.LabelJob]), nil
+			return pipeImageID(pipeJobOf(r)), nil
 		}
 		f.engine.run = func(ctx context.Context, id string, out io.Writer) (runner.Exit, error) {
 			return runner.Exit{}, pipeWriteChunks(out, output)
@@ -2154,7 +2164,7 @@ func TestCancelQueued(t *testing.T) {
 	var order []string
 	reqs, _ := f.builder.built()
 	for _, r := range reqs {
-		order = append(order, r.Labels[runner.LabelJob])
+		order = append(order, pipeJobOf(r))
 	}
 	if want := []string{other.ID}; !slices.Equal(order, want) {
 		t.Errorf("jobs built %v, want only %v", order, want)
@@ -2361,7 +2371,7 @@ func TestTimeouts(t *testing.T) {
 		}
 		f.builder.build = func(ctx context.Context, r builder.Request, progress io.Writer) (string, error) {
 			note("build", ctx)
-			return pipeImageID(r.Labels[runner.LabelJob]), nil
+			return pipeImageID(pipeJobOf(r)), nil
 		}
 		f.engine.run = func(ctx context.Context, id string, out io.Writer) (runner.Exit, error) {
 			note("training", ctx)
@@ -2951,10 +2961,10 @@ func TestCancelAsTheBuildEnds(t *testing.T) {
 	f := pipeNewFakes(t)
 	var rig *pipeRig
 	f.builder.build = func(ctx context.Context, r builder.Request, progress io.Writer) (string, error) {
-		if _, err := rig.d.Cancel(context.Background(), r.Labels[runner.LabelJob]); err != nil {
+		if _, err := rig.d.Cancel(context.Background(), pipeJobOf(r)); err != nil {
 			return "", err
 		}
-		return pipeImageID(r.Labels[runner.LabelJob]), nil // the image is made
+		return pipeImageID(pipeJobOf(r)), nil // the image is made
 	}
 	rig = pipeNewRig(t, 1, f)
 	pipeRun(t, rig.d)

@@ -151,6 +151,7 @@ func (d *Daemon) finish(ctx context.Context, id string, logf *jobLog, to gantry.
 	})
 	if err == nil {
 		d.secrets.forget(id)
+		d.buildSecrets.forget(id)
 		d.log.Info("job "+string(to), "job", id, "reason", reason)
 	}
 	return j, err

@@ -42,10 +42,12 @@ func (d *Daemon) Submit(ctx context.Context, spec gantry.Spec, secrets map[strin
 		if len(secrets) > 0 {
 			d.secrets.put(j.ID, secrets) // before the job can start
 		}
+		d.holdBuildSecrets(ctx, j.ID)
 		err = d.enqueue(ctx, j)
 	}
 	if err != nil {
 		d.secrets.forget(j.ID)
+		d.buildSecrets.forget(j.ID)
 		os.RemoveAll(dir)
 		return nil, err
 	}
@@ -68,6 +70,9 @@ func (d *Daemon) checkSubmit(ctx context.Context, spec *gantry.Spec, secrets map
 		return err
 	}
 	if err := d.checkWebhooks(ctx, spec); err != nil {
+		return err
+	}
+	if err := checkBuildSecrets(ctx, spec); err != nil {
 		return err
 	}
 	return d.checkDatasets(ctx, spec)

@@ -51,6 +51,10 @@ func (r *jobRun) buildIn(ctx context.Context, dir string) error {
 	if err := d.secretsKept(r.j); err != nil {
 		return err // fail before building what could not run
 	}
+	bsecrets, err := d.buildSecretsOf(r.j) // buildsecrets.go
+	if err != nil {
+		return err
+	}
 	status, err := os.Create(d.StatusPath(id))
 	if err != nil {
 		return err
@@ -61,12 +65,13 @@ func (r *jobRun) buildIn(ctx context.Context, dir string) error {
 		ContextDir: dir,
 		Spec:       r.j.Spec.Build,
 		Name:       r.j.ImageName,
-		Labels:     d.labels(id),
+		Secrets:    bsecrets,
 		CacheRef:   d.cfg.BuildCache,
 		Stage:      d.buildStage(),
 		Status:     d.notifying(status, d.StatusPath(id)),
 	}, r.log.Output())
 	status.Close()
+	d.builtWithSecrets(ctx, r.j)
 	if err != nil {
 		cancel()
 		return phaseErr(ctx, bctx, err)

@@ -64,12 +64,14 @@ func (d *Daemon) SubmitSweep(ctx context.Context, spec gantry.SweepSpec, secrets
 			d.secrets.put(j.ID, secrets)
 		}
 	}
+	d.holdBuildSecrets(ctx, sw.ID) // its one build uses them
 	// The context is the sweep's, unpacked once: counted once.
 	jobs[0].ContextSize = in.ContextSize
 	if err := d.enqueueSweep(ctx, sw, jobs); err != nil {
 		for _, j := range jobs {
 			d.secrets.forget(j.ID)
 		}
+		d.buildSecrets.forget(sw.ID)
 		os.RemoveAll(dir)
 		return nil, err
 	}

@@ -234,6 +234,7 @@ func (d *Daemon) endSweep(ctx context.Context, id string, st gantry.State, why s
 		return nil
 	})
 	if err == nil {
+		d.buildSecrets.forget(id)
 		d.log.Info("sweep "+string(st), "sweep", id, "reason", why)
 	}
 	return err

@@ -156,8 +156,10 @@ func TestDashboardSweep(t *testing.T) {
 	}
 	t.Cleanup(func() {
 		var v gantry.SweepView
+		// By the name the record gives it, not by ID: an identical image
+		// another job built is that job's.
 		if dashboardJSON(url+"v1/sweeps/"+sw.ID, &v) == nil && v.Sweep.Image != "" {
-			exec.Command("docker", "rmi", "-f", v.Sweep.Image).Run()
+			exec.Command("docker", "rmi", "gantry/sweep:"+sw.ID).Run()
 		}
 	})
 

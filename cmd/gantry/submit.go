@@ -35,6 +35,7 @@ type submitFlags struct {
 	metrics        []string         // --metric NAME=REGEX
 	gates          []string         // --gate NAME>=X
 	timeouts       [3]time.Duration // build, train, push
+	secrets        []string         // --secret id=NAME,src=FILE|env=VAR
 }
 
 func submitCmd(g *globals) *cobra.Command {
@@ -115,6 +116,8 @@ func (sf *submitFlags) register(f *pflag.FlagSet) {
 	f.StringVar(&sf.spec.Outputs.Ship, "outputs", "", "how the outputs ship when the job pushes: layer (in the pushed image, at the output directory), artifact (an OCI artifact referring to the image) or none (default layer)")
 	f.StringArrayVar(&sf.metrics, "metric", nil, "read metric NAME from the output: NAME=REGEX, the regex's one group is the value, the last match wins (repeatable)")
 	f.StringArrayVar(&sf.gates, "gate", nil, "gate: NAME>=X, NAME>X, NAME<=X or NAME<X on a metric's final value; all must hold (repeatable)")
+	f.StringArrayVar(&sf.secrets, "secret", nil, "build secret, as buildx takes it: id=NAME,src=FILE or id=NAME,env=VAR; a RUN --mount=type=secret,id=NAME step reads it at /run/secrets/NAME. Its value is sent beside the spec, held in gantryd's memory until the build used it, and in no record, log, image or provenance (repeatable)")
+	f.StringVar(&sf.spec.Build.Provenance, "provenance", "", "what the provenance record keeps of the build: max (the default: build arguments with their values, so never pass a secret as --build-arg) or min (build argument names only)")
 	f.StringVar(&sf.spec.PromoteOn, "promote-on", "", "with --promote, the metric the champion is chosen by: NAME, NAME:max or NAME:min (default accuracy:max)")
 }
 
@@ -141,6 +144,10 @@ func sendContext(c *cobra.Command, g *globals, args []string, sf *submitFlags, c
 	if err == nil {
 		spec, secrets, err = specAndSecrets(dir, *sf)
 	}
+	ctx := c.Context()
+	if err == nil {
+		ctx, err = buildSecrets(ctx, &spec, sf.secrets, os.LookupEnv) // buildsecrets.go
+	}
 	if err != nil {
 		return &exitError{code: exitUsage, msg: "gantry: " + err.Error()}
 	}
@@ -153,7 +160,7 @@ func sendContext(c *cobra.Command, g *globals, args []string, sf *submitFlags, c
 		return err
 	}
 	defer tr.Close()
-	return send(c.Context(), cl, spec, secrets, tr)
+	return send(ctx, cl, spec, secrets, tr)
 }
 
 // submitArgs takes the context, and after -- the training command.
