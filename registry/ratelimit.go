@@ -124,15 +124,12 @@ func denied(terr *transport.Error) bool {
 }
 
 // deniedError says which repository of which registry the credentials may
-// not push to (or pull from) and what to do about it.
+// not push to, and what to do about it.
 func deniedError(t name.Tag, terr *transport.Error) error {
-	reg, access, login := t.RegistryStr(), "pull", "docker login "+t.RegistryStr()
-	if terr.Request != nil && terr.Request.Method != http.MethodGet && terr.Request.Method != http.MethodHead {
-		access = "push"
-	}
+	reg, login := t.RegistryStr(), "docker login "+t.RegistryStr()
 	if reg == name.DefaultRegistry {
 		login = "docker login"
 	}
-	return fmt.Errorf("%w: push: registry %s refused the credentials: they lack %s access to %s (run %s as a user who may %s %s, or use a repository of your own): %w",
-		gantry.ErrForbidden, reg, access, t.RepositoryStr(), login, access, t.RepositoryStr(), terr)
+	return fmt.Errorf("%w: push: registry %s refused the credentials: they lack push access to %s (run %s as a user who may push there, or push to a repository of your own): %w",
+		gantry.ErrForbidden, reg, t.RepositoryStr(), login, terr)
 }
