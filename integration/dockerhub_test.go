@@ -3,10 +3,12 @@ package integration
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -214,9 +216,14 @@ func TestDockerHubPrivateBaseAndDeniedScope(t *testing.T) {
 
 	app := filepath.Join(t.TempDir(), "private-base-app")
 	h.d.mustGantry("init", "--base", privBase, app)
+	before := h.box.grantCount()
 	j, jout := h.submitWait(app, "--push", hubUser+"/ml-docker-app:private-base")
 	if j.State != gantry.StateSucceeded {
 		t.Fatalf("a build FROM %s: %s (%s)\n%s", privBase, j.State, j.Error, jout)
+	}
+	// The build asked the hub for a pull token, as the user.
+	if want := fmt.Sprintf("%q repository:%s:pull -> [pull]", hubUser, hubUser+"/python-ml"); !slices.Contains(h.box.grantsSince(before), want) {
+		t.Errorf("the hub granted no %s during the build: %q", want, h.box.grantsSince(before))
 	}
 	if accuracyLine.FindStringSubmatch(jout) == nil {
 		t.Errorf("the job built on the private base printed no accuracy:\n%s", jout)

@@ -134,3 +134,17 @@ func (b *hubBox) token(user string, access []hubAccess) (string, error) {
 	s.FillBytes(sig[32:])
 	return input + "." + enc.EncodeToString(sig), nil
 }
+
+// grantCount returns how many scopes the box's token service answered.
+func (b *hubBox) grantCount() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.grants)
+}
+
+// grantsSince returns the grants answered after the first n.
+func (b *hubBox) grantsSince(n int) []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return slices.Clone(b.grants[n:])
+}
