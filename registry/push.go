@@ -67,7 +67,7 @@ func New(opts ...Option) *Pusher {
 	for _, o := range opts {
 		o(p)
 	}
-	p.transport = plainHTTPGuard{p: p, inner: p.transport}
+	p.transport = plainHTTPGuard{p: p, inner: retryAfterTransport{p.transport}}
 	return p
 }
 
@@ -112,7 +112,8 @@ var (
 func (p *Pusher) pushOne(ctx context.Context, img v1.Image, t name.Tag, rep gantry.Reporter) (string, int64, error) {
 	wait := Backoff
 	for {
-		d, n, err := p.tryPush(ctx, img, t, rep)
+		actx, note := withRetryAfterNote(ctx)
+		d, n, err := p.tryPush(actx, img, t, rep)
 		if err == nil {
 			return d, n, nil
 		}
@@ -122,13 +123,24 @@ func (p *Pusher) pushOne(ctx context.Context, img v1.Image, t name.Tag, rep gant
 		if !retryable(err) {
 			return "", 0, p.describe(t, err)
 		}
-		rep.Linef("push to %s failed: %v; retrying in %v", t.RegistryStr(), err, wait)
+		// A 429 with a Retry-After is waited out as the registry asks
+		// (within bounds); any other passing error backs off.
+		delay, limited, rerr := rateLimitWait(ctx, t, err, note)
+		switch {
+		case rerr != nil:
+			return "", 0, rerr
+		case limited:
+			rep.Linef("rate limited by %s (429, Retry-After); retrying in %v", t.RegistryStr(), delay)
+		default:
+			delay = wait
+			wait = min(2*wait, MaxBackoff)
+			rep.Linef("push to %s failed: %v; retrying in %v", t.RegistryStr(), err, delay)
+		}
 		select {
 		case <-ctx.Done():
 			return "", 0, fmt.Errorf("%w (last error: %v)", context.Cause(ctx), p.describe(t, err))
-		case <-time.After(wait):
+		case <-time.After(delay):
 		}
-		wait = min(2*wait, MaxBackoff)
 	}
 }
 
@@ -344,8 +356,8 @@ func (p *Pusher) describe(t name.Tag, err error) error {
 		reg := t.RegistryStr()
 		return fmt.Errorf("push to %s: registry %s did not answer over HTTPS, and gantryd speaks plain HTTP only to loopback registries and those given with --insecure-registry (start gantryd with --insecure-registry %s if this registry is meant to be reached without TLS): %w", reg, reg, reg, err)
 	}
-	if errors.As(err, &terr) && (terr.StatusCode == http.StatusUnauthorized || terr.StatusCode == http.StatusForbidden) {
-		return fmt.Errorf("push: registry %s refused the credentials for %s (run docker login %s): %w", t.RegistryStr(), t.RepositoryStr(), t.RegistryStr(), err)
+	if errors.As(err, &terr) && denied(terr) {
+		return deniedError(t, terr)
 	}
 	return fmt.Errorf("push to %s: %w", t.RegistryStr(), err)
 }
