@@ -44,7 +44,7 @@ func TestDocumentValid(t *testing.T) {
 		for _, e := range verrs {
 			t.Errorf("%s: %s", e.Message, e.Reason)
 			for _, se := range e.SchemaValidationErrors {
-				t.Errorf("  %s: %s", se.Location, se.Reason)
+				t.Errorf("  %s (%s): %s", se.FieldPath, se.KeywordLocation, se.Reason)
 			}
 		}
 	}
