@@ -59,7 +59,31 @@ func newContract(t *testing.T, d *gantryd) *contract {
 		t.Fatalf("validator: %v", errs)
 	}
 	c.check = v
+	c.canaries()
 	return c
+}
+
+// canaries are answers gantryd must not give, which the checker must
+// refuse: a check that passes everything would prove nothing.
+func (c *contract) canaries() {
+	c.t.Helper()
+	for _, tc := range []struct{ path, ctype, body string }{
+		{"/v1/jobs/x", "application/json", `{"id": "x", "surprise": 1}`},
+		{"/v1/events", "text/event-stream", "id: 1\nevent: state\ndata: {\"time\": \"now\"}\n\n"},
+		{"/v1/jobs/x/progress", "application/x-ndjson", `{"ref": 7}` + "\n"},
+		{"/v1/jobs/x", "application/json", `{"message": "no", "kind": "sad"}`},
+	} {
+		req, _ := http.NewRequest(http.MethodGet, "http://gantry"+tc.path, nil)
+		status := http.StatusOK
+		if strings.Contains(tc.body, "message") {
+			status = http.StatusNotFound
+		}
+		resp := &http.Response{StatusCode: status, Header: http.Header{"Content-Type": {tc.ctype}},
+			Body: io.NopCloser(strings.NewReader(tc.body)), Request: req}
+		if ok, _ := c.check.ValidateHttpResponse(req, resp); ok {
+			c.t.Errorf("the checker passes GET %s answering %s %q; want it refused", tc.path, tc.ctype, tc.body)
+		}
+	}
 }
 
 // How do checks a request and its response.
@@ -275,7 +299,8 @@ func TestOpenAPIContract(t *testing.T) {
 	jsonBody := http.Header{"Content-Type": {"application/json"}}
 	c.do(http.MethodPost, "/v1/jobs/"+j.ID+"/push", jsonBody, []byte(`{"to": ["`+ref+`-again"]}`), http.StatusOK)
 	c.do(http.MethodPost, "/v1/jobs/"+j.ID+"/push?progress=1", jsonBody, []byte(`{}`), http.StatusOK)
-	c.do(http.MethodPost, "/v1/jobs/"+j.ID+"/cancel", nil, nil, http.StatusOK)
+	// Ended other than canceled: nothing to cancel.
+	c.do(http.MethodPost, "/v1/jobs/"+j.ID+"/cancel", nil, nil, http.StatusConflict)
 
 	contractCancel(t, c, ctx)
 	contractSweep(t, c, ctx)
