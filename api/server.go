@@ -78,6 +78,7 @@
 //	GET  /v1/sweeps?limit=N          {"sweeps": [...], "event_seq": N}, newest first
 //	GET  /v1/sweeps/{id}             the gantry.SweepView, its leaderboard (sweeps.go)
 //	POST /v1/sweeps/{id}/cancel      cancel the sweep and its unfinished points
+//	GET  /v1/openapi.json            this API's OpenAPI 3.1 document (openapi.go)
 //
 // Errors answer {"message": "...", "kind": "invalid"} with the status the kind
 // maps to in statusOf; a body that came too slowly (BoundBodies) answers 408.
@@ -229,6 +230,7 @@ func Handler(svc Service, version func(context.Context) VersionInfo, log *slog.L
 	mux.HandleFunc("POST /v1/jobs/{id}/cancel", s.cancel)
 	mux.HandleFunc("POST /v1/jobs/{id}/push", s.push)
 	s.sweepRoutes(mux)
+	mux.HandleFunc("GET /v1/openapi.json", s.openapi)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.error(w, r, gantry.Errorf(gantry.ErrNotFound, "no such endpoint: %s %s (this is gantry API %s)", r.Method, r.URL.Path, Version))
 	})
