@@ -141,6 +141,12 @@ type Config struct {
 	// blob cache back within its bounds (blobs.Cache.Prune) and returns
 	// the bytes it freed. An image read never prunes.
 	Prune func() (int64, error)
+
+	// Retention is what finished jobs gantryd keeps, and Cleaner the
+	// engine whose images and build cache a prune trims (nil: it trims
+	// neither).
+	Retention Retention
+	Cleaner   ImageCleaner
 }
 
 // Daemon runs jobs.
@@ -186,6 +192,9 @@ type Daemon struct {
 	// policy holds their real paths).
 	digests    *treesum.Cache
 	givenRoots []string
+
+	// pruning serializes prunes (retention.go).
+	pruning sync.Mutex
 }
 
 // New returns a daemon; Prepare and Run start its work.

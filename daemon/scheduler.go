@@ -28,6 +28,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	d.mu.Unlock()
 	d.poke()
+	d.retainInBackground(ctx)
 	d.wg.Add(1)
 	go func() { defer d.wg.Done(); d.settleSweeps(ctx) }()
 	sweep := time.NewTicker(max(d.cfg.OrphanGrace/2, time.Second))
@@ -98,6 +99,7 @@ func (d *Daemon) start(ctx context.Context, id string) {
 		d.poke()
 		d.prune(id)
 		d.pointEnded(ctx, id)
+		d.retain(ctx)
 	}()
 }
 
