@@ -163,12 +163,14 @@ func newRetainFixture(t *testing.T, opts ...func(*Config)) *retainFixture {
 	}
 	ownD, sharedD := "sha256:"+fmt.Sprintf("%064d", 1), "sha256:"+fmt.Sprintf("%064d", 2)
 	f := &retainFixture{r: r, cleaner: c,
-		old:      retainJob("iris", gantry.StateSucceeded, old, outs(ownD, sharedD)),
-		champion: retainJob("iris", gantry.StateSucceeded, old, func(j *gantry.Job) { j.Promotions = []gantry.Promotion{{Tag: "127.0.0.1:5000/iris:best", Promoted: true}} }),
-		inUse:    retainJob("iris", gantry.StateFailed, old, nil),
-		newest:   retainJob("iris", gantry.StateSucceeded, old.Add(time.Hour), outs(sharedD)),
-		runs:     retainJob("iris", gantry.StateRunning, old, nil),
-		own:      r.d.outputBlob(ownD), shared: r.d.outputBlob(sharedD),
+		old: retainJob("iris", gantry.StateSucceeded, old, outs(ownD, sharedD)),
+		champion: retainJob("iris", gantry.StateSucceeded, old, func(j *gantry.Job) {
+			j.Promotions = []gantry.Promotion{{Tag: "127.0.0.1:5000/iris:best", Promoted: true}}
+		}),
+		inUse:  retainJob("iris", gantry.StateFailed, old, nil),
+		newest: retainJob("iris", gantry.StateSucceeded, old.Add(time.Hour), outs(sharedD)),
+		runs:   retainJob("iris", gantry.StateRunning, old, nil),
+		own:    r.d.outputBlob(ownD), shared: r.d.outputBlob(sharedD),
 	}
 	if err := os.MkdirAll(filepath.Dir(f.own), 0o700); err != nil {
 		t.Fatal(err)

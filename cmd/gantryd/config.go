@@ -37,6 +37,8 @@ type Config struct {
 	Debug        bool
 	Policy       gantry.Policy
 	Stage        string // --staging-repo
+
+	Retention retention // --retain, --retain-per-image, --build-cache-keep
 }
 
 // errUsage marks an argument the flag package refused; it has already
@@ -80,6 +82,8 @@ func (m *Main) ParseFlags(ctx context.Context, args []string) error {
 	pf.register(fs)
 	var bf backendFlags
 	bf.register(fs)
+	var rf retentionFlags
+	rf.register(fs)
 	if err := fs.Parse(args); errors.Is(err, flag.ErrHelp) {
 		return err
 	} else if err != nil {
@@ -93,6 +97,9 @@ func (m *Main) ParseFlags(ctx context.Context, args []string) error {
 		return err
 	}
 	if err := bf.check(c); err != nil {
+		return err
+	}
+	if err := rf.check(c); err != nil {
 		return err
 	}
 	if c.BlobCache, err = gantry.ParseBytes(*blobCache); err != nil {

@@ -257,6 +257,8 @@ func (m *Main) newDaemon(ctx context.Context, p pushParts) error {
 		BuildCache:  m.Config.BuildCache,
 		Logger:      m.log,
 		Prune:       p.prune,
+		Retention:   m.Config.Retention,
+		Cleaner:     m.engine,
 	}, m.store, m.builder, m.backend, p.pusher, p.source)
 	if err != nil {
 		return err
