@@ -193,8 +193,11 @@ type Daemon struct {
 	digests    *treesum.Cache
 	givenRoots []string
 
-	// pruning serializes prunes (retention.go).
+	// pruning serializes prunes (retention.go); outputs is held for
+	// reading from when a job keeps outputs until its record lists them,
+	// and for writing while a prune removes outputs.
 	pruning sync.Mutex
+	outputs sync.RWMutex
 }
 
 // New returns a daemon; Prepare and Run start its work.

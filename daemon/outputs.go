@@ -249,7 +249,6 @@ func (d *Daemon) keepBlob(r io.Reader) (string, int64, error) {
 	}
 	digest := "sha256:" + hex.EncodeToString(h.Sum(nil))
 	if _, err := os.Stat(d.outputBlob(digest)); err == nil {
-		touchBlob(d.outputBlob(digest)) // spared by a prune a while (retention_files.go)
 		return digest, n, nil
 	}
 	if err := tmp.Sync(); err != nil {

@@ -114,6 +114,19 @@ func (d *Daemon) prunePass(ctx context.Context, o gantry.PruneOptions) (*gantry.
 	if age < 0 || keep < 0 {
 		return nil, gantry.Errorf(gantry.ErrInvalid, "prune: older than %v, keep %d: neither may be negative", age, keep)
 	}
+	rep, err := d.pruneJobs(ctx, o, age, keep)
+	if err != nil {
+		return nil, err
+	}
+	d.pruneBuildCache(ctx, rep)
+	return rep, nil
+}
+
+// pruneJobs removes the jobs a prune selects, holding off jobs that keep
+// outputs: the records it reads list every output a job holds.
+func (d *Daemon) pruneJobs(ctx context.Context, o gantry.PruneOptions, age time.Duration, keep int) (*gantry.PruneReport, error) {
+	d.outputs.Lock()
+	defer d.outputs.Unlock()
 	jobs, err := d.allJobs(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("prune: %w", err)
@@ -144,7 +157,6 @@ func (d *Daemon) prunePass(ctx context.Context, o gantry.PruneOptions) (*gantry.
 			rep.Kept++
 		}
 	}
-	d.pruneBuildCache(ctx, rep)
 	return rep, nil
 }
 

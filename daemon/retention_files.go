@@ -9,14 +9,17 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"time"
 
 	"github.com/gantry-ml/gantry"
 )
 
-// blobGrace spares an output blob written or reused this recently: a job
-// collecting its outputs may hold it before its record lists it.
-const blobGrace = 10 * time.Minute
+// holdOutputs keeps prunes from removing kept outputs until the returned
+// function is called: a job that keeps outputs (a blob another job kept
+// already, say) holds it until its record lists them.
+func (d *Daemon) holdOutputs() (release func()) {
+	d.outputs.RLock()
+	return d.outputs.RUnlock
+}
 
 // jobFiles are the files and directories of job id in the data dir.
 func (d *Daemon) jobFiles(id string) []string {
@@ -53,7 +56,7 @@ func provenanceOutputs(j *gantry.Job) *gantry.Outputs {
 func (d *Daemon) pruneFiles(rep *gantry.PruneReport, remove, kept []*gantry.Job) {
 	for _, j := range remove {
 		for _, p := range d.jobFiles(j.ID) {
-			d.pruneFile(rep, p, j.ID, time.Time{})
+			d.pruneFile(rep, p, j.ID)
 		}
 	}
 	held := map[string]bool{}
@@ -72,19 +75,15 @@ func (d *Daemon) pruneFiles(rep *gantry.PruneReport, remove, kept []*gantry.Job)
 	}
 	slices.Sort(blobs)
 	for _, p := range blobs {
-		d.pruneFile(rep, p, "", d.now().Add(-blobGrace))
+		d.pruneFile(rep, p, "")
 	}
 }
 
 // pruneFile removes path (a file or a directory) and lists it with its
-// size; a path that is not there is skipped, and so is one modified after
-// notAfter (when set).
-func (d *Daemon) pruneFile(rep *gantry.PruneReport, path, job string, notAfter time.Time) {
+// size; a path that is not there is skipped.
+func (d *Daemon) pruneFile(rep *gantry.PruneReport, path, job string) {
 	fi, err := os.Lstat(path)
 	if err != nil {
-		return
-	}
-	if !notAfter.IsZero() && fi.ModTime().After(notAfter) {
 		return
 	}
 	size := fi.Size()
@@ -113,11 +112,4 @@ func treeSize(dir string) int64 {
 		return nil
 	})
 	return n
-}
-
-// touchBlob marks a kept blob used now, so that a prune that runs before
-// the record listing it is written spares it for blobGrace.
-func touchBlob(path string) {
-	now := time.Now()
-	_ = os.Chtimes(path, now, now)
 }
