@@ -53,6 +53,7 @@ func (b *bench) soak(ctx context.Context) error {
 	}
 	defer eng.Close()
 	var (
+		ours    sync.Map // the IDs of the soak's jobs
 		done    atomic.Int64
 		mu      sync.Mutex
 		samples []soakSample
@@ -66,15 +67,17 @@ func (b *bench) soak(ctx context.Context) error {
 		go func() {
 			defer wg.Done()
 			for i := range next {
-				if err := b.soakJob(ctx, d, w, i); err != nil {
+				id, err := b.soakJob(ctx, d, w, i)
+				if err != nil {
 					errs <- fmt.Errorf("job %d: %w", i, err)
 					return
 				}
+				ours.Store(id, true)
 				n := int(done.Add(1))
 				if n%b.cfg.soakEvery != 0 && n != b.cfg.soakJobs {
 					continue
 				}
-				s, err := soakMeasure(ctx, d, eng.Client(), n)
+				s, err := soakMeasure(ctx, d, eng.Client(), n, &ours)
 				if err != nil {
 					errs <- err
 					return
@@ -111,32 +114,35 @@ func (b *bench) soak(ctx context.Context) error {
 	return nil
 }
 
-// soakJob runs job i of the soak on d, from worker w's directory.
-func (b *bench) soakJob(ctx context.Context, d *daemon, w, i int) error {
+// soakJob runs job i of the soak on d, from worker w's directory, and
+// returns its ID.
+func (b *bench) soakJob(ctx context.Context, d *daemon, w, i int) (string, error) {
 	dir := filepath.Join(b.work, fmt.Sprintf("soak-%d", w))
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
+		return "", err
 	}
 	df := fmt.Sprintf("FROM %s\nCOPY train.py /train.py\nCMD [\"python3\", \"-u\", \"/train.py\"]\n", b.cfg.base)
 	if err := os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte(df), 0o644); err != nil {
-		return err
+		return "", err
 	}
 	py := fmt.Sprintf("print('Model accuracy: 0.9')  # soak %s job %d\n", b.nonce, i)
 	if err := os.WriteFile(filepath.Join(dir, "train.py"), []byte(py), 0o644); err != nil {
-		return err
+		return "", err
 	}
 	out, err := d.gantry(ctx, "submit", dir, "--wait", "-q")
 	if err != nil {
-		return err
+		return "", err
 	}
-	if m := outcomeLine.FindStringSubmatch(out); m == nil || m[2] != "succeeded" {
-		return fmt.Errorf("gantry submit printed %q, not a succeeded job", tail(out, 400))
+	m := outcomeLine.FindStringSubmatch(out)
+	if m == nil || m[2] != "succeeded" {
+		return "", fmt.Errorf("gantry submit printed %q, not a succeeded job", tail(out, 400))
 	}
-	return nil
+	return m[1], nil
 }
 
-// soakMeasure samples the disk after n jobs.
-func soakMeasure(ctx context.Context, d *daemon, c *client.Client, n int) (soakSample, error) {
+// soakMeasure samples the disk after n jobs; ours holds the IDs of the
+// soak's jobs (the engine may hold other gantryds' job images).
+func soakMeasure(ctx context.Context, d *daemon, c *client.Client, n int, ours *sync.Map) (soakSample, error) {
 	s := soakSample{Jobs: n, DataMB: float64(diskUse(d.dataDir)) / 1e6}
 	jobs, _, err := d.client.List(ctx, gantry.JobFilter{Limit: 1000})
 	if err != nil {
@@ -151,7 +157,7 @@ func soakMeasure(ctx context.Context, d *daemon, c *client.Client, n int) (soakS
 	}
 	for _, im := range du.Images.Items {
 		for _, t := range im.RepoTags {
-			if strings.HasPrefix(t, "gantry/job:") {
+			if id, ok := strings.CutPrefix(t, "gantry/job:"); ok && mapHas(ours, id) {
 				s.Images++
 				s.ImagesMB += float64(im.Size-max(im.SharedSize, 0)) / 1e6
 				break
@@ -230,4 +236,9 @@ func soakCleanup(d *daemon) {
 		refs = append(refs, j.ImageName)
 	}
 	removeImages(refs)
+}
+
+func mapHas(m *sync.Map, k string) bool {
+	_, ok := m.Load(k)
+	return ok
 }

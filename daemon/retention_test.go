@@ -223,6 +223,21 @@ func TestPruneRemovesFinishedJobs(t *testing.T) {
 	if g := f.gone(t); len(g) != 0 || len(f.cleaner.removed) != 0 || !pipeExists(t, f.own) || !pipeExists(t, f.r.d.LogPath(f.old.ID)) {
 		t.Fatalf("dry run removed jobs %v, images %v, or files", g, f.cleaner.removed)
 	}
+	// A follower of the event stream learns the job is gone.
+	seq, err := f.r.st.LastEvent(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	removedSeen := make(chan string, 1)
+	go f.r.d.Events(fctx, seq, "", true, func(e *gantry.Event) error {
+		if e.Type == gantry.EventRemoved {
+			removedSeen <- e.Job
+			return errors.New("seen")
+		}
+		return nil
+	})
 	o.DryRun = false
 	rep, err := f.r.d.Prune(ctx, o)
 	if err != nil {
@@ -258,6 +273,9 @@ func TestPruneRemovesFinishedJobs(t *testing.T) {
 	}
 	if len(rep.Problems) != 1 || rep.Kept != 3 || rep.BuildCache != 500 || rep.Bytes != 1000+500+rep.Files[0].Bytes+rep.Files[1].Bytes+rep.Files[2].Bytes {
 		t.Errorf("report: problems %q, kept %d, build cache %d, bytes %d", rep.Problems, rep.Kept, rep.BuildCache, rep.Bytes)
+	}
+	if got := pipeReceive(t, "the removed event", removedSeen); got != f.old.ID {
+		t.Errorf("a follower saw job %s removed, want %s", got, f.old.ID)
 	}
 	evs, err := f.r.st.Events(ctx, 0, f.old.ID, 0)
 	if err != nil || len(evs) != 1 || evs[0].Type != gantry.EventRemoved {
