@@ -196,8 +196,9 @@ type Daemon struct {
 	// pruning serializes prunes (retention.go); outputs is held for
 	// reading from when a job keeps outputs until its record lists them,
 	// and for writing while a prune removes outputs.
-	pruning sync.Mutex
-	outputs sync.RWMutex
+	pruning  sync.Mutex
+	outputs  sync.RWMutex
+	retained retainClock
 }
 
 // New returns a daemon; Prepare and Run start its work.

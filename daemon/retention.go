@@ -72,13 +72,34 @@ func (d *Daemon) Prune(ctx context.Context, o gantry.PruneOptions) (*gantry.Prun
 	return d.prunePass(ctx, o)
 }
 
+// retainPace bounds the time automatic passes take: a pass that took t
+// is followed by none for retainPace × t (a pass over a few hundred
+// records takes milliseconds and runs after every job; one over a month of
+// a busy machine's records runs less often).
+const retainPace = 10
+
+// retainClock is when the last automatic pass ended, how long it took, and
+// whether a pass waits for its turn (d.pruning).
+type retainClock struct {
+	ended   time.Time
+	took    time.Duration
+	waiting bool
+}
+
 // retain applies the retention policy, when gantryd applies it on its
-// own; a pass already under way is enough.
+// own; a pass already under way is enough, and so is one that ended
+// lately (retainPace).
 func (d *Daemon) retain(ctx context.Context) {
 	if !d.cfg.Retention.Auto || !d.pruning.TryLock() {
 		return
 	}
 	defer d.pruning.Unlock()
+	start := time.Now()
+	if wait := retainPace*d.retained.took - start.Sub(d.retained.ended); wait > 0 {
+		d.retainLater(ctx, wait)
+		return
+	}
+	defer func() { d.retained = retainClock{ended: time.Now(), took: time.Since(start)} }()
 	rep, err := d.prunePass(ctx, gantry.PruneOptions{})
 	if err != nil {
 		if ctx.Err() == nil {
@@ -93,6 +114,31 @@ func (d *Daemon) retain(ctx context.Context) {
 		d.log.Info("retention removed finished jobs", "jobs", len(rep.Jobs), "images", len(rep.Images),
 			"files", len(rep.Files), "freed", gantry.HumanBytes(rep.Bytes), "kept", rep.Kept)
 	}
+}
+
+// retainLater makes one pass after wait, unless one already waits; the
+// jobs that ended meanwhile are pruned even if no job ends after them.
+// d.pruning must be held.
+func (d *Daemon) retainLater(ctx context.Context, wait time.Duration) {
+	if d.retained.waiting {
+		return
+	}
+	d.retained.waiting = true
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		t := time.NewTimer(wait)
+		defer t.Stop()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		d.pruning.Lock()
+		d.retained.waiting = false
+		d.pruning.Unlock()
+		d.retain(ctx)
+	}()
 }
 
 // retainInBackground applies the retention policy once, beside the
