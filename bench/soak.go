@@ -211,6 +211,7 @@ func (b *bench) soakReport(samples []soakSample, took time.Duration) {
 	if engine(ref) > 0 {
 		r.add("soak/engine-growth", gantrySide, engine(last)/engine(ref))
 	}
+	r.add("soak/images-ref", gantrySide, float64(ref.Images))
 	r.add("soak/images", gantrySide, float64(last.Images))
 	r.add("soak/job", gantrySide, took.Seconds()/float64(b.cfg.soakJobs))
 	for _, s := range samples {
