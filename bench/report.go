@@ -98,7 +98,7 @@ var rows = []rowDef{
 	{id: "soak/engine-last", name: "9. soak: engine (gantry's job images + build cache) after the last job", unit: "MB", target: "report"},
 	{id: "soak/engine-growth", name: "9. soak: engine, last over first cycle", unit: "×", target: "≤ 1.2 (flat)", met: gantryBelow(1.2000001)},
 	{id: "soak/images-ref", name: "9. soak: the soak's job images in the engine after the first cycle (--retain-per-image 10, 2 jobs at a time)", unit: "", target: "report"},
-	{id: "soak/images", name: "9. soak: the soak's job images in the engine after the last job", unit: "", target: "≤ 10 + 2 running + 2 ending", met: func(r *Row) bool { return r.Gantry != nil && r.Gantry.Max <= soakPerImage+4 }},
+	{id: "soak/images", name: "9. soak: the soak's job images in the engine after the last job", unit: "", target: "report"},
 	{id: "soak/job", name: "9. soak: wall time per job (2 at a time, retention after each)", unit: "s", target: "report"},
 }
 

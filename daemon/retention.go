@@ -5,7 +5,8 @@ package daemon
 // them, so that a gantryd that runs for months does not fill its disk.
 // Kept whatever their age: jobs not finished, the newest Keep finished jobs
 // of each image name, jobs that hold a promoted tag (the newest promoted
-// for each tag), and the points of sweeps.
+// for each tag), and the points of sweeps not finished; a finished sweep
+// goes whole, once none of its points is kept.
 
 import (
 	"context"
@@ -177,8 +178,16 @@ func (d *Daemon) pruneJobs(ctx context.Context, o gantry.PruneOptions, age time.
 	if err != nil {
 		return nil, fmt.Errorf("prune: %w", err)
 	}
+	open, err := d.store.ListSweeps(ctx, 0, true)
+	if err != nil {
+		return nil, fmt.Errorf("prune: %w", err)
+	}
 	busy := d.busyJobs()
-	remove, kept := planPrune(jobs, func(j *gantry.Job) bool { return busy[j.ID] }, d.now().Add(-age), keep)
+	for _, sw := range open {
+		busy[sw.ID] = true
+	}
+	hold := func(j *gantry.Job) bool { return busy[j.ID] || (j.Sweep != "" && busy[j.Sweep]) }
+	remove, kept := planPrune(jobs, hold, d.now().Add(-age), keep)
 	rep := &gantry.PruneReport{
 		DryRun: o.DryRun, OlderThan: gantry.Duration(age), Keep: keep,
 		Jobs: []gantry.PrunedJob{}, Files: []gantry.PrunedFile{}, Images: []gantry.PrunedImage{},
@@ -238,14 +247,17 @@ func (d *Daemon) busyJobs() map[string]bool {
 }
 
 // planPrune splits jobs (newest first) into those a prune removes and
-// those it keeps: kept are the jobs not finished or busy, the points of
-// sweeps, the newest job that promoted each tag, the newest keep finished
-// jobs of each image name, and the jobs that finished after cutoff.
+// those it keeps: kept are the jobs not finished or busy (busy says so,
+// for the points of sweeps not finished too), the newest job that promoted
+// each tag, the newest keep finished jobs of each image name, the jobs
+// that finished after cutoff, and every point of a sweep one of whose
+// points is kept (a sweep goes whole, its leaderboard with it).
 func planPrune(jobs []*gantry.Job, busy func(*gantry.Job) bool, cutoff time.Time, keep int) (remove, kept []*gantry.Job) {
 	champion := map[string]bool{} // tags whose holder was seen
 	perName := map[string]int{}
+	keptSweep := map[string]bool{}
 	for _, j := range jobs {
-		hold := busy(j) || !j.State.Terminal() || j.Sweep != ""
+		hold := busy(j) || !j.State.Terminal()
 		for _, p := range j.Promotions {
 			if p.Promoted && !champion[p.Tag] {
 				champion[p.Tag], hold = true, true
@@ -257,11 +269,20 @@ func planPrune(jobs []*gantry.Job, busy func(*gantry.Job) bool, cutoff time.Time
 		}
 		if hold {
 			kept = append(kept, j)
+			keptSweep[j.Sweep] = true
 		} else {
 			remove = append(remove, j)
 		}
 	}
-	return remove, kept
+	var out []*gantry.Job
+	for _, j := range remove {
+		if j.Sweep != "" && keptSweep[j.Sweep] {
+			kept = append(kept, j)
+		} else {
+			out = append(out, j)
+		}
+	}
+	return out, kept
 }
 
 // finishedAt is when job j finished (a record without the time: when it

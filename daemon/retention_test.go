@@ -77,6 +77,8 @@ func retainJob(name string, st gantry.State, finished time.Time, edit func(*gant
 	return j
 }
 
+func inSweep(id string) func(*gantry.Job) { return func(j *gantry.Job) { j.Sweep = id } }
+
 func TestPlanPrune(t *testing.T) {
 	now := time.Now()
 	old := now.Add(-48 * time.Hour)
@@ -103,11 +105,15 @@ func TestPlanPrune(t *testing.T) {
 			retainJob("a", gantry.StateSucceeded, old, promoted("r/a:best")), retainJob("a", gantry.StateSucceeded, old, promoted("r/a:best")),
 			retainJob("a", gantry.StateSucceeded, old, promoted("r/a:prod")), retainJob("a", gantry.StateSucceeded, old, nil),
 		}, busy: -1, cutoff: now, keep: 0, want: []int{0, 3}},
-		{name: "unfinished, busy and sweep points stay", jobs: []*gantry.Job{
+		{name: "unfinished and busy jobs stay", jobs: []*gantry.Job{
 			retainJob("a", gantry.StateRunning, old, nil), retainJob("a", gantry.StateQueued, old, nil),
-			retainJob("a", gantry.StateSucceeded, old, nil), retainJob("a", gantry.StateSucceeded, old, func(j *gantry.Job) { j.Sweep = "sw" }),
-			retainJob("a", gantry.StateSucceeded, old, nil),
-		}, busy: 2, cutoff: now, keep: 0, want: []int{4}},
+			retainJob("a", gantry.StateSucceeded, old, nil), retainJob("a", gantry.StateSucceeded, old, nil),
+		}, busy: 2, cutoff: now, keep: 0, want: []int{3}},
+		{name: "a sweep goes whole or not at all", jobs: []*gantry.Job{
+			retainJob("a", gantry.StateSucceeded, old, inSweep("s1")), retainJob("a", gantry.StateSucceeded, old, inSweep("s1")),
+			retainJob("a", gantry.StateSucceeded, old, inSweep("s2")), retainJob("a", gantry.StateSucceeded, old, inSweep("s2")),
+			retainJob("a", gantry.StateSucceeded, old, inSweep("s2")),
+		}, busy: -1, cutoff: now, keep: 1, want: []int{0, 1}},
 		{name: "unfinished jobs do not count toward keep", jobs: []*gantry.Job{
 			retainJob("a", gantry.StateSucceeded, old, nil), retainJob("a", gantry.StateSucceeded, old, nil),
 			retainJob("a", gantry.StateRunning, old, nil),

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/gantry-ml/gantry"
 )
@@ -76,5 +77,52 @@ func TestDelete(t *testing.T) {
 	}
 	if again, _ := s.LastEvent(ctx); again != last {
 		t.Errorf("LastEvent after a Delete that removed nothing: %d, want %d", again, last)
+	}
+}
+
+// A finished sweep goes with its last point, its events with it, and one
+// removed event names it.
+func TestDeleteSweep(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	now := time.Now()
+	sw := &gantry.Sweep{ID: gantry.NewID(now), State: gantry.StateRunning, Created: now}
+	jobs := []*gantry.Job{gantry.NewJob(gantry.Spec{}, now), gantry.NewJob(gantry.Spec{}, now)}
+	for _, j := range jobs {
+		j.Sweep = sw.ID
+		sw.Jobs = append(sw.Jobs, j.ID)
+	}
+	if err := s.CreateSweep(ctx, sw, jobs); err != nil {
+		t.Fatal(err)
+	}
+	for _, j := range jobs {
+		move(t, s, j.ID, gantry.StateCanceled)
+	}
+	if _, err := s.UpdateSweep(ctx, sw.ID, func(sw *gantry.Sweep) error { sw.State = gantry.StateCanceled; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Delete(ctx, []string{jobs[0].ID}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GetSweep(ctx, sw.ID); err != nil {
+		t.Fatalf("GetSweep with a point left: %v", err)
+	}
+	if _, err := s.Delete(ctx, []string{jobs[1].ID}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GetSweep(ctx, sw.ID); !errors.Is(err, gantry.ErrNotFound) {
+		t.Errorf("GetSweep after its last point went: %v, want ErrNotFound", err)
+	}
+	evs, err := s.Events(ctx, 0, "", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range evs {
+		got = append(got, e.Type+":"+e.Job+e.Sweep)
+	}
+	want := []string{gantry.EventRemoved + ":" + jobs[0].ID, gantry.EventRemoved + ":" + jobs[1].ID, gantry.EventRemoved + ":" + sw.ID}
+	if !slices.Equal(got, want) {
+		t.Errorf("events after the sweep went: %v, want %v", got, want)
 	}
 }
