@@ -8,7 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"slices"
+	"strings"
 
 	"github.com/gantry-ml/gantry"
 )
@@ -52,7 +52,10 @@ func provenanceOutputs(j *gantry.Job) *gantry.Outputs {
 }
 
 // pruneFiles removes (lists, for a dry run) the files of the jobs in
-// remove, and the kept outputs they reference that no job in kept does.
+// remove, and the kept outputs no job in kept references: those of the
+// removed jobs, and those no record ever listed (outputs over their cap
+// leave theirs). d.outputs must be held, so that every output a job holds
+// is in its record.
 func (d *Daemon) pruneFiles(rep *gantry.PruneReport, remove, kept []*gantry.Job) {
 	for _, j := range remove {
 		for _, p := range d.jobFiles(j.ID) {
@@ -65,17 +68,14 @@ func (d *Daemon) pruneFiles(rep *gantry.PruneReport, remove, kept []*gantry.Job)
 			held[p] = true
 		}
 	}
-	var blobs []string
-	for _, j := range remove {
-		for _, p := range d.outputRefs(j) {
-			if !held[p] && !slices.Contains(blobs, p) {
-				blobs = append(blobs, p)
+	for _, dir := range []string{filepath.Dir(d.outputBlob("sha256:0")), filepath.Dir(d.outputLayer("sha256:0"))} {
+		entries, _ := os.ReadDir(dir)
+		for _, e := range entries {
+			p := filepath.Join(dir, e.Name())
+			if e.Type().IsRegular() && !strings.HasPrefix(e.Name(), ".") && !held[p] {
+				d.pruneFile(rep, p, "")
 			}
 		}
-	}
-	slices.Sort(blobs)
-	for _, p := range blobs {
-		d.pruneFile(rep, p, "")
 	}
 }
 

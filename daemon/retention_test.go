@@ -150,7 +150,7 @@ type retainFixture struct {
 	r                                  *pipeRig
 	cleaner                            *retainCleaner
 	old, champion, inUse, newest, runs *gantry.Job
-	own, shared                        string // blob paths
+	own, shared, orphan                string // blob paths (orphan: no record lists it)
 }
 
 func newRetainFixture(t *testing.T, opts ...func(*Config)) *retainFixture {
@@ -167,7 +167,7 @@ func newRetainFixture(t *testing.T, opts ...func(*Config)) *retainFixture {
 			}
 		}
 	}
-	ownD, sharedD := "sha256:"+fmt.Sprintf("%064d", 1), "sha256:"+fmt.Sprintf("%064d", 2)
+	ownD, sharedD, orphanD := "sha256:"+fmt.Sprintf("%064d", 1), "sha256:"+fmt.Sprintf("%064d", 2), "sha256:"+fmt.Sprintf("%064d", 3)
 	f := &retainFixture{r: r, cleaner: c,
 		old: retainJob("iris", gantry.StateSucceeded, old, outs(ownD, sharedD)),
 		champion: retainJob("iris", gantry.StateSucceeded, old, func(j *gantry.Job) {
@@ -176,13 +176,13 @@ func newRetainFixture(t *testing.T, opts ...func(*Config)) *retainFixture {
 		inUse:  retainJob("iris", gantry.StateFailed, old, nil),
 		newest: retainJob("iris", gantry.StateSucceeded, old.Add(time.Hour), outs(sharedD)),
 		runs:   retainJob("iris", gantry.StateRunning, old, nil),
-		own:    r.d.outputBlob(ownD), shared: r.d.outputBlob(sharedD),
+		own:    r.d.outputBlob(ownD), shared: r.d.outputBlob(sharedD), orphan: r.d.outputBlob(orphanD),
 	}
 	if err := os.MkdirAll(filepath.Dir(f.own), 0o700); err != nil {
 		t.Fatal(err)
 	}
 	long := time.Now().Add(-time.Hour)
-	for _, p := range []string{f.own, f.shared} {
+	for _, p := range []string{f.own, f.shared, f.orphan} {
 		pipeWriteFile(t, p, "bytes")
 		os.Chtimes(p, long, long)
 	}
@@ -256,7 +256,7 @@ func TestPruneRemovesFinishedJobs(t *testing.T) {
 		t.Errorf("removed images %v, want %s", f.cleaner.removed, f.old.ImageName)
 	}
 	for path, want := range map[string]bool{
-		f.own: false, f.shared: true, f.r.d.LogPath(f.old.ID): false, f.r.d.SeriesPath(f.old.ID): false,
+		f.own: false, f.shared: true, f.orphan: false, f.r.d.LogPath(f.old.ID): false, f.r.d.SeriesPath(f.old.ID): false,
 		f.r.d.LogPath(f.newest.ID): true, f.r.d.LogPath(f.inUse.ID): true,
 	} {
 		if got := pipeExists(t, path); got != want {
@@ -268,7 +268,7 @@ func TestPruneRemovesFinishedJobs(t *testing.T) {
 		files = append(files, fl.Path)
 	}
 	slices.Sort(files)
-	want := []string{f.own, f.r.d.LogPath(f.old.ID), f.r.d.SeriesPath(f.old.ID)}
+	want := []string{f.own, f.orphan, f.r.d.LogPath(f.old.ID), f.r.d.SeriesPath(f.old.ID)}
 	slices.Sort(want)
 	if !slices.Equal(files, want) {
 		t.Errorf("report lists files %v, want %v", files, want)
@@ -277,7 +277,7 @@ func TestPruneRemovesFinishedJobs(t *testing.T) {
 	if pipeJSON(dry.Jobs) != pipeJSON(rep.Jobs) || pipeJSON(dry.Images) != pipeJSON(rep.Images) || len(dry.Files) != len(rep.Files) || len(dry.Problems) != 1 {
 		t.Errorf("dry run listed %s %s, the prune removed %s %s", pipeJSON(dry.Jobs), pipeJSON(dry.Images), pipeJSON(rep.Jobs), pipeJSON(rep.Images))
 	}
-	if len(rep.Problems) != 1 || rep.Kept != 3 || rep.BuildCache != 500 || rep.Bytes != 1000+500+rep.Files[0].Bytes+rep.Files[1].Bytes+rep.Files[2].Bytes {
+	if len(rep.Problems) != 1 || rep.Kept != 3 || rep.BuildCache != 500 || rep.Bytes != 1000+500+rep.Files[0].Bytes+rep.Files[1].Bytes+rep.Files[2].Bytes+rep.Files[3].Bytes {
 		t.Errorf("report: problems %q, kept %d, build cache %d, bytes %d", rep.Problems, rep.Kept, rep.BuildCache, rep.Bytes)
 	}
 	if got := pipeReceive(t, "the removed event", removedSeen); got != f.old.ID {
