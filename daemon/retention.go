@@ -100,7 +100,7 @@ func (d *Daemon) retain(ctx context.Context) {
 		d.retainLater(ctx, wait)
 		return
 	}
-	defer func() { d.retained = retainClock{ended: time.Now(), took: time.Since(start)} }()
+	defer func() { d.retained.ended, d.retained.took = time.Now(), time.Since(start) }()
 	rep, err := d.prunePass(ctx, gantry.PruneOptions{})
 	if err != nil {
 		if ctx.Err() == nil {
