@@ -63,8 +63,9 @@ type PrunedFile struct {
 	Bytes int64  `json:"bytes"`
 }
 
-// PrunedImage is an engine image a prune removed. Bytes is its size as the
-// engine reports it: layers it shares with other images stay.
+// PrunedImage is an engine image a prune removed. Bytes is what the engine
+// counts as its own (layers no other image shares): what its removal
+// freed; 0 when only the name went (another name holds the image).
 type PrunedImage struct {
 	Ref   string `json:"ref"`
 	ID    string `json:"id,omitempty"`

@@ -37,6 +37,9 @@ type Retention struct {
 type ImageCleaner interface {
 	// ImageSize returns an image's ID and size; ErrNotFound when gone.
 	ImageSize(ctx context.Context, ref string) (string, int64, error)
+	// ImageOwnSizes returns each image's own bytes, by ID: what
+	// removing it alone frees.
+	ImageOwnSizes(ctx context.Context) (map[string]int64, error)
 	// RemoveUnusedImage removes a name, never forcing: ErrConflict when
 	// a container uses the image.
 	RemoveUnusedImage(ctx context.Context, ref string) (bool, error)
@@ -73,17 +76,18 @@ func (d *Daemon) Prune(ctx context.Context, o gantry.PruneOptions) (*gantry.Prun
 	return d.prunePass(ctx, o)
 }
 
-// retainPace bounds the time automatic passes take: a pass that took t
-// is followed by none for retainPace × t (a pass over a few hundred
-// records takes milliseconds and runs after every job; one over a month of
-// a busy machine's records runs less often).
+// retainPace bounds the time automatic passes spend reading records: a
+// pass whose read took t is followed by none for retainPace × t (a few
+// hundred records take milliseconds, and a pass follows every job; a month
+// of a busy machine's records, less often). What a pass removes is not
+// counted: that work is owed whenever it is done.
 const retainPace = 10
 
-// retainClock is when the last automatic pass ended, how long it took, and
-// whether a pass waits for its turn (d.pruning).
+// retainClock is when the last automatic pass ended, how long its read of
+// the records took, and whether a pass waits for its turn (d.pruning).
 type retainClock struct {
 	ended   time.Time
-	took    time.Duration
+	read    time.Duration
 	waiting bool
 }
 
@@ -95,12 +99,11 @@ func (d *Daemon) retain(ctx context.Context) {
 		return
 	}
 	defer d.pruning.Unlock()
-	start := time.Now()
-	if wait := retainPace*d.retained.took - start.Sub(d.retained.ended); wait > 0 {
+	if wait := retainPace*d.retained.read - time.Since(d.retained.ended); wait > 0 {
 		d.retainLater(ctx, wait)
 		return
 	}
-	defer func() { d.retained.ended, d.retained.took = time.Now(), time.Since(start) }()
+	defer func() { d.retained.ended = time.Now() }()
 	rep, err := d.prunePass(ctx, gantry.PruneOptions{})
 	if err != nil {
 		if ctx.Err() == nil {
@@ -174,10 +177,12 @@ func (d *Daemon) prunePass(ctx context.Context, o gantry.PruneOptions) (*gantry.
 func (d *Daemon) pruneJobs(ctx context.Context, o gantry.PruneOptions, age time.Duration, keep int) (*gantry.PruneReport, error) {
 	d.outputs.Lock()
 	defer d.outputs.Unlock()
+	start := time.Now()
 	jobs, err := d.allJobs(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("prune: %w", err)
 	}
+	d.retained.read = time.Since(start)
 	open, err := d.store.ListSweeps(ctx, 0, true)
 	if err != nil {
 		return nil, fmt.Errorf("prune: %w", err)
@@ -307,7 +312,10 @@ func (d *Daemon) pruneImages(ctx context.Context, rep *gantry.PruneReport, remov
 		held[j.ImageName], held[j.Image] = true, true
 	}
 	seen := map[string]bool{}
-	var out []*gantry.Job
+	var (
+		out []*gantry.Job
+		own map[string]int64 // read once, when there is an image to remove
+	)
 	for _, j := range remove {
 		ref := j.ImageName
 		if ref == "" || held[ref] || (j.Image != "" && held[j.Image]) || seen[ref] {
@@ -315,7 +323,14 @@ func (d *Daemon) pruneImages(ctx context.Context, rep *gantry.PruneReport, remov
 			continue
 		}
 		seen[ref] = true
-		id, size, err := d.cfg.Cleaner.ImageSize(ctx, ref)
+		id, _, err := d.cfg.Cleaner.ImageSize(ctx, ref)
+		if err == nil && own == nil {
+			if own, err = d.cfg.Cleaner.ImageOwnSizes(ctx); err != nil {
+				rep.Problems = append(rep.Problems, fmt.Sprintf("sizes of images: %v", err))
+				own, err = map[string]int64{}, nil
+			}
+		}
+		size := own[id]
 		switch {
 		case errors.Is(err, gantry.ErrNotFound):
 			out = append(out, j)

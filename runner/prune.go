@@ -85,3 +85,23 @@ func (e *Engine) ImageInUse(ctx context.Context, ref string) (bool, error) {
 	}
 	return len(res.Items) > 0, nil
 }
+
+// dfTimeout bounds a disk usage query, which sums every image's layers.
+const dfTimeout = 2 * time.Minute
+
+// ImageOwnSizes returns, for each local image ID, the bytes of its layers
+// that no other image shares (what removing it alone frees), as the
+// engine's disk usage reports them. It returns no error kind.
+func (e *Engine) ImageOwnSizes(ctx context.Context) (map[string]int64, error) {
+	ctx, cancel := context.WithTimeout(ctx, dfTimeout)
+	defer cancel()
+	du, err := e.c.DiskUsage(ctx, client.DiskUsageOptions{Images: true, Verbose: true})
+	if err != nil {
+		return nil, fmt.Errorf("engine disk usage: %w", err)
+	}
+	sizes := make(map[string]int64, len(du.Images.Items))
+	for _, im := range du.Images.Items {
+		sizes[im.ID] = im.Size - max(im.SharedSize, 0)
+	}
+	return sizes, nil
+}
