@@ -151,9 +151,9 @@ func soakMeasure(ctx context.Context, d *daemon, c *client.Client, n int, ours *
 	s.Records = len(jobs)
 	dctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	du, err := c.DiskUsage(dctx, client.DiskUsageOptions{Images: true, BuildCache: true, Verbose: true})
+	du, err := runner.DiskUsage(dctx, c, client.DiskUsageOptions{Images: true, BuildCache: true, Verbose: true})
 	if err != nil {
-		return s, fmt.Errorf("engine disk usage: %w", err)
+		return s, err
 	}
 	for _, im := range du.Images.Items {
 		for _, t := range im.RepoTags {

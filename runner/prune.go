@@ -95,13 +95,33 @@ const dfTimeout = 2 * time.Minute
 func (e *Engine) ImageOwnSizes(ctx context.Context) (map[string]int64, error) {
 	ctx, cancel := context.WithTimeout(ctx, dfTimeout)
 	defer cancel()
-	du, err := e.c.DiskUsage(ctx, client.DiskUsageOptions{Images: true, Verbose: true})
+	du, err := DiskUsage(ctx, e.c, client.DiskUsageOptions{Images: true, Verbose: true})
 	if err != nil {
-		return nil, fmt.Errorf("engine disk usage: %w", err)
+		return nil, err
 	}
 	sizes := make(map[string]int64, len(du.Images.Items))
 	for _, im := range du.Images.Items {
 		sizes[im.ID] = im.Size - max(im.SharedSize, 0)
 	}
 	return sizes, nil
+}
+
+// DiskUsage asks c for its disk usage; an engine that answers that one is
+// already being computed (it computes one at a time) is asked again, until
+// ctx ends. It returns no error kind.
+func DiskUsage(ctx context.Context, c *client.Client, o client.DiskUsageOptions) (client.DiskUsageResult, error) {
+	for {
+		du, err := c.DiskUsage(ctx, o)
+		if err == nil || !cerrdefs.IsConflict(err) {
+			if err != nil {
+				err = fmt.Errorf("engine disk usage: %w", err)
+			}
+			return du, err
+		}
+		select {
+		case <-ctx.Done():
+			return du, fmt.Errorf("engine disk usage: %w (%v)", err, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
