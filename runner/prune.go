@@ -107,12 +107,13 @@ func (e *Engine) ImageOwnSizes(ctx context.Context) (map[string]int64, error) {
 }
 
 // DiskUsage asks c for its disk usage; an engine that answers that one is
-// already being computed (it computes one at a time) is asked again, until
-// ctx ends. It returns no error kind.
+// already being computed (it computes one at a time: Docker 20.10 says so
+// with a 500, newer engines with a 409) is asked again, until ctx ends. It
+// returns no error kind.
 func DiskUsage(ctx context.Context, c *client.Client, o client.DiskUsageOptions) (client.DiskUsageResult, error) {
 	for {
 		du, err := c.DiskUsage(ctx, o)
-		if err == nil || !cerrdefs.IsConflict(err) {
+		if err == nil || !(cerrdefs.IsConflict(err) || cerrdefs.IsInternal(err)) {
 			if err != nil {
 				err = fmt.Errorf("engine disk usage: %w", err)
 			}
