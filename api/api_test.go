@@ -45,6 +45,7 @@ type fakeService struct {
 	policy    gantry.Policy
 
 	fakeSweeps // sweeps_test.go
+	fakePrune  // prune_test.go
 }
 
 func (f *fakeService) Policy() gantry.Policy { return f.policy }

@@ -135,6 +135,7 @@ type Service interface {
 	// Policy is the operator's bound on what a job may ask.
 	Policy() gantry.Policy
 	SweepService
+	PruneService
 }
 
 // Info is what /v1/info answers: who serves, and what a job may ask of it.
@@ -229,6 +230,7 @@ func Handler(svc Service, version func(context.Context) VersionInfo, log *slog.L
 	mux.HandleFunc("GET /v1/history", s.history)
 	mux.HandleFunc("POST /v1/jobs/{id}/cancel", s.cancel)
 	mux.HandleFunc("POST /v1/jobs/{id}/push", s.push)
+	mux.HandleFunc("POST /v1/prune", s.prune)
 	s.sweepRoutes(mux)
 	mux.HandleFunc("GET /v1/openapi.json", s.openapi)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {

@@ -9,7 +9,7 @@
 // Run it with `make bench` (which first brings up dockerd, the base image and
 // the registry tools with `make services`), or:
 //
-//	go run ./bench [-runs 5] [-heavy-runs N] [-cases cold,warm,repush,large,api,outputs,sweep,scale] [-out bench/results]
+//	go run ./bench [-runs 5] [-heavy-runs N] [-cases cold,warm,repush,large,api,outputs,sweep,scale,soak] [-soak-jobs 500] [-out bench/results]
 //
 // BENCHMARKS.md at the repository root says how to read the results.
 package main
@@ -33,7 +33,7 @@ import (
 )
 
 // allCases lists the cases in the order they run.
-var allCases = []string{"cold", "warm", "repush", "large", "api", "outputs", "sweep", "scale"}
+var allCases = []string{"cold", "warm", "repush", "large", "api", "outputs", "sweep", "scale", "soak"}
 
 type config struct {
 	runs        int // runs of each case
@@ -46,6 +46,8 @@ type config struct {
 	submissions int    // submissions in one admission burst
 	clients     int    // concurrent clients of a burst
 	keep        bool   // keep the scratch directory
+	soakJobs    int    // jobs of the soak case
+	soakEvery   int    // the soak samples the disk every this many jobs
 }
 
 func main() {
@@ -65,6 +67,8 @@ func main() {
 	flag.IntVar(&cfg.submissions, "submissions", 1000, "job submissions in one admission burst")
 	flag.IntVar(&cfg.clients, "clients", 50, "concurrent clients of an admission burst")
 	flag.BoolVar(&cfg.keep, "keep", false, "keep the scratch directory (daemons' logs and data) under /var/tmp")
+	flag.IntVar(&cfg.soakJobs, "soak-jobs", 500, "jobs through one gantryd with retention on, in the soak case")
+	flag.IntVar(&cfg.soakEvery, "soak-every", 50, "the soak case samples the disk every this many jobs")
 	flag.Parse()
 	if flag.NArg() > 0 {
 		log.Fatalf("unexpected arguments %q (see -h)", flag.Args())
@@ -81,6 +85,9 @@ func main() {
 			log.Fatalf("unknown case %q: want some of %s", c, strings.Join(allCases, ","))
 		}
 		cfg.cases = append(cfg.cases, c)
+	}
+	if cfg.soakJobs < 1 || cfg.soakEvery < 1 {
+		log.Fatal("-soak-jobs and -soak-every must be at least 1")
 	}
 	if cfg.runs < 1 || len(cfg.cases) == 0 {
 		log.Fatal("nothing to run: -runs must be at least 1 and -cases must name a case")
@@ -127,6 +134,8 @@ func run(ctx context.Context, cfg config) error {
 			err = b.sweep(ctx)
 		case "scale":
 			err = b.scale(ctx)
+		case "soak":
+			err = b.soak(ctx)
 		}
 		b.res.CaseSeconds[c] = time.Since(start).Seconds()
 		if err != nil {

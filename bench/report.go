@@ -91,6 +91,15 @@ var rows = []rowDef{
 	{id: "scale/job-swarm", name: "8. scale: one warm Iris job on the swarm (submit to --wait)", unit: "s", target: "report"},
 	{id: "scale/job-local", name: "8. scale: the same job on the local engine", unit: "s", target: "report"},
 	{id: "scale/overhead", name: "8. scale: the swarm's per-job overhead (swarm − local, per run)", unit: "s", target: "report"},
+	{id: "soak/data-ref", name: "9. soak: data dir after the first cycle (job 100, or half the jobs)", unit: "MB", target: "report"},
+	{id: "soak/data-last", name: "9. soak: data dir after the last job", unit: "MB", target: "report"},
+	{id: "soak/data-growth", name: "9. soak: data dir, last over first cycle", unit: "×", target: "≤ 1.2 (flat)", met: gantryBelow(1.2000001)},
+	{id: "soak/engine-ref", name: "9. soak: engine (gantry's job images + build cache) after the first cycle", unit: "MB", target: "report"},
+	{id: "soak/engine-last", name: "9. soak: engine (gantry's job images + build cache) after the last job", unit: "MB", target: "report"},
+	{id: "soak/engine-growth", name: "9. soak: engine, last over first cycle", unit: "×", target: "≤ 1.2 (flat)", met: gantryBelow(1.2000001)},
+	{id: "soak/images-ref", name: "9. soak: the soak's job images in the engine after the first cycle (--retain-per-image 10, 2 jobs at a time)", unit: "", target: "report"},
+	{id: "soak/images", name: "9. soak: the soak's job images in the engine after the last job", unit: "", target: "report"},
+	{id: "soak/job", name: "9. soak: wall time per job (2 at a time, retention after each)", unit: "s", target: "report"},
 }
 
 // Stats are the samples of one side of a row.

@@ -149,6 +149,11 @@ type Config struct {
 
 	// Webhooks is how messages are sent when jobs end.
 	Webhooks WebhookConfig
+	// Retention is what finished jobs gantryd keeps, and Cleaner the
+	// engine whose images and build cache a prune trims (nil: it trims
+	// neither).
+	Retention Retention
+	Cleaner   ImageCleaner
 }
 
 // Daemon runs jobs.
@@ -200,6 +205,12 @@ type Daemon struct {
 
 	// hooks delivers the webhook outbox.
 	hooks *hookSender
+	// pruning serializes prunes (retention.go); outputs is held for
+	// reading from when a job keeps outputs until its record lists them,
+	// and for writing while a prune removes outputs.
+	pruning  sync.Mutex
+	outputs  sync.RWMutex
+	retained retainClock
 }
 
 // New returns a daemon; Prepare and Run start its work.

@@ -28,6 +28,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	d.mu.Unlock()
 	d.poke()
+	d.retainInBackground(ctx)
 	d.wg.Add(1)
 	go func() { defer d.wg.Done(); d.settleSweeps(ctx) }()
 	d.wg.Add(1)
@@ -100,6 +101,7 @@ func (d *Daemon) start(ctx context.Context, id string) {
 		d.poke()
 		d.prune(id)
 		d.pointEnded(ctx, id)
+		d.retain(ctx)
 	}()
 }
 

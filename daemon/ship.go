@@ -45,6 +45,7 @@ func shipsArtifact(j *gantry.Job) bool {
 // kept under the data dir. It returns ErrNotFound when a kept output file
 // is gone.
 func (d *Daemon) ensureLayer(ctx context.Context, j *gantry.Job) (*gantry.Job, error) {
+	defer d.holdOutputs()() // no prune until the record lists it (retention_files.go)
 	l, err := d.newLayer(ctx, j)
 	if err != nil || l == nil {
 		return j, err

@@ -205,6 +205,7 @@ func (r *jobRun) train(ctx context.Context) error {
 		}
 		return r.train(ctx)
 	}
+	defer d.holdOutputs()() // no prune until the record lists them (retention_files.go)
 	outs, err := d.collectOutputs(ctx, j, r.log)
 	if err != nil {
 		return err

@@ -299,6 +299,7 @@ func TestOpenAPIContract(t *testing.T) {
 	jsonBody := http.Header{"Content-Type": {"application/json"}}
 	c.do(http.MethodPost, "/v1/jobs/"+j.ID+"/push", jsonBody, []byte(`{"to": ["`+ref+`-again"]}`), http.StatusOK)
 	c.do(http.MethodPost, "/v1/jobs/"+j.ID+"/push?progress=1", jsonBody, []byte(`{}`), http.StatusOK)
+	c.do(http.MethodPost, "/v1/prune", jsonBody, []byte(`{"dry_run": true, "keep": 0, "older_than": "0s"}`), http.StatusOK)
 	// Ended other than canceled: nothing to cancel.
 	c.do(http.MethodPost, "/v1/jobs/"+j.ID+"/cancel", nil, nil, http.StatusConflict)
 

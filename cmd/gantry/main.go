@@ -107,6 +107,7 @@ the job passes its gate.`,
 	root.AddCommand(metricsCmd(g))
 	root.AddCommand(nodesCmd(g))
 	root.AddCommand(sweepCmd(g))
+	root.AddCommand(pruneCmd(g))
 	return root
 }
 

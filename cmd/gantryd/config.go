@@ -39,6 +39,7 @@ type Config struct {
 	Policy       gantry.Policy
 	Stage        string               // --staging-repo
 	Webhooks     daemon.WebhookConfig // --webhook, --webhook-secret-file
+	Retention    retention            // --retain, --retain-per-image, --build-cache-keep
 }
 
 // errUsage marks an argument the flag package refused; it has already
@@ -84,6 +85,8 @@ func (m *Main) ParseFlags(ctx context.Context, args []string) error {
 	bf.register(fs)
 	var wf webhookFlags
 	wf.register(fs)
+	var rf retentionFlags
+	rf.register(fs)
 	if err := fs.Parse(args); errors.Is(err, flag.ErrHelp) {
 		return err
 	} else if err != nil {
@@ -100,6 +103,9 @@ func (m *Main) ParseFlags(ctx context.Context, args []string) error {
 		return err
 	}
 	if err := wf.check(c); err != nil {
+		return err
+	}
+	if err := rf.check(c); err != nil {
 		return err
 	}
 	if c.BlobCache, err = gantry.ParseBytes(*blobCache); err != nil {

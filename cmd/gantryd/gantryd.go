@@ -258,6 +258,8 @@ func (m *Main) newDaemon(ctx context.Context, p pushParts) error {
 		Logger:      m.log,
 		Prune:       p.prune,
 		Webhooks:    m.Config.Webhooks,
+		Retention:   m.Config.Retention,
+		Cleaner:     m.engine,
 	}, m.store, m.builder, m.backend, p.pusher, p.source)
 	if err != nil {
 		return err

@@ -54,6 +54,8 @@ var routes = []route{
 		required(query("name", "The repository (REGISTRY/REPO).", str())),
 		query("tag", "The tag whose holder is marked champion.", str()),
 		ok[[]gantry.HistoryEntry]()}},
+	{"POST /v1/prune", "prune", "Remove finished jobs beyond the retention (fields left out: gantryd's policy), listing everything removed; dry_run removes nothing", []opt{
+		optionalBody[gantry.PruneOptions](), ok[gantry.PruneReport]()}},
 	{"GET /v1/nodes", "getNodes", "Where training runs: the swarm's nodes, or the one engine, each with its jobs", []opt{ok[gantry.Cluster]()}},
 
 	{"POST /v1/sweeps", "submitSweep", "Submit a sweep, a grid of jobs built once: body and secrets as for a job", []opt{
