@@ -51,11 +51,16 @@ func TestGatesReject(t *testing.T) {
 }
 
 // lossEpochs reports a loss for 5 epochs through the structured line, the
-// last one $LOSS (0.31 unless given).
+// last one $LOSS (0.31 unless given), and leaves its "model" (the loss) in
+// its output directory: jobs of one image given another loss ship
+// different images, as models trained differently do.
 const lossEpochs = `import json, os
 final = float(os.environ.get("LOSS") or "0.31")
 for epoch in range(1, 6):
     print("@@gantry metric " + json.dumps({"name": "loss", "value": final + (5 - epoch) * 0.1, "step": epoch}), flush=True)
+out = os.environ.get("GANTRY_OUTPUT_DIR", "/output")
+os.makedirs(out, exist_ok=True)
+open(os.path.join(out, "model.txt"), "w").write(str(final))
 `
 
 // Promotion in the metric's own direction, end to end: two jobs promote

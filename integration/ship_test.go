@@ -244,7 +244,9 @@ func TestOutputsArtifactAndNone(t *testing.T) {
 	t.Parallel()
 	d := startDaemon(t)
 	dir := trainerDir(t, shipTrainer)
-	refs := map[string]string{gantry.ShipArtifact: uniqueRef(t) + "-artifact", gantry.ShipNone: uniqueRef(t) + "-none"}
+	// Two repositories: both jobs build the same image (identical inputs,
+	// identical image), and referrers are a repository's.
+	refs := map[string]string{gantry.ShipArtifact: uniqueRepo(t) + ":artifact", gantry.ShipNone: uniqueRepo(t) + ":none"}
 	ids := map[string]string{}
 	for ship, ref := range refs {
 		ids[ship] = d.submit(dir, "--push", ref, "--outputs", ship)
