@@ -82,6 +82,12 @@ func (d *Daemon) Events(ctx context.Context, after uint64, job string, follow bo
 	const page = 1000
 	for {
 		changed := d.changed.wait() // before reading: no change falls between
+		// Every event up to last is in the read that follows: a job's
+		// follower reads on from there, not again over other jobs' events.
+		last, err := d.store.LastEvent(ctx)
+		if err != nil {
+			return err
+		}
 		evs, err := d.store.Events(ctx, after, job, page)
 		if err != nil {
 			return err
@@ -98,6 +104,7 @@ func (d *Daemon) Events(ctx context.Context, after uint64, job string, follow bo
 		if len(evs) == page {
 			continue
 		}
+		after = max(after, last)
 		if !follow {
 			return nil
 		}

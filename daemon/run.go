@@ -67,6 +67,7 @@ func (d *Daemon) life(ctx context.Context, id string, logf *jobLog) error {
 		{gantry.CheckpointGated, r.gate},
 		{gantry.CheckpointPublished, r.publish},
 	} {
+		t0 := time.Now()
 		if r.j.State.Terminal() {
 			return nil
 		}
@@ -76,6 +77,7 @@ func (d *Daemon) life(ctx context.Context, id string, logf *jobLog) error {
 		if err := s.run(ctx); err != nil {
 			return err
 		}
+		d.log.Debug("job step", "job", id, "step", s.done, "took", time.Since(t0))
 	}
 	if !r.j.State.Terminal() {
 		return fmt.Errorf("job %s: nothing to do in state %s", id, r.j.State)

@@ -28,15 +28,18 @@ import (
 // the limits and ErrTooMany when the queue is full; nothing of a refused
 // submission is kept.
 func (d *Daemon) Submit(ctx context.Context, spec gantry.Spec, secrets map[string]string, tar io.Reader) (*gantry.Job, error) {
+	tr := newTrace()
 	if err := d.checkSubmit(ctx, &spec, secrets); err != nil {
 		return nil, err
 	}
 	if err := d.admit(0); err != nil {
 		return nil, err
 	}
+	tr.mark("checked")
 	j := gantry.NewJob(spec, d.now())
 	dir := d.contextDir(j.ID)
 	in, err := d.unpackContext(ctx, dir, spec, tar)
+	tr.mark("unpacked")
 	if err == nil {
 		j.ContextSize, j.Inputs = in.ContextSize, in.Inputs
 		if len(secrets) > 0 {
@@ -44,6 +47,7 @@ func (d *Daemon) Submit(ctx context.Context, spec gantry.Spec, secrets map[strin
 		}
 		d.holdBuildSecrets(ctx, j.ID)
 		err = d.enqueue(ctx, j)
+		tr.mark("recorded")
 	}
 	if err != nil {
 		d.secrets.forget(j.ID)
@@ -52,6 +56,7 @@ func (d *Daemon) Submit(ctx context.Context, spec gantry.Spec, secrets map[strin
 		return nil, err
 	}
 	d.log.Info("job submitted", "job", j.ID, "context_bytes", j.ContextSize)
+	d.log.Debug("submit trace", append([]any{"job", j.ID}, tr.attrs()...)...)
 	d.poke()
 	return j, nil
 }

@@ -318,22 +318,39 @@ func (e *Engine) Run(ctx context.Context, id string, out io.Writer, watch Watch)
 		return Exit{}, e.lost(ctx, fmt.Errorf("container logs: %w", err))
 	}
 	exit := Exit{Code: int(res.StatusCode)}
-	// The engine can report the exit before it has handled the OOM event
-	// that caused it: a SIGKILLed container gets a few looks.
-	for look := 0; ; look++ {
-		if insp, err := e.inspect(ctx, id); err == nil {
-			exit.OOMKilled = insp.State.OOMKilled
-		}
-		if exit.OOMKilled || exit.Code != 137 || look == 10 {
-			break
-		}
-		select {
-		case <-ctx.Done():
-			return exit, nil
-		case <-time.After(200 * time.Millisecond):
+	insp, err = e.inspect(ctx, id)
+	if err == nil {
+		exit.OOMKilled = insp.State.OOMKilled
+		if exit.Code == 137 && !exit.OOMKilled {
+			exit.OOMKilled = e.oomEvent(ctx, id, insp.State.StartedAt)
 		}
 	}
 	return exit, nil
+}
+
+// oomGrace bounds how long a SIGKILLed container's exit waits for the OOM
+// event the engine may handle after the exit.
+const oomGrace = 2 * time.Second
+
+// oomEvent reports whether the engine has an "oom" event of container id
+// since it started (RFC 3339): the engine can report the exit of a container
+// the kernel killed before it has handled the OOM that killed it, so the
+// event may come after the exit. The engine's event stream replays what
+// came since started and sends what comes next: it is woken by the event,
+// and waits oomGrace for one at most.
+func (e *Engine) oomEvent(ctx context.Context, id, started string) bool {
+	ctx, cancel := context.WithTimeout(ctx, oomGrace)
+	defer cancel()
+	f := client.Filters{}.Add("type", "container").Add("container", id).Add("event", "oom")
+	evs := e.c.Events(ctx, client.EventsListOptions{Since: started, Filters: f})
+	select {
+	case <-evs.Messages:
+		return true
+	case <-evs.Err:
+		return false
+	case <-ctx.Done():
+		return false
+	}
 }
 
 // startError is why container id did not start (err, the engine's reason).

@@ -4,6 +4,7 @@ package store
 // transaction as the change.
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -68,6 +69,9 @@ func (s *Store) Events(ctx context.Context, after uint64, job string, limit int)
 	err := s.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketEvents).Cursor()
 		for k, v := c.Seek(binary.BigEndian.AppendUint64(nil, after+1)); k != nil && len(evs) < limit; k, v = c.Next() {
+			if job != "" && !bytes.Contains(v, []byte(job)) {
+				continue // not job's: no need to decode it
+			}
 			var e gantry.Event
 			if err := json.Unmarshal(v, &e); err != nil {
 				return fmt.Errorf("event %x: %w", k, err)

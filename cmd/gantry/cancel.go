@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"time"
 
 	"github.com/spf13/cobra"
 
@@ -19,7 +18,7 @@ func cancelCmd(g *globals) *cobra.Command {
 			for _, id := range args {
 				j, err := cl.Cancel(c.Context(), id)
 				if err == nil && !j.State.Terminal() {
-					j, err = waitEnd(c.Context(), cl, id, 200*time.Millisecond)
+					j, err = waitEnd(c.Context(), cl, id)
 				}
 				if err != nil {
 					fmt.Fprintln(c.ErrOrStderr(), "gantry:", err)

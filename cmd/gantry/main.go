@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
-	"time"
 
 	"github.com/spf13/cobra"
 
@@ -152,18 +151,30 @@ func getJobs(ctx context.Context, src jobGetter, ids []string) ([]*gantry.Job, e
 	return jobs, nil
 }
 
-// waitEnd reads job id's record every poll until it is terminal, and
-// returns it; ctx's error when ctx ends first.
-func waitEnd(ctx context.Context, src jobGetter, id string, poll time.Duration) (*gantry.Job, error) {
+// jobEnds is where waitEnd learns of a job's end; *api.Client is one.
+type jobEnds interface {
+	jobGetter
+	Events(ctx context.Context, since uint64, job string, follow bool, fn func(gantry.Event) error) error
+}
+
+// waitEnd returns job id's record once the job has ended; ctx's error when
+// ctx ends first. It is woken by the end itself: it follows the job's
+// events, a stream gantryd ends after the job's terminal state, and reads
+// the record again when the stream ends. A stream that ends early (gantryd
+// stopping) is joined again when the record says the job goes on; one that
+// breaks is an error.
+func waitEnd(ctx context.Context, src jobEnds, id string) (*gantry.Job, error) {
 	for {
 		j, err := src.Get(ctx, id)
 		if err != nil || j.State.Terminal() {
 			return j, err
 		}
-		select {
-		case <-ctx.Done():
+		err = src.Events(ctx, 0, id, true, func(gantry.Event) error { return nil })
+		if ctx.Err() != nil {
 			return nil, ctx.Err()
-		case <-time.After(poll):
+		}
+		if err != nil {
+			return nil, err
 		}
 	}
 }

@@ -31,7 +31,6 @@ type view struct {
 	// display draws the build's status updates until ch is closed; tty only.
 	display func(ctx context.Context, ch chan *client.SolveStatus) error
 	now     func() time.Time
-	poll    time.Duration // how often the record is read while waiting for the end
 
 	bar   bool  // a push bar is on the current line
 	meter meter // the push's rate
@@ -42,7 +41,7 @@ type view struct {
 // first), else plain lines on errOut; quiet shows nothing but the outcome,
 // raw the log's bytes as they are.
 func newView(src jobSource, out, errOut io.Writer, quiet, raw bool) *view {
-	v := &view{src: src, out: out, progress: errOut, raw: raw, now: time.Now, poll: 200 * time.Millisecond}
+	v := &view{src: src, out: out, progress: errOut, raw: raw, now: time.Now}
 	if quiet {
 		v.progress = io.Discard
 		return v

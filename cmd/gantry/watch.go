@@ -56,7 +56,7 @@ and of every new job, until interrupted:
 
 // jobSource is where a view reads a job from; *api.Client is one.
 type jobSource interface {
-	jobGetter
+	jobEnds
 	Logs(ctx context.Context, id string, follow bool, w io.Writer) error
 	BuildStatus(ctx context.Context, id string, follow bool, w io.Writer) error
 	Progress(ctx context.Context, id string, follow bool, w io.Writer) error
@@ -85,7 +85,7 @@ func (v *view) run(ctx context.Context, id string) error {
 		fmt.Fprintf(v.progress, "gantry: following the log: %v; waiting for the job to end\n", err)
 	}
 	// The log stream ends when the job does, so this rarely waits.
-	j, err := waitEnd(ctx, v.src, id, v.poll)
+	j, err := waitEnd(ctx, v.src, id)
 	if err != nil {
 		if ctx.Err() != nil {
 			return stopped

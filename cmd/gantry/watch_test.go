@@ -24,9 +24,18 @@ type fakeSource struct {
 	logs        func(ctx context.Context, id string, follow bool, w io.Writer) error
 	buildStatus func(ctx context.Context, id string, follow bool, w io.Writer) error
 	progress    func(ctx context.Context, id string, follow bool, w io.Writer) error
+	// events, when set, is the job's event stream; without it, a stream
+	// that ends at once (as gantryd's does for a job that has ended).
+	events func(ctx context.Context, since uint64, job string, follow bool, fn func(gantry.Event) error) error
 }
 
 func (f *fakeSource) Get(ctx context.Context, id string) (*gantry.Job, error) { return f.get(ctx, id) }
+func (f *fakeSource) Events(ctx context.Context, since uint64, job string, follow bool, fn func(gantry.Event) error) error {
+	if f.events == nil {
+		return nil
+	}
+	return f.events(ctx, since, job, follow, fn)
+}
 func (f *fakeSource) Logs(ctx context.Context, id string, follow bool, w io.Writer) error {
 	return f.logs(ctx, id, follow, w)
 }
@@ -159,7 +168,6 @@ func TestViewLogBreaks(t *testing.T) {
 	}
 	var out, progress bytes.Buffer
 	v := newView(src, &out, &progress, false, false)
-	v.poll = time.Millisecond
 	if err := v.run(context.Background(), testJob); err != nil {
 		t.Fatalf("run: %v", err)
 	}
@@ -264,7 +272,7 @@ func TestViewTTY(t *testing.T) {
 	tick := 0
 	var out, progress bytes.Buffer
 	v := &view{
-		src: src, out: &out, progress: &progress, tty: true, poll: time.Millisecond,
+		src: src, out: &out, progress: &progress, tty: true,
 		display: func(ctx context.Context, ch chan *client.SolveStatus) error {
 			for s := range ch {
 				mu.Lock()
@@ -346,7 +354,7 @@ func TestViewTTYEndsInBuild(t *testing.T) {
 		}
 		displays, shown := 0, 0
 		var progress bytes.Buffer
-		v := &view{src: src, out: io.Discard, progress: &progress, tty: true, now: time.Now, poll: time.Millisecond,
+		v := &view{src: src, out: io.Discard, progress: &progress, tty: true, now: time.Now,
 			display: func(ctx context.Context, ch chan *client.SolveStatus) error {
 				displays++
 				for range ch {
@@ -379,7 +387,7 @@ func TestViewTTYWithoutBuildStatus(t *testing.T) {
 		},
 	}
 	var progress bytes.Buffer
-	v := &view{src: src, out: io.Discard, progress: &progress, tty: true, now: time.Now, poll: time.Millisecond,
+	v := &view{src: src, out: io.Discard, progress: &progress, tty: true, now: time.Now,
 		display: func(context.Context, chan *client.SolveStatus) error {
 			t.Error("a display was started with no status")
 			return nil
@@ -422,7 +430,7 @@ func TestViewTTYForgedLines(t *testing.T) {
 	}
 	shown := 0
 	var progress bytes.Buffer
-	v := &view{src: src, out: io.Discard, progress: &progress, tty: true, now: time.Now, poll: time.Millisecond,
+	v := &view{src: src, out: io.Discard, progress: &progress, tty: true, now: time.Now,
 		display: func(ctx context.Context, ch chan *client.SolveStatus) error {
 			for range ch {
 				shown++
@@ -444,5 +452,48 @@ func TestViewTTYForgedLines(t *testing.T) {
 		dim + "==> succeeded" + reset + "\n"
 	if progress.String() != want {
 		t.Errorf("progress\n got %q\nwant %q", progress.String(), want)
+	}
+}
+
+// waitEnd reads the record once, then waits on the job's event stream,
+// which gantryd ends at the job's end, and reads it once more: no record
+// is read while the job goes on.
+func TestWaitEndWokenByEvents(t *testing.T) {
+	ended := make(chan struct{})
+	gets := 0
+	src := &fakeSource{
+		get: func(context.Context, string) (*gantry.Job, error) {
+			gets++
+			select {
+			case <-ended:
+				return endedJob(gantry.StateSucceeded), nil
+			default:
+				return &gantry.Job{ID: testJob, State: gantry.StateRunning}, nil
+			}
+		},
+		events: func(_ context.Context, since uint64, job string, follow bool, fn func(gantry.Event) error) error {
+			if job != testJob || !follow {
+				t.Errorf("events of %q (follow %v), want %s's, followed", job, follow, testJob)
+			}
+			fn(gantry.Event{Job: testJob, Type: gantry.EventState, State: gantry.StateRunning})
+			close(ended) // the job ends; gantryd ends the stream
+			return fn(gantry.Event{Job: testJob, Type: gantry.EventState, State: gantry.StateSucceeded})
+		},
+	}
+	j, err := waitEnd(context.Background(), src, testJob)
+	if err != nil || j.State != gantry.StateSucceeded {
+		t.Fatalf("waitEnd: %v, %v; want the ended record", j, err)
+	}
+	if gets != 2 {
+		t.Errorf("read the record %d times, want 2 (before the stream, after its end)", gets)
+	}
+
+	// A stream that breaks is an error, not a reason to read in a loop.
+	src.events = func(context.Context, uint64, string, bool, func(gantry.Event) error) error {
+		return errors.New("connection reset")
+	}
+	ended = make(chan struct{})
+	if _, err := waitEnd(context.Background(), src, testJob); err == nil || !strings.Contains(err.Error(), "connection reset") {
+		t.Errorf("waitEnd on a broken stream: %v, want its error", err)
 	}
 }
