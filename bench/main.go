@@ -45,6 +45,7 @@ type config struct {
 	records     int    // job records for the ls case
 	submissions int    // submissions in one admission burst
 	clients     int    // concurrent clients of a burst
+	debug       bool   // gantryd --debug
 	keep        bool   // keep the scratch directory
 	soakJobs    int    // jobs of the soak case
 	soakEvery   int    // the soak samples the disk every this many jobs
@@ -66,6 +67,7 @@ func main() {
 	flag.IntVar(&cfg.records, "records", 100000, "job records in the data file of the ls case")
 	flag.IntVar(&cfg.submissions, "submissions", 1000, "job submissions in one admission burst")
 	flag.IntVar(&cfg.clients, "clients", 50, "concurrent clients of an admission burst")
+	flag.BoolVar(&cfg.debug, "debug", false, "start each gantryd with --debug: its log traces each submit and each job step (see BENCHMARKS.md)")
 	flag.BoolVar(&cfg.keep, "keep", false, "keep the scratch directory (daemons' logs and data) under /var/tmp")
 	flag.IntVar(&cfg.soakJobs, "soak-jobs", 500, "jobs through one gantryd with retention on, in the soak case")
 	flag.IntVar(&cfg.soakEvery, "soak-every", 50, "the soak case samples the disk every this many jobs")

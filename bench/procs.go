@@ -100,6 +100,9 @@ func (b *bench) startDaemon(ctx context.Context, name, dataDir string, args ...s
 		return nil, err
 	}
 	args = append([]string{"--socket", socket, "--data-dir", dataDir}, args...)
+	if b.cfg.debug {
+		args = append(args, "--debug")
+	}
 	p, err := startProc("gantryd "+name, filepath.Join(b.work, "gantryd-"+name+".log"), []string{"TMPDIR=" + tmp}, filepath.Join(b.bin, "gantryd"), args...)
 	if err != nil {
 		return nil, err
