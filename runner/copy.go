@@ -18,6 +18,9 @@ import (
 // ErrNotFound when path does not exist in the container; a container that
 // is gone is another error, which says so.
 func (e *Engine) CopyFrom(ctx context.Context, id, path string) (io.ReadCloser, error) {
+	if rc, err, ok := e.copyFromVolume(ctx, id, path); ok { // outputs.go
+		return rc, err
+	}
 	res, err := e.c.CopyFromContainer(ctx, id, client.CopyFromContainerOptions{SourcePath: path})
 	if err == nil {
 		return res.Content, nil

@@ -232,6 +232,9 @@ func (e *Engine) Create(ctx context.Context, s Spec) (string, error) {
 		Mounts:      hostMounts(s.Mounts),
 		ShmSize:     s.ShmSize,
 	}
+	if m, ok := e.outputMount(ctx, s); ok {
+		hc.Mounts = append(hc.Mounts, m)
+	}
 	hc.DeviceRequests = deviceRequests(s.GPUs)
 	hc.Memory = s.Memory
 	hc.NanoCPUs = s.NanoCPUs

@@ -8,7 +8,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"sort"
-	"strings"
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
@@ -107,18 +106,6 @@ func logDriver(max int64) *swarm.Driver {
 	return d
 }
 
-// outputDir is the output directory env gives the training (the last
-// GANTRY_OUTPUT_DIR), or "" when none.
-func outputDir(env []string) string {
-	dir := ""
-	for _, kv := range env {
-		if k, v, ok := strings.Cut(kv, "="); ok && k == gantry.OutputDirEnv {
-			dir = v
-		}
-	}
-	return dir
-}
-
 // Create creates the service for s, with no replica, and returns its ID.
 // It returns ErrConflict when a service of that name exists (Remove it by
 // name first), ErrInvalid for what a swarm cannot give s (datasets, GPUs by
@@ -127,7 +114,7 @@ func (b *Backend) Create(ctx context.Context, s runner.Spec) (string, error) {
 	var rnd [8]byte
 	rand.Read(rnd[:])
 	volume := "gantry-out-" + hex.EncodeToString(rnd[:])
-	spec, err := b.serviceSpec(s, volume, outputDir(s.Env))
+	spec, err := b.serviceSpec(s, volume, runner.OutputDir(s.Env))
 	if err != nil {
 		return "", err
 	}
