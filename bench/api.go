@@ -26,14 +26,18 @@ import (
 // are absolute, against the targets.
 
 // api runs the API measurements: gantryd's memory when idle, admission
-// latency under 50 concurrent clients, memory while 4 jobs train, and list
-// pages over a data file of 100,000 records.
+// latency under 50 concurrent clients (beside the disk's fsync latency),
+// the time from a change to an event stream's client, memory while 4 jobs
+// train, and list pages over a data file of 100,000 records.
 func (b *bench) api(ctx context.Context) error {
 	if err := b.rssIdle(ctx); err != nil {
 		return fmt.Errorf("idle memory: %w", err)
 	}
 	if err := b.admission(ctx); err != nil {
 		return fmt.Errorf("admission: %w", err)
+	}
+	if err := b.sseLatency(ctx); err != nil {
+		return fmt.Errorf("event latency: %w", err)
 	}
 	if err := b.rssBusy(ctx); err != nil {
 		return fmt.Errorf("memory with 4 jobs: %w", err)
@@ -119,6 +123,9 @@ func (b *bench) admission(ctx context.Context) error {
 	tarball := b.trueContext()
 	n := b.cfg.submissions
 	for run := 1; run <= b.cfg.runs; run++ {
+		if err := b.diskFsync(d.dataDir, run); err != nil {
+			return err
+		}
 		lat := make([]time.Duration, n)
 		ids := make([]string, n)
 		var (

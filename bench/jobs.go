@@ -347,6 +347,18 @@ func (b *bench) warm(ctx context.Context) error {
 			return fmt.Errorf("run %d, gantry: %w", i, err)
 		}
 		ws.lastJob = g.id
+		// The floor: the image gantry built, run by itself.
+		t0 := time.Now()
+		out, err := runCmd(ctx, nil, "docker", "run", "--rm", g.image)
+		alone := time.Since(t0)
+		if err != nil {
+			return fmt.Errorf("run %d, docker run --rm %s: %w", i, g.image, err)
+		}
+		if !accuracyLine.MatchString(out) {
+			return fmt.Errorf("run %d: docker run --rm %s printed no accuracy: %q", i, g.image, tail(out, 400))
+		}
+		b.res.add("warm/run-alone", dockerSide, seconds(alone))
+		b.res.add("warm/overhead", gantrySide, seconds(g.total-alone))
 		b.res.add("warm/job", gantrySide, seconds(g.total))
 		b.res.add("warm/exit-to-tag", gantrySide, seconds(g.exitToTag))
 		b.res.add("accuracy", gantrySide, g.accuracy)
@@ -364,8 +376,8 @@ func (b *bench) warm(ctx context.Context) error {
 		b.res.add("warm/job", dockerSide, seconds(dr.total))
 		b.res.add("warm/exit-to-tag", dockerSide, seconds(dr.exitToTag))
 		b.res.add("accuracy", dockerSide, dr.accuracy)
-		log.Printf("warm %d/%d: gantry %.1fs (exit→tag %.1fs), docker %.1fs (exit→tag %.1fs)",
-			i, b.cfg.runs, seconds(g.total), seconds(g.exitToTag), seconds(dr.total), seconds(dr.exitToTag))
+		log.Printf("warm %d/%d: gantry %.2fs (exit→tag %.2fs; the image alone %.2fs, overhead %.3fs), docker %.2fs (exit→tag %.2fs)",
+			i, b.cfg.runs, seconds(g.total), seconds(g.exitToTag), seconds(alone), seconds(g.total-alone), seconds(dr.total), seconds(dr.exitToTag))
 	}
 	return nil
 }
