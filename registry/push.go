@@ -46,6 +46,9 @@ type Pusher struct {
 	// blobs are known there is pushed with its manifest alone.
 	mu    sync.Mutex
 	known map[string]map[v1.Hash]bool
+	// manifests holds the descriptors of the manifests pushed, by
+	// repository@digest (see rememberManifest).
+	manifests map[string]v1.Descriptor
 }
 
 // Option configures a Pusher.
@@ -71,15 +74,16 @@ func New(opts ...Option) *Pusher {
 	return p
 }
 
-// Push uploads img to each reference in refs in turn (blobs the registry
-// already has are not sent again) and returns, for each, the manifest digest
-// the registry serves for it afterwards. rep takes typed progress (at most a
+// Push uploads img to each reference in refs (blobs the registry already
+// has are not sent again): the first alone, then the others at once. It
+// returns, for each, the manifest digest the registry serves for it
+// afterwards (the digest of the manifest's bytes as sent). rep takes typed progress (at most a
 // record a second for each reference, and its last, with the digest) and
 // lines for people (retries, a manifest-only push, each push done). A
 // registry that is down or answers 5xx is retried with backoff until ctx
 // ends; an authentication error is not retried and says which registry
-// refused. On error, the pushes that were done are returned with it, so the
-// record can tell which tags moved.
+// refused. On error, the pushes that were done are returned with the first
+// failure in refs' order, so the record can tell which tags moved.
 func (p *Pusher) Push(ctx context.Context, img v1.Image, refs []string, rep gantry.Reporter) ([]gantry.Push, error) {
 	tags := make([]name.Tag, 0, len(refs))
 	for _, r := range refs {
@@ -89,17 +93,60 @@ func (p *Pusher) Push(ctx context.Context, img v1.Image, refs []string, rep gant
 		}
 		tags = append(tags, t)
 	}
-	var done []gantry.Push
-	for _, t := range tags {
-		d, n, err := p.pushOne(ctx, img, t, rep)
-		if err != nil {
-			return done, err
+	// The first goes alone: it sends what blobs the registry lacks. The
+	// others (the job's own tag, more repositories) go at once: in the
+	// same repository they are a manifest each.
+	rep = &lockedReporter{rep: rep}
+	results := make([]gantry.Push, len(tags))
+	errs := make([]error, len(tags))
+	one := func(i int) {
+		d, n, err := p.pushOne(ctx, img, tags[i], rep)
+		if errs[i] = err; err != nil {
+			return
 		}
-		done = append(done, gantry.Push{Ref: t.Name(), Digest: d, Bytes: n})
-		rep.Progress(gantry.Progress{Ref: t.Name(), Current: n, Total: n, Digest: d})
-		rep.Linef("pushed %s@%s", t.Name(), d)
+		results[i] = gantry.Push{Ref: tags[i].Name(), Digest: d, Bytes: n}
+		rep.Progress(gantry.Progress{Ref: tags[i].Name(), Current: n, Total: n, Digest: d})
+		rep.Linef("pushed %s@%s", tags[i].Name(), d)
 	}
-	return done, nil
+	if len(tags) > 0 {
+		if one(0); errs[0] == nil {
+			var wg sync.WaitGroup
+			for i := 1; i < len(tags); i++ {
+				wg.Go(func() { one(i) })
+			}
+			wg.Wait()
+		}
+	}
+	// Whatever moved, in refs' order, and the first failure.
+	var done []gantry.Push
+	var first error
+	for i := range tags {
+		if errs[i] != nil && first == nil {
+			first = errs[i]
+		}
+		if results[i].Digest != "" {
+			done = append(done, results[i])
+		}
+	}
+	return done, first
+}
+
+// lockedReporter lets the pushes of several tags report at once.
+type lockedReporter struct {
+	mu  sync.Mutex
+	rep gantry.Reporter
+}
+
+func (r *lockedReporter) Linef(format string, args ...any) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.rep.Linef(format, args...)
+}
+
+func (r *lockedReporter) Progress(pr gantry.Progress) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.rep.Progress(pr)
 }
 
 // Backoff is the wait before the first retry of a push; it doubles up to
@@ -172,13 +219,32 @@ func (p *Pusher) tryPush(ctx context.Context, img v1.Image, t name.Tag, rep gant
 		}
 		p.remember(repo, blobs)
 	}
-	hctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	desc, err := remote.Head(t, p.options(hctx)...)
+	// The registry keeps the manifest's bytes as they were sent: its
+	// digest is theirs, with no round trip to ask.
+	desc, err := manifestDescriptor(img)
 	if err != nil {
 		return "", 0, err
 	}
+	p.rememberManifest(repo, desc)
 	return desc.Digest.String(), n, nil
+}
+
+// manifestDescriptor is the descriptor of img's manifest, as a registry
+// that holds it describes it.
+func manifestDescriptor(img v1.Image) (v1.Descriptor, error) {
+	raw, err := img.RawManifest()
+	if err != nil {
+		return v1.Descriptor{}, err
+	}
+	mt, err := img.MediaType()
+	if err != nil {
+		return v1.Descriptor{}, err
+	}
+	d, err := img.Digest()
+	if err != nil {
+		return v1.Descriptor{}, err
+	}
+	return v1.Descriptor{MediaType: mt, Size: int64(len(raw)), Digest: d}, nil
 }
 
 // Upload sends img's layers and config, not its manifest, to the
@@ -277,6 +343,26 @@ func (p *Pusher) remember(repo string, hs []v1.Hash) {
 	for _, h := range hs {
 		p.known[repo][h] = true
 	}
+}
+
+// rememberManifest notes a manifest this process pushed to repo, so that
+// an artifact attached to it needs no round trip to describe it.
+func (p *Pusher) rememberManifest(repo string, desc v1.Descriptor) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.manifests == nil || len(p.manifests) > maxKnown {
+		p.manifests = map[string]v1.Descriptor{}
+	}
+	p.manifests[repo+"@"+desc.Digest.String()] = desc
+}
+
+// pushedManifest returns the descriptor of the manifest digest this
+// process pushed to repo.
+func (p *Pusher) pushedManifest(repo, digest string) (*v1.Descriptor, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	desc, ok := p.manifests[repo+"@"+digest]
+	return &desc, ok
 }
 
 func (p *Pusher) forget(repo string) {
@@ -388,9 +474,11 @@ func (p *Pusher) attach(ctx context.Context, ref, subject string, artifact func(
 	if err != nil {
 		return "", err
 	}
-	sub, err := p.descriptor(ctx, t.Context().Digest(subject))
-	if err != nil {
-		return "", err
+	sub, ok := p.pushedManifest(t.Context().Name(), subject)
+	if !ok {
+		if sub, err = p.descriptor(ctx, t.Context().Digest(subject)); err != nil {
+			return "", err
+		}
 	}
 	img, err := artifact(*sub)
 	if err != nil {
