@@ -48,7 +48,7 @@ func (d *Daemon) Push(ctx context.Context, id string, refs []string, rep gantry.
 			return nil, err
 		}
 	}
-	j, err = d.publish(ctx, j, refs, nil, rep)
+	j, err = d.publishRecorded(ctx, j, refs, rep)
 	if err != nil && gantry.Kind(err) == nil {
 		err = gantry.Errorf(gantry.ErrUnavailable, "%v", err)
 	}
@@ -63,8 +63,10 @@ func (d *Daemon) Push(ctx context.Context, id string, refs []string, rep gantry.
 // a layer, or has them beside it as an artifact, as the job asked (see
 // ship.go). It is the one path to a registry: a job's own
 // push and gantry push both take it. upload, when not nil, is the job's
-// upload of its blobs, waited for first.
-func (d *Daemon) publish(ctx context.Context, j *gantry.Job, refs []string, upload *earlyUpload, rep gantry.Reporter) (*gantry.Job, error) {
+// upload of its blobs, waited for first. It returns the provenance record
+// attached, for the caller to record with what it records next (a job's
+// end, or gantry push's own record): one commit fewer on the way.
+func (d *Daemon) publish(ctx context.Context, j *gantry.Job, refs []string, upload *earlyUpload, rep gantry.Reporter) (*gantry.Job, *gantry.Provenance, error) {
 	refs = append(append([]string(nil), refs...), jobTags(j.ID, refs)...)
 	rep.Linef("==> pushing to %v", refs)
 	pctx, cancel := withLimit(ctx, "push", j.Spec.Timeouts.Push)
@@ -72,41 +74,55 @@ func (d *Daemon) publish(ctx context.Context, j *gantry.Job, refs []string, uplo
 	upload.wait(pctx)
 	img, err := d.image(pctx, j)
 	if err != nil {
-		return j, phaseErr(ctx, pctx, err)
+		return j, nil, phaseErr(ctx, pctx, err)
 	}
 	defer layers.Release(img)
 	built, err := img.Digest()
 	if err != nil {
-		return j, phaseErr(ctx, pctx, fmt.Errorf("job %s: read its image's digest: %w", j.ID, err))
+		return j, nil, phaseErr(ctx, pctx, fmt.Errorf("job %s: read its image's digest: %w", j.ID, err))
 	}
 	if j, err = d.ensureLayer(pctx, j); err != nil {
-		return j, phaseErr(ctx, pctx, err)
+		return j, nil, phaseErr(ctx, pctx, err)
 	}
 	ship, err := d.shipImage(j, img)
 	if err != nil {
-		return j, phaseErr(ctx, pctx, fmt.Errorf("job %s: add its outputs to its image: %w", j.ID, err))
+		return j, nil, phaseErr(ctx, pctx, fmt.Errorf("job %s: add its outputs to its image: %w", j.ID, err))
 	}
 	pushes, err := d.pusher.Push(pctx, ship, refs, rep)
 	// Record what moved, even when the rest failed.
 	if j, err = d.recordPushes(ctx, j.ID, pushes, err); err != nil {
-		return j, phaseErr(ctx, pctx, err)
+		return j, nil, phaseErr(ctx, pctx, err)
 	}
 	if shipsArtifact(j) {
 		if err = d.attachOutputs(pctx, j, pushes, rep); err != nil {
-			return j, phaseErr(ctx, pctx, err)
+			return j, nil, phaseErr(ctx, pctx, err)
 		}
 	}
 	// The provenance record goes beside the image, by digest: the image's
 	// own digest does not change.
-	if j, err = d.attachProvenance(pctx, j, pushes, built.String(), rep); err != nil {
-		return j, phaseErr(ctx, pctx, err)
+	prov, err := d.attachProvenance(pctx, j, pushes, built.String(), rep)
+	if err != nil {
+		return j, nil, phaseErr(ctx, pctx, err)
 	}
 	if j.Spec.Promote != "" {
 		if j, err = d.promote(pctx, j, pushes, rep); err != nil {
-			return j, phaseErr(ctx, pctx, err)
+			return j, nil, phaseErr(ctx, pctx, err)
 		}
 	}
-	return j, nil
+	return j, prov, nil
+}
+
+// publishRecorded is publish for a job that has ended (gantry push, a
+// sweep's winner): the provenance is recorded on its own.
+func (d *Daemon) publishRecorded(ctx context.Context, j *gantry.Job, refs []string, rep gantry.Reporter) (*gantry.Job, error) {
+	j, prov, err := d.publish(ctx, j, refs, nil, rep)
+	if err != nil {
+		return j, err
+	}
+	return d.store.Update(context.WithoutCancel(ctx), j.ID, func(j *gantry.Job) error {
+		j.Provenance = prov
+		return nil
+	})
 }
 
 // image reads job j's image for a push: by its name, or, once that is gone
@@ -243,10 +259,11 @@ func (d *Daemon) recordPushes(ctx context.Context, id string, pushes []gantry.Pu
 	return j, pushErr
 }
 
-// attachProvenance records the job's provenance and pushes it as an
-// artifact referring to the image in each repository of pushes.
-// built is the digest of the image as built; the one pushed is pushes'.
-func (d *Daemon) attachProvenance(ctx context.Context, j *gantry.Job, pushes []gantry.Push, built string, rep gantry.Reporter) (*gantry.Job, error) {
+// attachProvenance pushes the job's provenance as an artifact referring to
+// the image in each repository of pushes, and returns it (to be recorded by
+// the caller). built is the digest of the image as built; the one pushed is
+// pushes'.
+func (d *Daemon) attachProvenance(ctx context.Context, j *gantry.Job, pushes []gantry.Push, built string, rep gantry.Reporter) (*gantry.Provenance, error) {
 	prov := gantry.NewProvenance(j)
 	prov.Built = built
 	if len(pushes) > 0 {
@@ -254,19 +271,16 @@ func (d *Daemon) attachProvenance(ctx context.Context, j *gantry.Job, pushes []g
 	}
 	data, err := json.Marshal(prov)
 	if err != nil {
-		return j, err
+		return nil, err
 	}
 	for _, p := range perRepository(pushes) {
 		a, err := d.pusher.Attach(ctx, p.Ref, p.Digest, gantry.ProvenanceType, data)
 		if err != nil {
-			return j, fmt.Errorf("attach the provenance record: %w", err)
+			return nil, fmt.Errorf("attach the provenance record: %w", err)
 		}
 		rep.Linef("provenance record %s attached to %s@%s", a, gantry.Repository(p.Ref), p.Digest)
 	}
-	return d.store.Update(context.WithoutCancel(ctx), j.ID, func(j *gantry.Job) error {
-		j.Provenance = prov
-		return nil
-	})
+	return prov, nil
 }
 
 // attachOutputs pushes job j's output files as an OCI artifact (type

@@ -59,6 +59,7 @@ func (r *jobRun) buildIn(ctx context.Context, dir string) error {
 	if err != nil {
 		return err
 	}
+	tr := newTrace()
 	bctx, cancel := withLimit(ctx, "build", r.j.Spec.Timeouts.Build)
 	r.say("building %s (Dockerfile %s)", r.j.ImageName, r.j.Spec.Build.Dockerfile)
 	res, err := d.builder.Build(bctx, builder.Request{
@@ -71,6 +72,7 @@ func (r *jobRun) buildIn(ctx context.Context, dir string) error {
 		Status:     d.notifying(status, d.StatusPath(id)),
 	}, r.log.Output())
 	status.Close()
+	tr.mark("solved")
 	d.builtWithSecrets(ctx, r.j)
 	if err != nil {
 		cancel()
@@ -81,7 +83,9 @@ func (r *jobRun) buildIn(ctx context.Context, dir string) error {
 	if err != nil {
 		return phaseErr(ctx, bctx, err)
 	}
+	tr.mark("staged")
 	bases := d.resolveBases(ctx, res.Bases)
+	tr.mark("bases")
 	if r.j, err = d.store.Update(ctx, id, func(j *gantry.Job) error {
 		j.Image = image
 		j.Inputs.Bases = bases
@@ -90,6 +94,8 @@ func (r *jobRun) buildIn(ctx context.Context, dir string) error {
 	}); err != nil {
 		return err
 	}
+	tr.mark("recorded")
+	d.log.Debug("build trace", append([]any{"job", id}, tr.attrs()...)...)
 	return nil
 }
 
@@ -287,12 +293,12 @@ func (r *jobRun) publish(ctx context.Context) error {
 	} else {
 		r.d.log.Warn("open the push progress file", "job", r.j.ID, "err", err)
 	}
-	j, err := r.d.publish(ctx, r.j, r.j.Spec.Push, r.upload, rep)
+	j, prov, err := r.d.publish(ctx, r.j, r.j.Spec.Push, r.upload, rep)
 	if err != nil {
 		return err
 	}
 	r.j, err = r.d.finish(ctx, j.ID, r.log, gantry.StateSucceeded, "", func(j *gantry.Job) {
-		j.Checkpoint = gantry.CheckpointPublished
+		j.Provenance, j.Checkpoint = prov, gantry.CheckpointPublished
 	})
 	return err
 }

@@ -219,7 +219,7 @@ func (d *Daemon) publishWinner(ctx context.Context, sw *gantry.Sweep) error {
 	}
 	defer logf.Close()
 	logf.Linef("==> the winner of sweep %s", sw.ID)
-	_, err = d.publish(ctx, j, sw.Spec.Job.Push, nil, jobReporter{log: logf})
+	_, err = d.publishRecorded(ctx, j, sw.Spec.Job.Push, jobReporter{log: logf})
 	return err
 }
 
