@@ -125,6 +125,66 @@ func TestOutputsKept(t *testing.T) {
 	noContainersLeft(t, id)
 }
 
+// The output directory of an image that runs as root is a volume of the
+// run's own, read from the engine's host; one that runs as another user
+// has it copied out through the engine (a volume the engine made would be
+// root's, and the trainer could not write to it). Both keep the same
+// files, and both leave no container (nor its volume) behind.
+func TestOutputsOfRootAndNonRootImages(t *testing.T) {
+	t.Parallel()
+	before := danglingAnonymousVolumes(t)
+	d := startDaemon(t)
+	program := writeOutputs + "print('Model accuracy: 0.95', flush=True)\n"
+	for _, c := range []struct {
+		name string
+		dir  string
+		user []string
+	}{
+		{"root", "/output", nil},
+		{"nobody", "/tmp/out", []string{"USER nobody"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			id := d.submit(trainerDir(t, program, c.user...), "--output", c.dir)
+			j := d.waitJob(id, 3*time.Minute)
+			if j.State != gantry.StateSucceeded || j.Outputs == nil {
+				t.Fatalf("job %s: %s (%q), outputs %+v; want succeeded, with outputs", id, j.State, j.Error, j.Outputs)
+			}
+			want, _ := wantOutputs()
+			var got []gantry.OutputFile
+			for _, f := range j.Outputs.Files {
+				f.Mode = 0
+				got = append(got, f)
+			}
+			if j.Outputs.Dir != c.dir || !reflect.DeepEqual(got, want) {
+				t.Errorf("outputs %+v, want in %s: %+v", j.Outputs, c.dir, want)
+			}
+			noContainersLeft(t, id)
+		})
+	}
+	for v := range danglingAnonymousVolumes(t) {
+		if !before[v] {
+			t.Errorf("volume %s is left, used by no container: a run's output volume was not removed with it", v)
+		}
+	}
+}
+
+// danglingAnonymousVolumes lists the engine's volumes that no container
+// uses and that have no name of their own (64 hex digits).
+func danglingAnonymousVolumes(t *testing.T) map[string]bool {
+	t.Helper()
+	out, err := exec.Command("docker", "volume", "ls", "-q", "--filter", "dangling=true").Output()
+	if err != nil {
+		t.Fatalf("docker volume ls: %v", err)
+	}
+	vs := map[string]bool{}
+	for _, v := range strings.Fields(string(out)) {
+		if len(v) == 64 && strings.Trim(v, "0123456789abcdef") == "" {
+			vs[v] = true
+		}
+	}
+	return vs
+}
+
 // A trainer that fails (exit 3) or is OOM-killed after writing a
 // checkpoint still has it kept.
 func TestOutputsOfFailedTraining(t *testing.T) {
