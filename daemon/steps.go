@@ -236,16 +236,23 @@ func (r *jobRun) train(ctx context.Context) error {
 	return err
 }
 
-// gate removes the container (the record is complete) and decides: a job
+// gate removes the container (the record is complete) and decides, at once: a job
 // that failed (or whose outputs could not be kept) ends failed, one below
 // its gate rejected, one that pushes nowhere succeeded, and one that pushes
 // moves to pushing: checkpoint gated. A job that will not push stops its upload before it ends: once it
 // has ended, nothing of it goes on.
 func (r *jobRun) gate(ctx context.Context) error {
 	d, j := r.d, r.j
-	if err := d.engine.Remove(ctx, j.ContainerID); err != nil {
-		d.log.Warn("remove container", "job", j.ID, "err", err)
-	}
+	// The container goes while the verdict is made and the output layer
+	// built; the gate ends once it is gone.
+	removed := make(chan struct{})
+	go func() {
+		defer close(removed)
+		if err := d.engine.Remove(ctx, j.ContainerID); err != nil {
+			d.log.Warn("remove container", "job", j.ID, "err", err)
+		}
+	}()
+	defer func() { <-removed }()
 	if a := j.Metrics.Accuracy; a != nil {
 		r.say("accuracy %.4f", *a)
 	} else {
@@ -262,9 +269,11 @@ func (r *jobRun) gate(ctx context.Context) error {
 	case !v.Passed:
 		r.upload.stop()
 		r.say("rejected: %s", v.Reason)
+		<-removed // an ended job has nothing left
 		r.j, err = d.finish(ctx, j.ID, nil, gantry.StateRejected, v.Reason, gated)
 	case len(j.Spec.Push) == 0:
 		r.upload.stop()
+		<-removed
 		r.j, err = d.finish(ctx, j.ID, r.log, gantry.StateSucceeded, "", gated)
 	default:
 		// The output layer is built now, recorded with the verdict, and
