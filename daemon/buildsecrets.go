@@ -8,8 +8,6 @@ package daemon
 import (
 	"context"
 	"errors"
-	"maps"
-	"sync"
 
 	"github.com/gantry-ml/gantry"
 )
@@ -20,35 +18,7 @@ var errBuildSecretsLost = errors.New("the values of --secret are held only in ga
 
 // buildSecretStore holds build secrets' values by build (a job's ID, or a
 // sweep's), in memory only.
-type buildSecretStore struct {
-	mu sync.Mutex
-	m  map[string]map[string][]byte
-}
-
-func (s *buildSecretStore) put(key string, vals map[string][]byte) {
-	if len(vals) == 0 {
-		return
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.m == nil {
-		s.m = map[string]map[string][]byte{}
-	}
-	s.m[key] = maps.Clone(vals)
-}
-
-func (s *buildSecretStore) get(key string) (map[string][]byte, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	v, ok := s.m[key]
-	return v, ok
-}
-
-func (s *buildSecretStore) forget(key string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	delete(s.m, key)
-}
+type buildSecretStore = heldValues[[]byte]
 
 // buildKey is what job j's build secrets are held under: its sweep's ID
 // for a sweep's point (the sweep builds once), else its own.

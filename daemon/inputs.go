@@ -22,31 +22,38 @@ var errSecretsLost = errors.New("the values of --secret-env are held only in gan
 // secretStore holds the values of jobs' --secret-env, by job ID, in memory
 // only: from submit until the job's container is created (the engine holds
 // them from then on) or the job ends. Nothing of them is written by gantryd.
-type secretStore struct {
+type secretStore = heldValues[string]
+
+// heldValues holds secret values by key (a job's or a sweep's ID) in this
+// process's memory only. An empty set of values is not held.
+type heldValues[V any] struct {
 	mu sync.Mutex
-	m  map[string]map[string]string
+	m  map[string]map[string]V
 }
 
-func (s *secretStore) put(id string, vals map[string]string) {
+func (s *heldValues[V]) put(key string, vals map[string]V) {
+	if len(vals) == 0 {
+		return
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.m == nil {
-		s.m = map[string]map[string]string{}
+		s.m = map[string]map[string]V{}
 	}
-	s.m[id] = maps.Clone(vals)
+	s.m[key] = maps.Clone(vals)
 }
 
-func (s *secretStore) get(id string) (map[string]string, bool) {
+func (s *heldValues[V]) get(key string) (map[string]V, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	v, ok := s.m[id]
+	v, ok := s.m[key]
 	return v, ok
 }
 
-func (s *secretStore) forget(id string) {
+func (s *heldValues[V]) forget(key string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	delete(s.m, id)
+	delete(s.m, key)
 }
 
 // checkSecrets checks that secrets are exactly the values of the variables
