@@ -84,9 +84,13 @@ func (d *Daemon) Events(ctx context.Context, after uint64, job string, follow bo
 		changed := d.changed.wait() // before reading: no change falls between
 		// Every event up to last is in the read that follows: a job's
 		// follower reads on from there, not again over other jobs' events.
-		last, err := d.store.LastEvent(ctx)
-		if err != nil {
-			return err
+		// (One of every job reads on from the last event it sent.)
+		var last uint64
+		if job != "" {
+			var err error
+			if last, err = d.store.LastEvent(ctx); err != nil {
+				return err
+			}
 		}
 		evs, err := d.store.Events(ctx, after, job, page)
 		if err != nil {
