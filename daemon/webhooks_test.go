@@ -42,12 +42,7 @@ func (c *hookClock) after(d time.Duration) <-chan time.Time {
 // advance moves the clock by the wait asked and ends it.
 func (c *hookClock) advance(t *testing.T) time.Duration {
 	t.Helper()
-	var d time.Duration
-	select {
-	case d = <-c.asked:
-	case <-time.After(time.Minute):
-		t.Fatal("the sender asked for no wait")
-	}
+	d := pipeReceive(t, "the sender to ask for a wait", c.asked)
 	c.mu.Lock()
 	c.t = c.t.Add(d)
 	now := c.t
@@ -155,13 +150,7 @@ func (r *hookRig) endJob(t *testing.T) *gantry.Job {
 
 func (r *hookRig) nextAttempt(t *testing.T) gantry.WebhookAttempt {
 	t.Helper()
-	select {
-	case a := <-r.box.recorded:
-		return a
-	case <-time.After(time.Minute):
-		t.Fatal("no attempt was recorded")
-		return gantry.WebhookAttempt{}
-	}
+	return pipeReceive(t, "an attempt to be recorded", r.box.recorded)
 }
 
 func TestWebhookRetriedUntilDelivered(t *testing.T) {
