@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -79,19 +78,7 @@ func TestEmbeddedBuildKitUsesDockerConfigCredentials(t *testing.T) {
 	reg := startAuthRegistry(t, "trainer", "s3cret")
 	base := reg + "/base/busybox:1"
 	pushBusybox(t, base, remote.WithAuth(&authn.Basic{Username: "trainer", Password: "s3cret"}))
-	dc, err := client.New(client.FromEnv, client.WithAPIVersionNegotiation())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dc.Close()
-	hijack := func(ctx context.Context, url, proto string, meta map[string][]string) (net.Conn, error) {
-		return dc.DialHijack(ctx, url, proto, meta)
-	}
-	b, err := Dial(ctx, "", TLS{}, hijack, nil)
-	if err != nil {
-		t.Fatalf("no Docker engine (make services starts one): %v", err)
-	}
-	defer b.Close()
+	b, dc := embeddedBuilder(t, ctx)
 	dockerConfig(t, reg, "trainer", "s3cret")
 	name := "gantry-test/builder-auth:" + gantry.NewID(time.Now())
 	var progress bytes.Buffer

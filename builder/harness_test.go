@@ -22,6 +22,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/moby/moby/client"
 
 	"github.com/gantry-ml/gantry/internal/lab"
 )
@@ -223,4 +224,25 @@ func rawConfig(t *testing.T, ref string) string {
 		return err.Error()
 	}
 	return string(b)
+}
+
+// embeddedBuilder dials the Docker engine's own BuildKit, as gantryd does
+// without --buildkit-addr, and returns it with the engine's client; the
+// test's end closes both.
+func embeddedBuilder(t *testing.T, ctx context.Context) (*Builder, *client.Client) {
+	t.Helper()
+	dc, err := client.New(client.FromEnv, client.WithAPIVersionNegotiation())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { dc.Close() })
+	hijack := func(ctx context.Context, url, proto string, meta map[string][]string) (net.Conn, error) {
+		return dc.DialHijack(ctx, url, proto, meta)
+	}
+	b, err := Dial(ctx, "", TLS{}, hijack, nil)
+	if err != nil {
+		t.Fatalf("no Docker engine (make services starts one): %v", err)
+	}
+	t.Cleanup(func() { b.Close() })
+	return b, dc
 }

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -32,19 +31,7 @@ func TestEmbeddedBuildKitMountsSecret(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	dc, err := client.New(client.FromEnv, client.WithAPIVersionNegotiation())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dc.Close()
-	hijack := func(ctx context.Context, url, proto string, meta map[string][]string) (net.Conn, error) {
-		return dc.DialHijack(ctx, url, proto, meta)
-	}
-	b, err := Dial(ctx, "", TLS{}, hijack, nil)
-	if err != nil {
-		t.Fatalf("no Docker engine: %v", err)
-	}
-	defer b.Close()
+	b, dc := embeddedBuilder(t, ctx)
 	value := "secret-" + gantry.NewID(time.Now())
 	sum := sha256.Sum256([]byte(value))
 	df := strings.ReplaceAll(secretDockerfile, "NONCE", gantry.NewID(time.Now()))
