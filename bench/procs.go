@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -337,7 +336,7 @@ func readProcStat(pid int) (procStat, error) {
 // registry is a private docker-registry with its own storage, so that a
 // case can start from an empty one.
 type registry struct {
-	*proc
+	*lab.LocalRegistry
 	addr string
 	dir  string
 }
@@ -345,46 +344,22 @@ type registry struct {
 // startRegistry starts Debian's docker-registry on a free loopback port with
 // filesystem storage under the scratch directory.
 func (b *bench) startRegistry(ctx context.Context, name string) (*registry, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	addr := l.Addr().String()
-	l.Close()
 	dir := filepath.Join(b.work, "registry-"+name)
-	if err := os.MkdirAll(filepath.Join(dir, "storage"), 0o755); err != nil {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	conf := lab.RegistryConfig(filepath.Join(dir, "storage"), addr, "")
-	confPath := filepath.Join(dir, "config.yml")
-	if err := os.WriteFile(confPath, conf, 0o644); err != nil {
-		return nil, err
-	}
-	p, err := startProc("registry "+name, filepath.Join(dir, "registry.log"), nil, "docker-registry", "serve", confPath)
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	r, err := lab.StartLocalRegistry(ctx, dir, "", http.StatusOK)
 	if err != nil {
-		return nil, err
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("registry %s: %w", name, err)
 	}
-	r := &registry{proc: p, addr: addr, dir: dir}
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		resp, err := http.Get("http://" + addr + "/v2/")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return r, nil
-			}
-		}
-		if p.exited() || ctx.Err() != nil || time.Now().After(deadline) {
-			logTail := p.logTail()
-			r.stop()
-			return nil, fmt.Errorf("registry %s on %s did not come up:\n%s", name, addr, logTail)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	return &registry{LocalRegistry: r, addr: r.Addr, dir: dir}, nil
 }
 
 // stop stops the registry and removes what it stored.
 func (r *registry) stop() {
-	r.proc.stop()
+	r.Close()
 	os.RemoveAll(r.dir)
 }

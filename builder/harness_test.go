@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -54,36 +53,14 @@ func startAuthRegistry(t *testing.T, user, password string) string {
 // test ends, once /v2/ answers with the status wanted.
 func runRegistry(t *testing.T, extra string, want int) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	r, err := lab.StartLocalRegistry(ctx, t.TempDir(), extra, want)
 	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	dir := t.TempDir()
-	cfg := lab.RegistryConfig(dir, addr, extra)
-	if err := os.WriteFile(filepath.Join(dir, "config.yml"), cfg, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command("docker-registry", "serve", filepath.Join(dir, "config.yml"))
-	if err := cmd.Start(); err != nil {
 		t.Fatalf("start docker-registry: %v", err)
 	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	// The registry announces readiness no other way than by answering.
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if resp, err := http.Get("http://" + addr + "/v2/"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == want {
-				return addr
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("docker-registry did not come up on %s", addr)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	t.Cleanup(r.Close)
+	return r.Addr
 }
 
 // pushBusybox pushes a one-layer linux/amd64 image holding Debian's static

@@ -28,8 +28,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/gantry-ml/gantry/internal/lab"
 )
 
 // The hub box is Docker Hub on this machine, for the engine, the docker CLI
@@ -137,54 +135,9 @@ func (b *hubBox) rateLimit(n int64) { b.limit.Store(n) }
 // authentication trusting tokens signed under bundle's CA.
 func (b *hubBox) startRegistry(t *testing.T, bundle string) {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b.regAddr = l.Addr().String()
-	l.Close()
-	dir := t.TempDir()
 	auth := fmt.Sprintf("  relativeurls: true\nauth:\n  token:\n    realm: https://%s/token\n    service: %s\n    issuer: %s\n    rootcertbundle: %s\n",
 		hubAuthName, hubService, hubIssuer, bundle)
-	cfg := filepath.Join(dir, "config.yml")
-	if err := os.WriteFile(cfg, lab.RegistryConfig(filepath.Join(dir, "storage"), b.regAddr, auth), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	out := &syncBuffer{}
-	cmd := exec.Command("docker-registry", "serve", cfg)
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start docker-registry: %v", err)
-	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-exited
-		if t.Failed() {
-			t.Logf("the hub box's docker-registry:\n%s", out.String())
-		}
-	})
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := http.Get("http://" + b.regAddr + "/v2/")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusUnauthorized {
-				return
-			}
-			t.Fatalf("docker-registry /v2/ answered %s, want 401 (token auth)", resp.Status)
-		}
-		select {
-		case <-exited:
-			t.Fatalf("docker-registry exited:\n%s", out.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("docker-registry did not answer within 30s:\n%s", out.String())
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	b.regAddr = runRegistry(t, t.TempDir(), auth, http.StatusUnauthorized)
 }
 
 // serve runs the TLS front on ln: auth.docker.io's /token is answered here,

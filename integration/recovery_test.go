@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/http"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"github.com/gantry-ml/gantry"
+	"github.com/gantry-ml/gantry/internal/lab"
 )
 
 // kill9 kills gantryd with SIGKILL, as a crash would.
@@ -352,31 +354,24 @@ func TestRegistryTrouble(t *testing.T) {
 	}
 }
 
-// runRegistry runs docker-registry with config cfg (written into dir) until
-// the test ends, once /v2/ answers with the status wanted.
-func runRegistry(t *testing.T, dir, addr, cfg string, want int) {
+// runRegistry runs docker-registry (its files under dir, extra added to its
+// configuration) until the test ends, once /v2/ answers with the status
+// wanted, and returns its address.
+func runRegistry(t *testing.T, dir, extra string, want int) string {
 	t.Helper()
-	if err := os.WriteFile(filepath.Join(dir, "config.yml"), []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command("docker-registry", "serve", filepath.Join(dir, "config.yml"))
-	if err := cmd.Start(); err != nil {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	r, err := lab.StartLocalRegistry(ctx, dir, extra, want)
+	if err != nil {
 		t.Fatalf("start docker-registry: %v", err)
 	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		if resp, err := http.Get("http://" + addr + "/v2/"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == want {
-				return
-			}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("docker-registry's log:\n%s", r.Log())
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("docker-registry did not come up on %s", addr)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		r.Close()
+	})
+	return r.Addr
 }
 
 // A container that carries gantryd's labels but belongs to no job is

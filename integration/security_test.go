@@ -131,8 +131,7 @@ sys.exit(2)
 func TestPushWithDockerLoginLeavesNoSecret(t *testing.T) {
 	t.Parallel()
 	const user, password = "trainer", "s3cret-Pa55word-for-gantry-test"
-	addr := freeAddr(t)
-	startAuthRegistry(t, addr, user, password)
+	addr := startAuthRegistry(t, user, password)
 	dockerConfig := t.TempDir()
 	login := exec.Command("docker", "login", "--username", user, "--password-stdin", addr)
 	login.Env = append(os.Environ(), "DOCKER_CONFIG="+dockerConfig)
@@ -185,30 +184,18 @@ func freeAddr(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-// startAuthRegistry runs Debian's docker-registry on addr with htpasswd
-// authentication for user until the test ends.
-func startAuthRegistry(t *testing.T, addr, user, password string) {
+// startAuthRegistry runs Debian's docker-registry with htpasswd
+// authentication for user until the test ends, and returns its address.
+func startAuthRegistry(t *testing.T, user, password string) string {
 	t.Helper()
 	dir := t.TempDir()
 	hash, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.DefaultCost)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(dir, "htpasswd"), []byte(user+":"+string(hash)+"\n"), 0o600); err != nil {
+	htpasswd := filepath.Join(dir, "htpasswd")
+	if err := os.WriteFile(htpasswd, []byte(user+":"+string(hash)+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg := fmt.Sprintf(`version: 0.1
-log:
-  level: warn
-storage:
-  filesystem:
-    rootdirectory: %s/data
-http:
-  addr: %s
-auth:
-  htpasswd:
-    realm: gantry-test
-    path: %s/htpasswd
-`, dir, addr, dir)
-	runRegistry(t, dir, addr, cfg, http.StatusUnauthorized)
+	return runRegistry(t, dir, fmt.Sprintf("auth:\n  htpasswd:\n    realm: gantry-test\n    path: %s\n", htpasswd), http.StatusUnauthorized)
 }

@@ -23,7 +23,7 @@ import (
 // RegistryConfig is the configuration of Debian's docker-registry
 // (distribution 2.8) serving on addr from storage, without auth, with
 // deletes allowed; extra (YAML, top level: an auth: section) is appended.
-// The lab's registry, the benchmark's and the builder tests' use it.
+// The lab's registry, the benchmark's and the tests' use it.
 func RegistryConfig(storage, addr, extra string) []byte {
 	return fmt.Appendf(nil, `version: 0.1
 log:
@@ -55,25 +55,75 @@ func startRegistry(ctx context.Context, n netNames, storage string) (*process, e
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
+	if err := awaitRegistry(ctx, p, registryAddr, http.StatusOK); err != nil {
+		_ = p.stop(5 * time.Second)
+		return nil, err
+	}
+	return p, nil
+}
+
+// awaitRegistry waits until the docker-registry p, serving on addr, answers
+// /v2/ with the status want (it announces readiness no other way), until
+// ctx ends. Another status, or p's exit, is an error at once.
+func awaitRegistry(ctx context.Context, p *process, addr string, want int) error {
 	hc := &http.Client{Transport: labTransport(), Timeout: 2 * time.Second}
 	for {
-		resp, err := hc.Get("http://" + registryAddr + "/v2/")
+		resp, err := hc.Get("http://" + addr + "/v2/")
 		if err == nil {
 			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return p, nil
+			if resp.StatusCode == want {
+				return nil
 			}
+			return fmt.Errorf("registry at %s answered /v2/ with %s, want %d: %s", addr, resp.Status, want, p.logTail())
 		}
 		select {
 		case <-p.exited:
-			return nil, gantry.Errorf(gantry.ErrUnavailable, "registry exited while starting: %s", p.logTail())
+			return gantry.Errorf(gantry.ErrUnavailable, "registry exited while starting: %s", p.logTail())
 		case <-ctx.Done():
-			_ = p.stop(5 * time.Second)
-			return nil, fmt.Errorf("registry at %s not answering: %w (%v)", registryAddr, gantry.ErrUnavailable, err)
+			return fmt.Errorf("registry at %s not answering: %w (%v)", addr, gantry.ErrUnavailable, err)
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
 }
+
+// LocalRegistry is a docker-registry a test runs on the host's loopback.
+type LocalRegistry struct {
+	Addr string // host:port
+	p    *process
+}
+
+// StartLocalRegistry runs docker-registry on a free loopback port, its
+// configuration, log and storage under dir, with extra configuration
+// (RegistryConfig's: an auth: section), and returns once /v2/ answers with
+// the status want (401 for a registry with auth), or an error when ctx
+// ends first. Close stops it.
+func StartLocalRegistry(ctx context.Context, dir, extra string, want int) (*LocalRegistry, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	addr := l.Addr().String()
+	l.Close()
+	cfg := filepath.Join(dir, "config.yml")
+	if err := os.WriteFile(cfg, RegistryConfig(filepath.Join(dir, "storage"), addr, extra), 0o600); err != nil {
+		return nil, err
+	}
+	p, err := start("docker-registry", exec.Command("docker-registry", "serve", cfg), filepath.Join(dir, "registry.log"))
+	if err != nil {
+		return nil, err
+	}
+	if err := awaitRegistry(ctx, p, addr, want); err != nil {
+		_ = p.stop(5 * time.Second)
+		return nil, err
+	}
+	return &LocalRegistry{Addr: addr, p: p}, nil
+}
+
+// Close stops the registry and waits for its exit.
+func (r *LocalRegistry) Close() { _ = r.p.stop(5 * time.Second) }
+
+// Log is the end of the registry's log.
+func (r *LocalRegistry) Log() string { return r.p.logTail() }
 
 // labTransport talks to the lab's registry directly, never through a proxy
 // the environment may name.
