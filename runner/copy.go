@@ -18,7 +18,7 @@ import (
 // ErrNotFound when path does not exist in the container; a container that
 // is gone is another error, which says so.
 func (e *Engine) CopyFrom(ctx context.Context, id, path string) (io.ReadCloser, error) {
-	if rc, err, ok := e.copyFromVolume(ctx, id, path); ok { // outputs.go
+	if rc, ok, err := e.copyFromVolume(ctx, id, path); ok { // outputs.go
 		return rc, err
 	}
 	res, err := e.c.CopyFromContainer(ctx, id, client.CopyFromContainerOptions{SourcePath: path})

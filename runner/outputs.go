@@ -73,13 +73,13 @@ func rootUser(u string) bool {
 // is to copy it. An empty directory is ErrNotFound, as a path the training
 // never made is. The container has exited: nothing changes the directory
 // while it is read, and every entry is opened without following a link.
-func (e *Engine) copyFromVolume(ctx context.Context, id, p string) (rc io.ReadCloser, err error, ok bool) {
+func (e *Engine) copyFromVolume(ctx context.Context, id, p string) (rc io.ReadCloser, ok bool, err error) {
 	if !strings.HasPrefix(e.c.DaemonHost(), "unix://") {
-		return nil, nil, false
+		return nil, false, nil
 	}
 	insp, err := e.inspect(ctx, id)
 	if err != nil || insp.State == nil || insp.State.Running {
-		return nil, nil, false
+		return nil, false, nil
 	}
 	p = path.Clean(p)
 	src := ""
@@ -89,27 +89,27 @@ func (e *Engine) copyFromVolume(ctx context.Context, id, p string) (rc io.ReadCl
 		}
 	}
 	if src == "" {
-		return nil, nil, false
+		return nil, false, nil
 	}
 	root, err := os.OpenRoot(src)
 	if err != nil {
-		return nil, nil, false // not on this host's filesystem (gantryd in a container)
+		return nil, false, nil // not on this host's filesystem (gantryd in a container)
 	}
 	entries, err := fs.ReadDir(root.FS(), ".")
 	if err != nil {
 		root.Close()
-		return nil, nil, false
+		return nil, false, nil
 	}
 	if len(entries) == 0 {
 		root.Close()
-		return nil, gantry.Errorf(gantry.ErrNotFound, "%s: nothing in it in container %.12s", p, id), true
+		return nil, true, gantry.Errorf(gantry.ErrNotFound, "%s: nothing in it in container %.12s", p, id)
 	}
 	pr, pw := io.Pipe()
 	go func() {
 		defer root.Close()
 		pw.CloseWithError(tarDir(ctx, root, path.Base(p), pw))
 	}()
-	return pr, nil, true
+	return pr, true, nil
 }
 
 // tarDir writes the tree under root to w as a tar stream whose entries are
